@@ -1,0 +1,125 @@
+"""Per-process background machinery: a timer thread and a channel-layer sender.
+
+Workers are plain synchronous processes. ``async_to_sync(group_send)`` there
+starts a thread, an event loop and a Redis connection on every call, so this
+module keeps one event loop in one daemon thread per process and hands it
+messages. Both are made lazily and made again after a fork (Celery's prefork
+pool forks its children from a parent that may already have them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from realtime_async.conf import get_settings
+
+__all__ = ["Scheduler", "broadcast", "get_scheduler", "per_process"]
+
+logger = logging.getLogger("realtime_async")
+
+#: How long a final state's broadcast may hold up the worker that sends it.
+FINAL_BROADCAST_TIMEOUT = 2.0
+
+
+class Scheduler:
+    """One daemon thread running callbacks at given monotonic times."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="realtime_async-scheduler", daemon=True)
+        self._thread.start()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._counter), callback))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, callback = heapq.heappop(self._heap)
+            try:
+                callback()
+            except Exception:
+                logger.exception("realtime_async background callback failed")
+
+
+class _Sender:
+    """An event loop in a daemon thread that sends to the channel layer in order."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._warned_at = 0.0
+        threading.Thread(target=self.loop.run_forever, name="realtime_async-sender", daemon=True).start()
+
+    async def _send(self, groups: tuple[str, ...], message: dict[str, Any]) -> None:
+        from channels.layers import get_channel_layer
+
+        try:
+            layer = get_channel_layer(get_settings().channel_layer_alias)
+            if layer is None:
+                self._warn("no channel layer is configured; progress is stored but not pushed")
+                return
+            for group in groups:
+                await layer.group_send(group, message)
+        except Exception as exc:
+            self._warn(f"broadcast to the channel layer failed ({type(exc).__name__}: {exc})")
+
+    def _warn(self, text: str) -> None:
+        # At most one line every ten seconds: a Redis outage must not flood logs.
+        now = time.monotonic()
+        if now - self._warned_at > 10:
+            self._warned_at = now
+            logger.warning("realtime_async: %s", text)
+
+    def submit(self, groups: tuple[str, ...], message: dict[str, Any]) -> concurrent.futures.Future[None]:
+        return asyncio.run_coroutine_threadsafe(self._send(groups, message), self.loop)
+
+
+_per_process: dict[str, Any] = {"pid": None}
+_lock = threading.Lock()
+
+
+def per_process(name: str, factory: Callable[[], Any]) -> Any:
+    """The object called ``name`` for this process, made by ``factory`` on first use."""
+    pid = os.getpid()
+    if _per_process["pid"] != pid:
+        with _lock:
+            if _per_process["pid"] != pid:
+                _per_process.clear()
+                _per_process["pid"] = pid
+    obj = _per_process.get(name)
+    if obj is None:
+        with _lock:
+            obj = _per_process.get(name)
+            if obj is None:
+                obj = _per_process[name] = factory()
+    return obj
+
+
+def get_scheduler() -> Scheduler:
+    """This process's scheduler thread."""
+    return per_process("scheduler", Scheduler)  # type: ignore[no-any-return]
+
+
+def broadcast(groups: tuple[str, ...], message: dict[str, Any], *, wait: bool = False) -> None:
+    """Send ``message`` to each group; never raises, waits only when asked."""
+    try:
+        future = per_process("sender", _Sender).submit(groups, message)
+        if wait:
+            future.result(FINAL_BROADCAST_TIMEOUT)
+    except Exception as exc:  # a timeout, or an interpreter shutting down
+        logger.warning("realtime_async: broadcast not confirmed (%s)", type(exc).__name__)

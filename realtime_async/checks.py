@@ -1,0 +1,118 @@
+"""System checks. IDs are stable and documented in the README.
+
+- ``realtime_async.E001``: the cache cannot hold locks across processes (outside DEBUG).
+- ``realtime_async.E002``: no channel layer under ``CHANNEL_LAYER_ALIAS``.
+- ``realtime_async.E003``: ``InMemoryChannelLayer`` outside DEBUG.
+- ``realtime_async.E004``: the ``REALTIME_ASYNC`` setting is invalid.
+- ``realtime_async.E005``: no cache under ``CACHE_ALIAS``.
+- ``realtime_async.W001``: a Redis channel layer host whose socket timeout can
+  expire while the layer waits for messages, closing idle WebSockets (channels_redis issue 422).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from realtime_async.exceptions import ImproperlyConfiguredError
+
+__all__ = ["check_cache", "check_channel_layer", "check_settings"]
+
+_PROCESS_LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+    "django.core.cache.backends.db.DatabaseCache",
+)
+_REDIS_LAYERS = ("channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer")
+#: channels_redis blocks this long on Redis while waiting for a message.
+_LAYER_BLOCK_SECONDS = 5
+
+
+def _settings_or_error() -> tuple[Any, list[CheckMessage]]:
+    from realtime_async.conf import get_settings
+
+    try:
+        return get_settings(), []
+    except ImproperlyConfiguredError as exc:
+        return None, [Error(str(exc), hint="Fix the REALTIME_ASYNC setting.", id="realtime_async.E004")]
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``REALTIME_ASYNC`` parses."""
+    return _settings_or_error()[1]
+
+
+@register()
+def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The cache holding state and locks is shared by every process."""
+    conf, errors = _settings_or_error()
+    if errors:
+        return []
+    cache = settings.CACHES.get(conf.cache_alias)
+    if cache is None:
+        return [Error(f"No cache named {conf.cache_alias!r} in CACHES.",
+                      hint="Add it or set REALTIME_ASYNC['CACHE_ALIAS'].", id="realtime_async.E005")]  # fmt: skip
+    if cache.get("BACKEND") in _PROCESS_LOCAL_CACHES and not settings.DEBUG:
+        return [
+            Error(
+                f"The cache {conf.cache_alias!r} ({cache['BACKEND']}) cannot hold locks and progress across processes.",
+                hint="Use django.core.cache.backends.redis.RedisCache (or django-redis) for this alias.",
+                id="realtime_async.E001",
+            )
+        ]
+    return []
+
+
+def _timeout_is_safe(host: Any) -> bool:
+    if isinstance(host, dict):
+        if "socket_timeout" in host:
+            timeout = host["socket_timeout"]
+            return timeout is None or timeout > 2 * _LAYER_BLOCK_SECONDS
+        address = host.get("address")
+    else:
+        address = host
+    if isinstance(address, str):
+        values = parse_qs(urlsplit(address).query).get("socket_timeout")
+        if values:
+            try:
+                return float(values[-1]) > 2 * _LAYER_BLOCK_SECONDS
+            except ValueError:
+                return False
+    return False
+
+
+@register()
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A channel layer exists, is shared outside DEBUG and cannot time out idle sockets."""
+    conf, errors = _settings_or_error()
+    if errors:
+        return []
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    layer = layers.get(conf.channel_layer_alias)
+    if layer is None:
+        return [Error(f"No channel layer named {conf.channel_layer_alias!r} in CHANNEL_LAYERS.",
+                      hint="Configure channels_redis, or set REALTIME_ASYNC['CHANNEL_LAYER_ALIAS'].",
+                      id="realtime_async.E002")]  # fmt: skip
+    backend = layer.get("BACKEND", "")
+    if backend == "channels.layers.InMemoryChannelLayer" and not settings.DEBUG:
+        return [Error("InMemoryChannelLayer delivers nothing from Celery workers to web servers.",
+                      hint="Use channels_redis.core.RedisChannelLayer.", id="realtime_async.E003")]  # fmt: skip
+    if backend in _REDIS_LAYERS:
+        hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
+        unsafe = [host for host in hosts if not _timeout_is_safe(host)]
+        if unsafe:
+            return [
+                Warning(
+                    f"Channel layer host(s) {unsafe!r} may time out socket reads while the layer waits "
+                    f"{_LAYER_BLOCK_SECONDS} s for messages; idle WebSockets then close with 1011.",
+                    hint='Give each host as a dict with "socket_timeout": None, e.g. '
+                    '{"address": "redis://localhost:6379/0", "socket_timeout": None}.',
+                    id="realtime_async.W001",
+                )
+            ]
+    return []

@@ -1,0 +1,108 @@
+"""The one place that reads the ``REALTIME_ASYNC`` setting.
+
+Every key is optional; unknown keys raise ``ImproperlyConfiguredError`` so a
+misspelt setting fails loudly instead of being ignored. Values are read once
+and cached until Django's ``setting_changed`` signal says otherwise.
+
+========================== =============================================== ==========
+Key                        Meaning                                         Default
+========================== =============================================== ==========
+ASYNC_MANAGER_CLASS_PATH   ``AsyncManager`` subclass used everywhere        the base class
+CACHE_ALIAS                cache holding state, locks and heartbeats        ``"default"``
+CHANNEL_LAYER_ALIAS        channel layer used for broadcasts                ``"default"``
+PROGRESS_TTL               seconds a non-final state lives without updates  ``3600``
+FINAL_STATE_TTL            seconds a final state is kept                    ``86400``
+LOCK_TTL                   seconds a conflict lock lives unless renewed     ``3600``
+QUEUED_TIMEOUT             seconds a queued task may wait before ``lost``   ``86400``
+HEARTBEAT_INTERVAL         seconds between a running task's heartbeats      ``10``
+HEARTBEAT_TIMEOUT          seconds without heartbeat before ``lost``        ``3 * HEARTBEAT_INTERVAL``
+PROGRESS_RATE              max state writes and broadcasts a second a task  ``10``
+WATCH_TOKEN_MAX_AGE        seconds a signed watch token stays valid         ``3600``
+MAX_SUBSCRIPTIONS          task subscriptions per WebSocket connection      ``50``
+MAX_MESSAGE_BYTES          largest client WebSocket message accepted        ``4096``
+MAX_MESSAGES_PER_SECOND    sustained client message rate per connection    ``20``
+MAX_CONNECTIONS_PER_USER   WebSocket connections per user per process       ``20``
+POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
+========================== =============================================== ==========
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from django.conf import settings
+from realtime_async.exceptions import ImproperlyConfiguredError
+
+__all__ = ["Settings", "get_settings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Parsed ``REALTIME_ASYNC`` values; see the module docstring."""
+
+    async_manager_class_path: str = "realtime_async.async_manager.AsyncManager"
+    cache_alias: str = "default"
+    channel_layer_alias: str = "default"
+    progress_ttl: float = 3600
+    final_state_ttl: float = 86400
+    lock_ttl: float = 3600
+    queued_timeout: float = 86400
+    heartbeat_interval: float = 10
+    heartbeat_timeout: float | None = None
+    progress_rate: float = 10
+    watch_token_max_age: float = 3600
+    max_subscriptions: int = 50
+    max_message_bytes: int = 4096
+    max_messages_per_second: float = 20
+    max_connections_per_user: int = 20
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("float", "int") and (not isinstance(value, (int, float)) or value <= 0):
+                raise ImproperlyConfiguredError(
+                    f"REALTIME_ASYNC[{field.name.upper()!r}] must be a positive number, got {value!r}."
+                )
+        if self.heartbeat_timeout is None:
+            object.__setattr__(self, "heartbeat_timeout", 3 * self.heartbeat_interval)
+        assert self.heartbeat_timeout is not None
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ImproperlyConfiguredError(
+                "REALTIME_ASYNC['HEARTBEAT_TIMEOUT'] must be longer than HEARTBEAT_INTERVAL."
+            )
+
+    @property
+    def liveness_timeout(self) -> float:
+        """``HEARTBEAT_TIMEOUT`` as a number (it is derived when unset)."""
+        assert self.heartbeat_timeout is not None
+        return self.heartbeat_timeout
+
+
+_FIELDS = {field.name.upper(): field.name for field in dataclasses.fields(Settings)}
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Return the parsed ``REALTIME_ASYNC`` setting."""
+    raw: Any = getattr(settings, "REALTIME_ASYNC", {}) or {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfiguredError("REALTIME_ASYNC must be a dict.")
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ImproperlyConfiguredError(
+            f"Unknown REALTIME_ASYNC key(s) {', '.join(map(repr, unknown))}; "
+            f"valid keys are {', '.join(sorted(_FIELDS))}."
+        )
+    return Settings(**{_FIELDS[key]: value for key, value in raw.items()})
+
+
+def reset_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """Forget cached settings and connections; connected in ``AppConfig.ready``."""
+    if setting in ("REALTIME_ASYNC", "CACHES", "CHANNEL_LAYERS"):
+        get_settings.cache_clear()
+        from realtime_async import _store
+
+        _store.reset()

@@ -1,0 +1,98 @@
+"""Settings of the test project. Services come from the environment (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+# setdefault: the test session's worker and server subprocesses inherit these,
+# so every process of one session shares the same keys, queue and database.
+REDIS_URL = os.environ.setdefault("RA_TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"))
+PREFIX = os.environ.setdefault("RA_TEST_PREFIX", f"ratest-{uuid.uuid4().hex[:8]}")
+TEST_DB = os.environ.setdefault("RA_TEST_DB", os.path.join(tempfile.gettempdir(), f"{PREFIX}.sqlite3"))
+
+SECRET_KEY = "realtime-async-tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+ROOT_URLCONF = "tests.project.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "realtime_async",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": TEST_DB,
+        "TEST": {"NAME": TEST_DB},
+    }
+}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": PREFIX,
+    }
+}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": f"{PREFIX}:asgi"},
+    }
+}
+ASGI_APPLICATION = "tests.project.asgi.application"
+STATIC_URL = "/static/"
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_DEFAULT_QUEUE = f"{PREFIX}-tasks"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{PREFIX}:celery:"}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+REALTIME_ASYNC = {
+    "ASYNC_MANAGER_CLASS_PATH": "tests.testapp.managers.RecordingManager",
+    "HEARTBEAT_INTERVAL": float(os.environ.get("RA_TEST_HEARTBEAT", "1")),
+    "LOCK_TTL": float(os.environ.get("RA_TEST_LOCK_TTL", "3")),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"realtime_async": {"handlers": ["console"], "level": "INFO"}},
+}

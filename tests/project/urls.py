@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from realtime_async.async_manager import AsyncManager
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    AsyncManager.get_url(name="async-progress"),
+]

@@ -1,0 +1,115 @@
+"""Real processes for tests: a Celery worker, a private redis-server, daphne.
+
+Every process is started with the test session's environment (prefix, Redis
+URL, database), logs to a file under ``.artifacts/`` and is stopped by its
+fixture, killed if it does not stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / ".artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.output()[-3000:]}")
+            return text in self.output()
+
+        wait_for(seen, timeout, 0.1, f"{text!r} in {self.name}'s output")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+        self.log.close()
+
+
+def start_worker(*, concurrency: int = 2, env: dict[str, str] | None = None, name: str = "worker") -> Proc:
+    """A real Celery worker (prefork pool) on this session's queue."""
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@%h"
+    proc = Proc(
+        name,
+        [sys.executable, "-m", "celery", "-A", "tests.project", "worker", "-P", "prefork", "-c", str(concurrency),
+         "-l", "INFO", "-n", hostname, "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env,
+    )  # fmt: skip
+    proc.wait_output(" ready.", timeout=60)
+    return proc
+
+
+@contextlib.contextmanager
+def private_redis(port: int | None = None) -> Iterator[tuple[str, Proc, int]]:
+    """A redis-server of our own on a free port, for tests that stop or restart Redis."""
+    port = port or free_port()
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not installed (.ci/run installs it)"
+    proc = Proc("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    proc.wait_output("Ready to accept connections", timeout=20)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", proc, port
+    finally:
+        proc.stop()
+
+
+def start_daphne(*, app: str = "tests.project.asgi:application", port: int | None = None,
+                 env: dict[str, str] | None = None, name: str = "daphne") -> tuple[Proc, int]:
+    """A real daphne server on loopback; returns the process and its port."""
+    port = port or free_port()
+    proc = Proc(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app], env)
+    def listening() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"daphne exited early:\n{proc.output()[-3000:]}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(listening, 30, 0.1, "daphne to listen")
+    return proc, port

@@ -1,0 +1,56 @@
+"""Worker functions run by the test Celery worker."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from realtime_async.async_manager import AsyncManager
+from realtime_async.exceptions import PublicTaskError
+
+
+def steps(n, *, delay=0.05, task_key=None, manager_class=None, **kwargs):
+    manager = AsyncManager.resolve_manager(manager_class)
+    for i in range(1, n + 1):
+        time.sleep(delay)
+        manager.update_progress(task_key, f"Step {i}/{n}", current=i, total=n)
+    return {"steps": n, "manager": type(manager).__name__, "pid": os.getpid(), "kwargs": sorted(kwargs)}
+
+
+def fail_secret(*, task_key=None, manager_class=None, **kwargs):
+    manager = AsyncManager.resolve_manager(manager_class)
+    manager.update_progress(task_key, "about to fail", current=1, total=2)
+    raise RuntimeError("database password is hunter2-SECRET")
+
+
+def fail_public(*, task_key=None, manager_class=None, **kwargs):
+    raise PublicTaskError("The CSV file has no header row.")
+
+
+def sleep_then_finish(seconds, *, task_key=None, manager_class=None, **kwargs):
+    """Sleeps in small steps, reporting each, so tests can act mid-task."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        manager.update_progress(task_key, f"tick {i}", percent=min(99, i))
+        time.sleep(0.1)
+    return {"ticks": i}
+
+
+def hot_loop(n, *, task_key=None, manager_class=None, **kwargs):
+    manager = AsyncManager.resolve_manager(manager_class)
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        manager.update_progress(task_key, f"item {i}", current=i, total=n)
+    return {"seconds": time.perf_counter() - start}
+
+
+def write_pid_and_wait(path, seconds, *, task_key=None, manager_class=None, **kwargs):
+    manager = AsyncManager.resolve_manager(manager_class)
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    manager.update_progress(task_key, "waiting to be killed", percent=10)
+    time.sleep(seconds)
+    return "survived"
