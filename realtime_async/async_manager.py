@@ -7,6 +7,7 @@ workers, consumers and views all resolve the same class.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import weakref
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     User = AbstractBaseUser | AnonymousUser
 
-__all__ = ["LIFECYCLE_EVENTS", "AsyncManager"]
+__all__ = ["AsyncManager", "LIFECYCLE_EVENTS"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -102,10 +103,7 @@ class AsyncManager:
         task_name = validate_task_name(task_name) if task_name is not None else new_task_name()
         lock_ids = to_lock_ids(conflict_ids)
         func_path = _callable_path(func)
-        manager_path = (
-            manager_class if isinstance(manager_class, str)
-            else (manager_class or type(self)).class_path()
-        )  # fmt: skip
+        manager_path = manager_class if isinstance(manager_class, str) else (manager_class or type(self)).class_path()
         owner = _user_info(user)
         meta = {
             "user": owner,
@@ -119,8 +117,13 @@ class AsyncManager:
         if lock_ids:
             self._reserve(store, task_name, lock_ids)
         now = time.time()
-        record = {"task": task_name, "state": "queued", "owner": owner["id"] if owner else None, "created_at": now,
-                  "updated_at": now}  # fmt: skip
+        record = {
+            "task": task_name,
+            "state": "queued",
+            "owner": owner["id"] if owner else None,
+            "created_at": now,
+            "updated_at": now,
+        }
         try:
             seq, _, _ = get_writer().commit(record, mode=_store.CREATE, meta=meta)
         except BaseException:
@@ -337,7 +340,7 @@ class AsyncManager:
     def check_watch_token(self, token: str, task_name: str) -> bool:
         """Whether ``token`` is a valid, unexpired watch token for ``task_name``."""
         try:
-            value = signing.TimestampSigner(salt=_WATCH_SALT).unsign(token, max_age=get_settings().watch_token_max_age)
+            value = signing.TimestampSigner(salt=_WATCH_SALT).unsign(token, max_age=datetime.timedelta(seconds=get_settings().watch_token_max_age))
         except (signing.BadSignature, TypeError):
             return False
         return value == task_name
@@ -378,4 +381,3 @@ class _OnCommit:
     def _dropped(called: list[bool], on_drop: Callable[[], None]) -> None:
         if not called[0]:
             on_drop()
-

@@ -55,8 +55,13 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         return []
     cache = settings.CACHES.get(conf.cache_alias)
     if cache is None:
-        return [Error(f"No cache named {conf.cache_alias!r} in CACHES.",
-                      hint="Add it or set REALTIME_ASYNC['CACHE_ALIAS'].", id="realtime_async.E005")]  # fmt: skip
+        return [
+            Error(
+                f"No cache named {conf.cache_alias!r} in CACHES.",
+                hint="Add it or set REALTIME_ASYNC['CACHE_ALIAS'].",
+                id="realtime_async.E005",
+            )
+        ]
     if cache.get("BACKEND") in _PROCESS_LOCAL_CACHES and not settings.DEBUG:
         return [
             Error(
@@ -95,13 +100,22 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     layer = layers.get(conf.channel_layer_alias)
     if layer is None:
-        return [Error(f"No channel layer named {conf.channel_layer_alias!r} in CHANNEL_LAYERS.",
-                      hint="Configure channels_redis, or set REALTIME_ASYNC['CHANNEL_LAYER_ALIAS'].",
-                      id="realtime_async.E002")]  # fmt: skip
+        return [
+            Error(
+                f"No channel layer named {conf.channel_layer_alias!r} in CHANNEL_LAYERS.",
+                hint="Configure channels_redis, or set REALTIME_ASYNC['CHANNEL_LAYER_ALIAS'].",
+                id="realtime_async.E002",
+            )
+        ]
     backend = layer.get("BACKEND", "")
     if backend == "channels.layers.InMemoryChannelLayer" and not settings.DEBUG:
-        return [Error("InMemoryChannelLayer delivers nothing from Celery workers to web servers.",
-                      hint="Use channels_redis.core.RedisChannelLayer.", id="realtime_async.E003")]  # fmt: skip
+        return [
+            Error(
+                "InMemoryChannelLayer delivers nothing from Celery workers to web servers.",
+                hint="Use channels_redis.core.RedisChannelLayer.",
+                id="realtime_async.E003",
+            )
+        ]
     if backend in _REDIS_LAYERS:
         hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
         unsafe = [host for host in hosts if not _timeout_is_safe(host)]

@@ -33,9 +33,10 @@ import functools
 from typing import Any
 
 from django.conf import settings
+
 from realtime_async.exceptions import ImproperlyConfiguredError
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "reset_on_setting_changed"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,9 +30,7 @@ class ConflictError(RealtimeAsyncError):
         self.holders = holders
         names = sorted({holder for pks in holders.values() for holder in pks.values()})
         objects = ", ".join(f"{model}:{pk}" for model, pks in sorted(holders.items()) for pk in sorted(pks))
-        super().__init__(
-            f"Task {task_name!r} cannot reserve {objects}: held by task(s) {', '.join(map(repr, names))}."
-        )
+        super().__init__(f"Task {task_name!r} cannot reserve {objects}: held by task(s) {', '.join(map(repr, names))}.")
 
     @property
     def holder(self) -> str:

@@ -41,7 +41,7 @@ def to_lock_ids(conflict_ids: ConflictIds | None) -> list[str]:
         return []
     if not isinstance(conflict_ids, Mapping):
         raise ValueError('conflict_ids must be a dict like {"app_label.Model": {pk, ...}}.')
-    lock_ids = set()
+    lock_ids: set[str] = set()
     for label, pks in conflict_ids.items():
         if not isinstance(label, str) or not _LABEL_RE.fullmatch(label):
             raise ValueError(f'Invalid model label {label!r} in conflict ids: use "app_label.Model".')

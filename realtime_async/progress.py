@@ -39,8 +39,10 @@ __all__ = [
     "RECORD_FIELDS",
     "STATES",
     "State",
+    "Writer",
     "compute_percent",
     "encode_record_body",
+    "get_writer",
 ]
 
 logger = logging.getLogger("realtime_async")
@@ -49,9 +51,24 @@ State = Literal["queued", "running", "success", "failure", "cancelled", "lost"]
 STATES: tuple[State, ...] = ("queued", "running", "success", "failure", "cancelled", "lost")
 FINAL_STATES = _store.FINAL_STATES
 RECORD_FIELDS = (
-    "seq", "task", "state", "message", "current", "total", "percent", "rate", "eta", "owner",
-    "created_at", "started_at", "updated_at", "finished_at", "result", "error", "data",
-)  # fmt: skip
+    "seq",
+    "task",
+    "state",
+    "message",
+    "current",
+    "total",
+    "percent",
+    "rate",
+    "eta",
+    "owner",
+    "created_at",
+    "started_at",
+    "updated_at",
+    "finished_at",
+    "result",
+    "error",
+    "data",
+)
 MAX_MESSAGE_LENGTH = 1000
 _EWMA_ALPHA = 0.3
 _MIN_SAMPLE_SECONDS = 0.2
@@ -117,11 +134,9 @@ class Writer:
         body = encode_record_body(record)
         meta_json = json.dumps(meta, cls=DjangoJSONEncoder) if meta is not None else ""
         with self._write_lock:
-            seq, stored, cancel = _store.get_store().write_state(
-                task, state, body, ttl=ttl, mode=mode, meta=meta_json
-            )
+            seq, stored, cancel = _store.get_store().write_state(task, state, body, ttl=ttl, mode=mode, meta=meta_json)
         if seq > 0:
-            groups = (group_for_task(task),)
+            groups: tuple[str, ...] = (group_for_task(task),)
             if record.get("owner") is not None:
                 groups += (group_for_user(record["owner"]),)
             message = {"type": "realtime_async.progress", "task": task, "seq": seq, "state": state, "record": stored}

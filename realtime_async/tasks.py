@@ -27,7 +27,7 @@ from realtime_async.conf import get_settings
 from realtime_async.exceptions import PublicTaskError, TaskCancelled
 from realtime_async.progress import FINAL_STATES, get_writer
 
-__all__ = ["GENERIC_ERROR", "TIME_LIMIT_ERROR", "run_async_task"]
+__all__ = ["GENERIC_ERROR", "TIME_LIMIT_ERROR", "run", "run_async_task"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -81,8 +81,9 @@ def run(func_path: str, args: list[Any], kwargs: dict[str, Any], task_name: str,
     store = _store.get_store()
     record = manager.get_progress(task_name)
     if record is None or record["state"] in FINAL_STATES:
-        logger.warning("realtime_async: task %r has no queued record (%s); not run", task_name,
-                       record and record["state"])  # fmt: skip
+        logger.warning(
+            "realtime_async: task %r has no queued record (%s); not run", task_name, record and record["state"]
+        )
         return None
     if store.is_cancelled(task_name):
         manager.finish(task_name, "cancelled", message="Cancelled.")
@@ -108,15 +109,23 @@ def run(func_path: str, args: list[Any], kwargs: dict[str, Any], task_name: str,
     except SoftTimeLimitExceeded:
         heartbeat.stop()
         logger.error("realtime_async: task %r exceeded its soft time limit", task_name)
-        manager.finish(task_name, "failure", error=TIME_LIMIT_ERROR,
-                       event_payload={"exception": "SoftTimeLimitExceeded", "traceback": traceback.format_exc()})  # fmt: skip
+        manager.finish(
+            task_name,
+            "failure",
+            error=TIME_LIMIT_ERROR,
+            event_payload={"exception": "SoftTimeLimitExceeded", "traceback": traceback.format_exc()},
+        )
         return None
     except Exception as exc:
         heartbeat.stop()
         logger.exception("realtime_async: task %r failed", task_name)
         public = str(exc) if isinstance(exc, PublicTaskError) else GENERIC_ERROR
-        manager.finish(task_name, "failure", error=public,
-                       event_payload={"exception": repr(exc), "traceback": traceback.format_exc()})  # fmt: skip
+        manager.finish(
+            task_name,
+            "failure",
+            error=public,
+            event_payload={"exception": repr(exc), "traceback": traceback.format_exc()},
+        )
         return None
     finally:
         heartbeat.stop()

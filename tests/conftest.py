@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 
 from realtime_async import _store
 from tests.services import start_worker
@@ -17,7 +16,7 @@ def celery_worker_proc():
 
 @pytest.fixture
 def redis_client():
-    return _store.redis_client_for(cache)
+    return _store.get_store().client
 
 
 @pytest.fixture
@@ -25,3 +24,14 @@ def manager():
     from realtime_async.async_manager import AsyncManager
 
     return AsyncManager.resolve_manager()
+
+
+@pytest.fixture(autouse=True)
+def _clean_realtime_async_keys():
+    """Each test starts with no tasks, locks or registry entries of earlier tests."""
+    store = _store.get_store()
+    client = store.client
+    keys = list(client.scan_iter(match=f"{store.prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    yield

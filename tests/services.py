@@ -46,7 +46,11 @@ class Proc:
         self.log_path = ARTIFACTS / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -79,10 +83,27 @@ def start_worker(*, concurrency: int = 2, env: dict[str, str] | None = None, nam
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@%h"
     proc = Proc(
         name,
-        [sys.executable, "-m", "celery", "-A", "tests.project", "worker", "-P", "prefork", "-c", str(concurrency),
-         "-l", "INFO", "-n", hostname, "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.project",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-l",
+            "INFO",
+            "-n",
+            hostname,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
         env,
-    )  # fmt: skip
+    )
     proc.wait_output(" ready.", timeout=60)
     return proc
 
@@ -101,15 +122,22 @@ def private_redis(port: int | None = None) -> Iterator[tuple[str, Proc, int]]:
         proc.stop()
 
 
-def start_daphne(*, app: str = "tests.project.asgi:application", port: int | None = None,
-                 env: dict[str, str] | None = None, name: str = "daphne") -> tuple[Proc, int]:
+def start_daphne(
+    *,
+    app: str = "tests.project.asgi:application",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    name: str = "daphne",
+) -> tuple[Proc, int]:
     """A real daphne server on loopback; returns the process and its port."""
     port = port or free_port()
     proc = Proc(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app], env)
+
     def listening() -> bool:
         if proc.popen.poll() is not None:
             raise AssertionError(f"daphne exited early:\n{proc.output()[-3000:]}")
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
+
     wait_for(listening, 30, 0.1, "daphne to listen")
     return proc, port

@@ -6,18 +6,17 @@ import json
 import os
 from typing import Any
 
-from django.core.cache import cache
-
-from realtime_async.async_manager import AsyncManager
 from realtime_async import _store
+from realtime_async.async_manager import AsyncManager
 
 
 def _client():
-    return _store.redis_client_for(cache)
+    return _store.get_store().client
 
 
 def events_key(task_name: str) -> str:
-    return cache.make_key(f"test-events:{task_name}")
+    # Under the store's prefix, so the per-test cleanup removes it too.
+    return f"{_store.get_store().prefix}:test-events:{task_name}"
 
 
 class RecordingManager(AsyncManager):

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+REDIS = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/11"}
+LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+SAFE_LAYER = {
+    "BACKEND": "channels_redis.core.RedisChannelLayer",
+    "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/11", "socket_timeout": None}]},
+}
+
+
+def _ids(**overrides):
+    with override_settings(**overrides):
+        return sorted(message.id for message in run_checks() if message.id.startswith("realtime_async"))
+
+
+def test_test_settings_pass():
+    assert _ids() == []
+
+
+@pytest.mark.parametrize(
+    "backend", ["locmem.LocMemCache", "dummy.DummyCache", "filebased.FileBasedCache", "db.DatabaseCache"]
+)
+def test_process_local_cache_is_an_error_outside_debug(backend):
+    cache = {"BACKEND": f"django.core.cache.backends.{backend}", "LOCATION": "/tmp/ra-check"}
+    assert _ids(CACHES={"default": cache}) == ["realtime_async.E001"]
+    assert _ids(CACHES={"default": cache}, DEBUG=True) == []
+
+
+def test_missing_cache_alias():
+    assert _ids(REALTIME_ASYNC={"CACHE_ALIAS": "progress"}) == ["realtime_async.E005"]
+
+
+def test_missing_channel_layer():
+    assert _ids(CHANNEL_LAYERS={}) == ["realtime_async.E002"]
+
+
+def test_in_memory_layer_outside_debug():
+    layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert _ids(CHANNEL_LAYERS=layers) == ["realtime_async.E003"]
+    assert _ids(CHANNEL_LAYERS=layers, DEBUG=True) == []
+
+
+@pytest.mark.parametrize(
+    ("hosts", "expected"),
+    [
+        (["redis://127.0.0.1:6379"], ["realtime_async.W001"]),
+        ([("127.0.0.1", 6379)], ["realtime_async.W001"]),
+        ([{"address": "redis://127.0.0.1:6379"}], ["realtime_async.W001"]),
+        ([{"address": "redis://127.0.0.1:6379", "socket_timeout": 5}], ["realtime_async.W001"]),
+        ([{"address": "redis://127.0.0.1:6379", "socket_timeout": None}], []),
+        ([{"address": "redis://127.0.0.1:6379", "socket_timeout": 30}], []),
+        (["redis://127.0.0.1:6379?socket_timeout=60"], []),
+        (None, ["realtime_async.W001"]),
+    ],
+)
+def test_layer_socket_timeout(hosts, expected):
+    layer = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": hosts}}
+    assert _ids(CHANNEL_LAYERS={"default": layer}) == expected
+
+
+def test_invalid_settings_are_an_error():
+    assert _ids(REALTIME_ASYNC={"PROGRES_RATE": 5}) == ["realtime_async.E004"]

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from realtime_async.exceptions import ConflictError
+from realtime_async.locks import to_lock_ids
+from tests import racer
+from tests.services import wait_for
+from tests.testapp.managers import recorded_events
+
+
+def _name() -> str:
+    return f"lock-{uuid.uuid4().hex[:10]}"
+
+
+def test_racing_processes_exactly_one_wins_every_time():
+    rounds, racers = 220, 4
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(racers), ctx.Queue()
+    procs = [ctx.Process(target=racer.race, args=(i, rounds, barrier, results)) for i in range(racers)]
+    for proc in procs:
+        proc.start()
+    outcomes = defaultdict(list)
+    for _ in range(rounds * racers):
+        r, index, won = results.get(timeout=60)
+        outcomes[r].append((index, won))
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert len(outcomes) == rounds
+    for r, entries in outcomes.items():
+        winners = [index for index, won in entries if won]
+        assert len(entries) == racers
+        assert len(winners) == 1, f"round {r}: winners {winners}"
+
+
+def test_all_or_nothing(manager):
+    a, b = _name(), _name()
+    assert manager.add_conflict_ids(a, {"testapp.Thing": {1, 2}})
+    assert not manager.add_conflict_ids(b, {"testapp.Thing": {2, 3}, "testapp.Other": {"x"}})
+    # b reserved nothing: 3 and Other:x are still free.
+    assert manager.check_conflict({"testapp.Thing": {1, 2, 3}, "testapp.Other": {"x"}}) == {
+        "testapp.thing": {"1": a, "2": a}
+    }
+    assert manager.add_conflict_ids(b, {"testapp.Thing": {3}, "testapp.Other": {"x"}})
+    manager.remove_conflict_ids(a)
+    manager.remove_conflict_ids(b)
+
+
+def test_reentrant_for_the_holder(manager):
+    a = _name()
+    assert manager.add_conflict_ids(a, {"testapp.Thing": {10}})
+    assert manager.add_conflict_ids(a, {"testapp.Thing": {10, 11}})
+    assert manager.check_conflict({"testapp.Thing": {10, 11}}) == {"testapp.thing": {"10": a, "11": a}}
+    assert manager.remove_conflict_ids(a) == 2
+    assert manager.check_conflict({"testapp.Thing": {10, 11}}) == {}
+
+
+def test_release_only_by_the_holder(manager, redis_client):
+    a, b = _name(), _name()
+    assert manager.add_conflict_ids(a, {"testapp.Thing": {20}})
+    # a's lock expires and b takes the object.
+    lock_key = f"{manager_store_prefix()}:l:testapp.thing:20"
+    redis_client.pexpire(lock_key, 1)
+    wait_for(lambda: not redis_client.exists(lock_key), 5, what="lock expiry")
+    assert manager.add_conflict_ids(b, {"testapp.Thing": {20}})
+    assert not manager.holds_locks(a)  # a can tell it lost the object before writing
+    assert manager.holds_locks(b)
+    assert manager.remove_conflict_ids(a) == 0
+    assert manager.check_conflict({"testapp.Thing": {20}}) == {"testapp.thing": {"20": b}}
+    manager.remove_conflict_ids(b)
+
+
+def manager_store_prefix() -> str:
+    from realtime_async._store import get_store
+
+    return get_store().prefix
+
+
+def test_uuid_and_string_primary_keys(manager):
+    a, b = _name(), _name()
+    key = uuid.uuid4()
+    assert manager.add_conflict_ids(a, {"testapp.Thing": {key}, "testapp.Slug": {"alpha", "β-unicode"}})
+    # The same UUID as text, upper-cased, is the same object.
+    assert not manager.add_conflict_ids(b, {"testapp.Thing": {str(key).upper()}})
+    assert not manager.add_conflict_ids(b, {"testapp.Slug": {"β-unicode"}})
+    assert manager.add_conflict_ids(b, {"testapp.Slug": {"beta"}})
+    assert manager.check_conflict({"testapp.Thing": [key]}) == {"testapp.thing": {str(key): a}}
+    manager.remove_conflict_ids(a)
+    manager.remove_conflict_ids(b)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"nolabel": {1}}, {"app.Model": "abc"}, {"app.Model": {None}}, {"app.Model": {True}}, {"app.Model": {1.5}}, [1]],
+)
+def test_invalid_conflict_ids_are_refused(bad):
+    with pytest.raises(ValueError):
+        to_lock_ids(bad)
+
+
+def test_launch_conflict_names_holder_and_reserves_nothing(manager):
+    holder, name = _name(), _name()
+    assert manager.add_conflict_ids(holder, {"testapp.Thing": {30}})
+    with pytest.raises(ConflictError) as excinfo:
+        manager.launch_async_task(
+            "tests.testapp.workers.steps", 1, task_name=name, conflict_ids={"testapp.Thing": {30, 31}}
+        )
+    assert excinfo.value.holder == holder
+    assert holder in str(excinfo.value)
+    assert manager.check_conflict({"testapp.Thing": {31}}) == {}
+    assert manager.get_progress(name) is None
+    assert name not in manager.active_tasks()
+    manager.remove_conflict_ids(holder)
+
+
+def test_failed_enqueue_releases_everything(manager, monkeypatch):
+    from realtime_async.tasks import run_async_task
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(run_async_task, "apply_async", broken)
+    name = _name()
+    with pytest.raises(ConnectionError):
+        manager.launch_async_task(
+            "tests.testapp.workers.steps", 1, task_name=name, conflict_ids={"testapp.Thing": {40}}
+        )
+    assert manager.check_conflict({"testapp.Thing": {40}}) == {}
+    assert manager.get_progress(name) is None
+    assert name not in manager.active_tasks()
+    assert recorded_events(name) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_task_renews_locks_past_their_ttl(celery_worker_proc, manager):
+    # LOCK_TTL is 3 s in the test settings and the heartbeat renews every second.
+    name = manager.launch_async_task("tests.testapp.workers.sleep_then_finish", 7, conflict_ids={"testapp.Thing": {50}})
+    wait_for(lambda: manager.get_progress(name)["state"] == "running", 30, what="running")
+    import time
+
+    time.sleep(5)  # past the 3 s TTL
+    assert manager.check_conflict({"testapp.Thing": {50}}) == {"testapp.thing": {"50": name}}
+    assert not manager.add_conflict_ids(_name(), {"testapp.Thing": {50}})
+    wait_for(lambda: manager.get_progress(name)["state"] == "success", 30, what="success")
+    assert manager.check_conflict({"testapp.Thing": {50}}) == {}
