@@ -25,6 +25,7 @@ from realtime_async.exceptions import ConflictError, TaskCancelled
 from realtime_async.locks import ConflictIds, from_lock_ids, to_lock_ids
 from realtime_async.naming import new_task_name, validate_task_name
 from realtime_async.progress import FINAL_STATES, get_writer
+from realtime_async.signals import task_lifecycle
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -198,7 +199,7 @@ class AsyncManager:
         if tracker.cancel_requested and not tracker.finished:
             raise TaskCancelled(task_key)
         if written:
-            self._emit("progress", task_key, record=dict(tracker.record))
+            self._emit("progress", task_key, meta=tracker.meta, record=dict(tracker.record))
 
     def get_progress(self, task_name: str) -> dict[str, Any] | None:
         """The task's state record, or None for an unknown (or expired) task."""
@@ -319,6 +320,9 @@ class AsyncManager:
             self.async_task_lifecycle(event, task_name, **payload)
         except Exception:
             logger.exception("realtime_async: lifecycle hook failed for %s of %r", event, task_name)
+        for receiver, error in task_lifecycle.send_robust(type(self), event=event, task_name=task_name, **payload):
+            if isinstance(error, Exception):
+                logger.error("realtime_async: %r failed for %s of %r", receiver, event, task_name, exc_info=error)
 
     def can_view(self, user: Any, record: dict[str, Any]) -> bool:
         """Whether ``user`` may watch the task of ``record``: its owner and staff by default."""
@@ -340,7 +344,9 @@ class AsyncManager:
     def check_watch_token(self, token: str, task_name: str) -> bool:
         """Whether ``token`` is a valid, unexpired watch token for ``task_name``."""
         try:
-            value = signing.TimestampSigner(salt=_WATCH_SALT).unsign(token, max_age=datetime.timedelta(seconds=get_settings().watch_token_max_age))
+            value = signing.TimestampSigner(salt=_WATCH_SALT).unsign(
+                token, max_age=datetime.timedelta(seconds=get_settings().watch_token_max_age)
+            )
         except (signing.BadSignature, TypeError):
             return False
         return value == task_name

@@ -106,6 +106,7 @@ class _Tracker:
     cancel_requested: bool = False
     finished: bool = False
     sample: tuple[float, float] | None = None
+    meta: dict[str, Any] | None = None  # launch metadata, for lifecycle payloads
 
 
 class Writer:
@@ -144,10 +145,10 @@ class Writer:
         return seq, (json.loads(stored) if stored else None), cancel
 
     # -- progress --------------------------------------------------------
-    def track(self, record: dict[str, Any]) -> None:
+    def track(self, record: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         """Start tracking a task run by this process, seeded from its record."""
         with self._lock:
-            self._trackers[record["task"]] = _Tracker(record=dict(record))
+            self._trackers[record["task"]] = _Tracker(record=dict(record), meta=meta)
 
     def forget(self, task: str) -> None:
         with self._lock:

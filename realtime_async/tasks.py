@@ -96,8 +96,8 @@ def run(func_path: str, args: list[Any], kwargs: dict[str, Any], task_name: str,
     if seq < 0 or stored is None:
         heartbeat.stop()
         return None  # ended by someone else in between
-    writer.track(stored)
     meta = store.read_meta(task_name)
+    writer.track(stored, meta)
     manager._emit("start", task_name, meta=meta, record=stored)
     try:
         func = import_string(func_path)

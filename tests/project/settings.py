@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "realtime_async",
+    "realtime_async.contrib.dashboard",
     "tests.testapp",
 ]
 MIDDLEWARE = [

@@ -54,3 +54,9 @@ def write_pid_and_wait(path, seconds, *, task_key=None, manager_class=None, **kw
     manager.update_progress(task_key, "waiting to be killed", percent=10)
     time.sleep(seconds)
     return "survived"
+
+
+def touch_file(path, *, task_key=None, manager_class=None, **kwargs):
+    with open(path, "w") as fh:
+        fh.write("ran")
+    return "ran"

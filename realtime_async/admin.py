@@ -1,0 +1,126 @@
+"""Admin integration: launch a worker function from an admin action and watch it live.
+
+::
+
+    from realtime_async.admin import AsyncActionsMixin, async_action
+
+    @admin.register(Project)
+    class ProjectAdmin(AsyncActionsMixin, admin.ModelAdmin):
+        actions = [async_action("myapp.tasks.rebuild_projects", description="Rebuild in background")]
+
+The worker receives the selected primary keys as its first argument:
+``rebuild_projects(pks, *, task_key=None, manager_class=None, **kwargs)``.
+The action locks the selected objects; on conflict it names the task that
+holds them and launches nothing. On success it redirects to a live progress
+page inside the admin (``AsyncActionsMixin`` adds it to the model's URLs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from realtime_async.async_manager import AsyncManager
+from realtime_async.exceptions import ConflictError
+
+__all__ = ["MAX_AFFECTED_OBJECTS", "AsyncActionsMixin", "async_action"]
+
+#: How many selected objects are named in ``affected_objects`` (the pks are all locked).
+MAX_AFFECTED_OBJECTS = 100
+
+AdminAction = Callable[[Any, HttpRequest, "QuerySet[Any]"], HttpResponse | None]
+
+
+def async_action(
+    func: str | Callable[..., Any],
+    *,
+    description: str | None = None,
+    task_kwargs: dict[str, Any] | None = None,
+    permissions: list[str] | None = None,
+    lock: bool = True,
+) -> AdminAction:
+    """An admin action that launches ``func`` for the selected objects, in one task."""
+    label = description or f"Run {getattr(func, '__name__', str(func).rsplit('.', 1)[-1])} in the background"
+
+    def action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        model: type[Model] = queryset.model
+        pks = list(queryset.values_list("pk", flat=True))
+        manager = AsyncManager.resolve_manager()
+        try:
+            task_name = manager.launch_async_task(
+                func,
+                [str(pk) for pk in pks],
+                conflict_ids={model._meta.label: pks} if lock else None,
+                user=request.user,
+                affected_objects=[str(obj) for obj in queryset[:MAX_AFFECTED_OBJECTS]],
+                task_kwargs=task_kwargs,
+            )
+        except ConflictError as exc:
+            modeladmin.message_user(
+                request,
+                f"Nothing was launched: task {exc.holder} is already working on some of these "
+                f"{model._meta.verbose_name_plural}.",
+                level=messages.ERROR,
+            )
+            return None
+        url = _progress_url(modeladmin, task_name)
+        if url is None:
+            modeladmin.message_user(request, f"Task {task_name} launched.", level=messages.SUCCESS)
+            return None
+        modeladmin.message_user(
+            request, format_html('Task {} launched. <a href="{}">Watch its progress</a>.', task_name, url)
+        )
+        return HttpResponseRedirect(url)
+
+    action.__name__ = f"async_{getattr(func, '__name__', str(func).replace('.', '_'))}"
+    return admin.action(description=label, permissions=permissions)(action)
+
+
+def _progress_url(modeladmin: Any, task_name: str) -> str | None:
+    if not isinstance(modeladmin, AsyncActionsMixin):
+        return None
+    opts = modeladmin.model._meta
+    return reverse(f"{modeladmin.admin_site.name}:{opts.app_label}_{opts.model_name}_async_progress", args=[task_name])
+
+
+if TYPE_CHECKING:
+    _Base = admin.ModelAdmin[Any]
+else:
+    _Base = object
+
+
+class AsyncActionsMixin(_Base):
+    """Adds a live progress page for tasks launched from this model's admin."""
+
+    async_progress_template = "realtime_async/admin/progress.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        view = self.admin_site.admin_view(self.async_progress_view)
+        name = f"{opts.app_label}_{opts.model_name}_async_progress"
+        urls: list[URLPattern] = [path("task/<str:task_name>/", view, name=name)]
+        return urls + super().get_urls()
+
+    def async_progress_view(self, request: HttpRequest, task_name: str) -> HttpResponse:
+        """The live progress page; the same permission rule as every transport."""
+        manager = AsyncManager.resolve_manager()
+        record = manager.get_progress(task_name)
+        if record is None or not manager.can_view(request.user, record):
+            raise Http404("No such task.")
+        opts = self.model._meta
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "title": f"Task {task_name}",
+            "task_name": task_name,
+            "record": record,
+            "changelist_url": reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),
+        }
+        return TemplateResponse(request, self.async_progress_template, context)

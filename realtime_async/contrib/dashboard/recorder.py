@@ -1,0 +1,104 @@
+"""Turns lifecycle events into ``TaskRecord`` rows, off the task's own thread.
+
+Events are queued to one writer thread per process, so a slow or broken
+database never delays or breaks a task. Pending events of one task are merged
+(the latest record wins), so progress fields are written no more often than
+the coalesced progress, and usually less.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import logging
+import threading
+from typing import Any, cast
+
+from django.db import close_old_connections
+
+from realtime_async.broadcast import per_process
+
+__all__ = ["Recorder", "get_recorder", "on_task_lifecycle"]
+
+logger = logging.getLogger("realtime_async")
+
+
+def _when(timestamp: float | None) -> datetime.datetime | None:
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC) if timestamp else None
+
+
+class Recorder:
+    """A writer thread draining merged events into the database."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self._busy = False
+        threading.Thread(target=self._run, name="realtime_async-dashboard", daemon=True).start()
+        atexit.register(self.flush, 5.0)
+
+    def add(self, task_name: str, payload: dict[str, Any]) -> None:
+        with self._cond:
+            merged = self._pending.setdefault(task_name, {})
+            for key in ("user", "affected_objects", "task_kwargs"):
+                if payload.get(key) is not None:
+                    merged[key] = payload[key]
+            if payload.get("record"):
+                merged["record"] = payload["record"]
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is written (or ``timeout``); True when done."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                batch, self._pending = self._pending, {}
+                self._busy = True
+            try:
+                for task_name, payload in batch.items():
+                    self._write(task_name, payload)
+            except Exception:
+                logger.exception("realtime_async: dashboard record write failed")
+                close_old_connections()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, task_name: str, payload: dict[str, Any]) -> None:
+        from realtime_async.contrib.dashboard.models import TaskRecord
+
+        values: dict[str, Any] = {}
+        record = payload.get("record") or {}
+        if record:
+            values.update(
+                state=record["state"],
+                message=record.get("message") or "",
+                percent=record.get("percent"),
+                result=record.get("result"),
+                error=record.get("error") or "",
+                created_at=_when(record.get("created_at")),
+                started_at=_when(record.get("started_at")),
+                finished_at=_when(record.get("finished_at")),
+            )
+        user = payload.get("user")
+        if user:
+            values.update(owner_id=user["id"], owner_label=user["label"][:150])
+        for key in ("affected_objects", "task_kwargs"):
+            if key in payload:
+                values[key] = payload[key]
+        TaskRecord.objects.update_or_create(task_name=task_name, defaults=values)
+
+
+def get_recorder() -> Recorder:
+    """This process's recorder."""
+    return cast(Recorder, per_process("dashboard-recorder", Recorder))
+
+
+def on_task_lifecycle(sender: Any, *, event: str, task_name: str, **payload: Any) -> None:
+    """``task_lifecycle`` receiver: queue the event for the writer thread."""
+    get_recorder().add(task_name, payload)
