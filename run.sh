@@ -10,18 +10,25 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
+stamp_of() {  # what an install of these extras from this pyproject.toml is stamped with
+    (cat pyproject.toml "${EXTRA_REQUIREMENTS:-/dev/null}"; echo "$1") | sha256sum | cut -c1-16
+}
+
+is_installed() {
+    [ -x "$VENV/bin/python" ] && [ -f "$VENV/.installed-$1" ] && [ "$(cat "$VENV/.installed-$1")" = "$(stamp_of "$1")" ]
+}
+
 ensure_venv() {
+    local extras=${1:-dev}
     if [ ! -x "$VENV/bin/python" ]; then
         echo "==> creating $VENV with $($PYTHON --version)"
         "$PYTHON" -m venv "$VENV"
     fi
-    local stamp="$VENV/.installed" want
-    want=$(cat pyproject.toml "${EXTRA_REQUIREMENTS:-/dev/null}" | sha256sum | cut -c1-16)
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "==> installing realtime_async and its dev dependencies into $VENV"
+    if ! is_installed "$extras"; then
+        echo "==> installing realtime_async[$extras] into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e ".[dev]" ${EXTRA_REQUIREMENTS:+-r "$EXTRA_REQUIREMENTS"}
-        echo "$want" > "$stamp"
+        "$VENV/bin/python" -m pip install -q -e ".[$extras]" ${EXTRA_REQUIREMENTS:+-r "$EXTRA_REQUIREMENTS"}
+        stamp_of "$extras" > "$VENV/.installed-$extras"
     fi
 }
 
@@ -71,7 +78,8 @@ case "${1:-}" in
         ;;
     demo)
         shift
-        ensure_venv
+        # A venv made for the tests has everything the demo needs too.
+        is_installed dev || ensure_venv demo
         exec "$VENV/bin/python" demo/run.py "$@"
         ;;
     *)

@@ -7,6 +7,7 @@ import re
 import secrets
 
 __all__ = [
+    "STAFF_FEED_GROUP",
     "TASK_NAME_PATTERN",
     "group_for_task",
     "group_for_user",
@@ -44,6 +45,10 @@ def _group(kind: str, value: str) -> str:
 def group_for_task(task_name: str) -> str:
     """The Channels group that receives every state change of ``task_name``."""
     return _group("task", task_name)
+
+
+#: Every task's state changes, for the feeds of staff users (who may see every task by default).
+STAFF_FEED_GROUP = "realtime_async.feed.staff"
 
 
 def group_for_user(user_id: object) -> str:

@@ -31,7 +31,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from realtime_async import _store
 from realtime_async.broadcast import broadcast, get_scheduler, per_process
 from realtime_async.conf import get_settings
-from realtime_async.naming import group_for_task, group_for_user
+from realtime_async.naming import STAFF_FEED_GROUP, group_for_task, group_for_user
 
 __all__ = [
     "FINAL_STATES",
@@ -137,7 +137,8 @@ class Writer:
         with self._write_lock:
             seq, stored, cancel = _store.get_store().write_state(task, state, body, ttl=ttl, mode=mode, meta=meta_json)
         if seq > 0:
-            groups: tuple[str, ...] = (group_for_task(task),)
+            # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
+            groups: tuple[str, ...] = (group_for_task(task), STAFF_FEED_GROUP)
             if record.get("owner") is not None:
                 groups += (group_for_user(record["owner"]),)
             message = {"type": "realtime_async.progress", "task": task, "seq": seq, "state": state, "record": stored}

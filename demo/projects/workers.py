@@ -1,0 +1,65 @@
+"""Worker functions of the demo: plain functions with realistic steps and durations."""
+
+import random
+import time
+
+from django.utils import timezone
+
+from projects.models import Project, Report
+from realtime_async.async_manager import AsyncManager
+from realtime_async.exceptions import PublicTaskError
+
+SPEED = 1.0  # the smoke test sets DEMO_SPEED to run the same code faster
+
+
+def _pause(seconds: float) -> None:
+    import os
+
+    time.sleep(seconds / float(os.environ.get("DEMO_SPEED", SPEED)))
+
+
+def rebuild_projects(pks, *, task_key=None, manager_class=None, **kwargs):
+    """Admin action: rebuild each selected project, file by file."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    projects = list(Project.objects.filter(pk__in=pks))
+    total = sum(p.files for p in projects) or 1
+    done = 0
+    for project in projects:
+        for n in range(1, project.files + 1):
+            _pause(random.uniform(0.1, 0.35))
+            done += 1
+            manager.update_progress(task_key, f"{project.name}: file {n}/{project.files}", current=done, total=total)
+        project.rebuilt_at = timezone.now()
+        project.save(update_fields=["rebuilt_at"])
+    return {"projects": len(projects), "files": done}
+
+
+def generate_report(report_id, *, task_key=None, manager_class=None, **kwargs):
+    manager = AsyncManager.resolve_manager(manager_class)
+    report = Report.objects.get(pk=report_id)
+    manager.update_progress(task_key, "Collecting data", percent=0)
+    _pause(1.0)
+    for page in range(1, report.pages + 1):
+        _pause(0.25)
+        manager.update_progress(task_key, f"Rendering page {page}/{report.pages}", current=page, total=report.pages)
+    report.generated_at = timezone.now()
+    report.save(update_fields=["generated_at"])
+    return {"report": report.title, "pages": report.pages}
+
+
+def import_customers(*, task_key=None, manager_class=None, **kwargs):
+    """Fails part-way, as imports do: users see the public error, logs get the traceback."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for row in range(1, 31):
+        _pause(0.1)
+        manager.update_progress(task_key, f"Importing row {row}/80", current=row, total=80)
+    raise PublicTaskError("Row 31: the e-mail column is empty. Nothing after row 30 was imported.")
+
+
+def long_cleanup(*, task_key=None, manager_class=None, **kwargs):
+    """A slow task to try the Cancel button on."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for step in range(1, 121):
+        _pause(0.5)
+        manager.update_progress(task_key, f"Archiving batch {step}/120", current=step, total=120)
+    return {"batches": 120}
