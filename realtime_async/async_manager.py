@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     User = AbstractBaseUser | AnonymousUser
 
-__all__ = ["AsyncManager", "LIFECYCLE_EVENTS"]
+__all__ = ["LIFECYCLE_EVENTS", "AsyncManager"]
 
 logger = logging.getLogger("realtime_async")
 

@@ -18,11 +18,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from realtime_async.conf import get_settings
 
-__all__ = ["Scheduler", "broadcast", "get_scheduler", "per_process"]
+__all__ = ["FINAL_BROADCAST_TIMEOUT", "Scheduler", "broadcast", "get_scheduler", "per_process", "wait_sent"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -58,12 +58,34 @@ class Scheduler:
 
 
 class _Sender:
-    """An event loop in a daemon thread that sends to the channel layer in order."""
+    """An event loop in a daemon thread that sends to the channel layer, one message at a time.
+
+    Sends go through one queue and one consumer so that they reach Redis in
+    the order they were submitted; concurrent ``group_send`` calls would
+    interleave and let an older state overtake a newer one.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._warned_at = 0.0
-        threading.Thread(target=self.loop.run_forever, name="realtime_async-sender", daemon=True).start()
+        self._queue: asyncio.Queue[tuple[tuple[str, ...], dict[str, Any], concurrent.futures.Future[None]]]
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), name="realtime_async-sender", daemon=True).start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._queue = asyncio.Queue()
+        self.loop.create_task(self._consume())
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    async def _consume(self) -> None:
+        while True:
+            groups, message, done = await self._queue.get()
+            await self._send(groups, message)
+            if not done.done():
+                done.set_result(None)
 
     async def _send(self, groups: tuple[str, ...], message: dict[str, Any]) -> None:
         from channels.layers import get_channel_layer
@@ -86,7 +108,9 @@ class _Sender:
             logger.warning("realtime_async: %s", text)
 
     def submit(self, groups: tuple[str, ...], message: dict[str, Any]) -> concurrent.futures.Future[None]:
-        return asyncio.run_coroutine_threadsafe(self._send(groups, message), self.loop)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._queue.put_nowait, (groups, message, done))
+        return done
 
 
 _per_process: dict[str, Any] = {"pid": None}
@@ -115,11 +139,20 @@ def get_scheduler() -> Scheduler:
     return per_process("scheduler", Scheduler)  # type: ignore[no-any-return]
 
 
-def broadcast(groups: tuple[str, ...], message: dict[str, Any], *, wait: bool = False) -> None:
-    """Send ``message`` to each group; never raises, waits only when asked."""
+def broadcast(groups: tuple[str, ...], message: dict[str, Any]) -> concurrent.futures.Future[None] | None:
+    """Queue ``message`` for each group, in order; never raises. Returns a future to wait on."""
     try:
-        future = per_process("sender", _Sender).submit(groups, message)
-        if wait:
-            future.result(FINAL_BROADCAST_TIMEOUT)
-    except Exception as exc:  # a timeout, or an interpreter shutting down
+        return cast(_Sender, per_process("sender", _Sender)).submit(groups, message)
+    except Exception as exc:  # an interpreter shutting down
+        logger.warning("realtime_async: broadcast not queued (%s)", type(exc).__name__)
+        return None
+
+
+def wait_sent(future: concurrent.futures.Future[None] | None, timeout: float = FINAL_BROADCAST_TIMEOUT) -> None:
+    """Wait for a queued broadcast (used for final states); logs instead of raising."""
+    if future is None:
+        return
+    try:
+        future.result(timeout)
+    except Exception as exc:
         logger.warning("realtime_async: broadcast not confirmed (%s)", type(exc).__name__)

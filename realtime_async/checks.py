@@ -7,6 +7,8 @@
 - ``realtime_async.E005``: no cache under ``CACHE_ALIAS``.
 - ``realtime_async.W001``: a Redis channel layer host whose socket timeout can
   expire while the layer waits for messages, closing idle WebSockets (channels_redis issue 422).
+- ``realtime_async.W002``: the channel of each server's fan-out hub holds fewer
+  than ``HUB_CAPACITY`` messages; the layer drops what does not fit.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from realtime_async.exceptions import ImproperlyConfiguredError
 
-__all__ = ["check_cache", "check_channel_layer", "check_settings"]
+__all__ = ["HUB_CAPACITY", "check_cache", "check_channel_layer", "check_settings"]
 
 _PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -30,6 +32,8 @@ _PROCESS_LOCAL_CACHES = (
 _REDIS_LAYERS = ("channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer")
 #: channels_redis blocks this long on Redis while waiting for a message.
 _LAYER_BLOCK_SECONDS = 5
+#: Messages the hub's channel should hold: every watched task's updates of a server go through it.
+HUB_CAPACITY = 1000
 
 
 def _settings_or_error() -> tuple[Any, list[CheckMessage]]:
@@ -116,11 +120,14 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 id="realtime_async.E003",
             )
         ]
+    messages: list[CheckMessage] = []
+    if backend == "channels_redis.core.RedisChannelLayer":
+        messages += _check_hub_capacity(layer.get("CONFIG") or {})
     if backend in _REDIS_LAYERS:
         hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
         unsafe = [host for host in hosts if not _timeout_is_safe(host)]
         if unsafe:
-            return [
+            messages.append(
                 Warning(
                     f"Channel layer host(s) {unsafe!r} may time out socket reads while the layer waits "
                     f"{_LAYER_BLOCK_SECONDS} s for messages; idle WebSockets then close with 1011.",
@@ -128,5 +135,25 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                     '{"address": "redis://localhost:6379/0", "socket_timeout": None}.',
                     id="realtime_async.W001",
                 )
-            ]
-    return []
+            )
+    return messages
+
+
+def _check_hub_capacity(config: dict[str, Any]) -> list[CheckMessage]:
+    from channels.layers import BaseChannelLayer
+
+    from realtime_async.fanout import CHANNEL_PREFIX
+
+    # Sized the way channels_redis sizes its channels (glob patterns, first match wins).
+    sizing = BaseChannelLayer(capacity=config.get("capacity", 100))
+    sizing.channel_capacity = sizing.compile_capacities(config.get("channel_capacity") or {})
+    if sizing.get_capacity(f"{CHANNEL_PREFIX}.example!channel") >= HUB_CAPACITY:
+        return []
+    return [
+        Warning(
+            f"The fan-out hub's channel ({CHANNEL_PREFIX}*) holds fewer than {HUB_CAPACITY} messages; "
+            "a burst of updates beyond that is dropped by the channel layer.",
+            hint=f'Add "channel_capacity": {{"{CHANNEL_PREFIX}*": {HUB_CAPACITY}}} to the layer\'s CONFIG.',
+            id="realtime_async.W002",
+        )
+    ]

@@ -29,7 +29,7 @@ from typing import Any, Literal, cast
 from django.core.serializers.json import DjangoJSONEncoder
 
 from realtime_async import _store
-from realtime_async.broadcast import broadcast, get_scheduler, per_process
+from realtime_async.broadcast import broadcast, get_scheduler, per_process, wait_sent
 from realtime_async.conf import get_settings
 from realtime_async.naming import STAFF_FEED_GROUP, group_for_task, group_for_user
 
@@ -134,15 +134,25 @@ class Writer:
         ttl = settings.final_state_ttl if state in FINAL_STATES else settings.progress_ttl
         body = encode_record_body(record)
         meta_json = json.dumps(meta, cls=DjangoJSONEncoder) if meta is not None else ""
+        sent = None
+        # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
             seq, stored, cancel = _store.get_store().write_state(task, state, body, ttl=ttl, mode=mode, meta=meta_json)
-        if seq > 0:
-            # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
-            groups: tuple[str, ...] = (group_for_task(task), STAFF_FEED_GROUP)
-            if record.get("owner") is not None:
-                groups += (group_for_user(record["owner"]),)
-            message = {"type": "realtime_async.progress", "task": task, "seq": seq, "state": state, "record": stored}
-            broadcast(groups, message, wait=wait or state in FINAL_STATES)
+            if seq > 0:
+                # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
+                groups: tuple[str, ...] = (group_for_task(task), STAFF_FEED_GROUP)
+                if record.get("owner") is not None:
+                    groups += (group_for_user(record["owner"]),)
+                message = {
+                    "type": "realtime_async.progress",
+                    "task": task,
+                    "seq": seq,
+                    "state": state,
+                    "record": stored,
+                }
+                sent = broadcast(groups, message)
+        if wait or state in FINAL_STATES:
+            wait_sent(sent)
         return seq, (json.loads(stored) if stored else None), cancel
 
     # -- progress --------------------------------------------------------

@@ -35,3 +35,18 @@ def _clean_realtime_async_keys():
     if keys:
         client.delete(*keys)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _dashboard_recorder(request):
+    """Dashboard rows are written by a thread; keep it to tests that may use the database."""
+    from realtime_async.contrib.dashboard.recorder import get_recorder, on_task_lifecycle
+    from realtime_async.signals import task_lifecycle
+
+    if "django_db" not in request.keywords:
+        task_lifecycle.disconnect(dispatch_uid="realtime_async.contrib.dashboard")
+        yield
+        task_lifecycle.connect(on_task_lifecycle, dispatch_uid="realtime_async.contrib.dashboard")
+        return
+    yield
+    get_recorder().flush()

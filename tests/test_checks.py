@@ -6,10 +6,7 @@ from django.test import override_settings
 
 REDIS = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/11"}
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-SAFE_LAYER = {
-    "BACKEND": "channels_redis.core.RedisChannelLayer",
-    "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/11", "socket_timeout": None}]},
-}
+SAFE_HOSTS = [{"address": "redis://127.0.0.1:6379/11", "socket_timeout": None}]
 
 
 def _ids(**overrides):
@@ -64,3 +61,19 @@ def test_layer_socket_timeout(hosts, expected):
 
 def test_invalid_settings_are_an_error():
     assert _ids(REALTIME_ASYNC={"PROGRES_RATE": 5}) == ["realtime_async.E004"]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, ["realtime_async.W002"]),
+        ({"capacity": 200}, ["realtime_async.W002"]),
+        ({"channel_capacity": {"realtime_async.hub*": 500}}, ["realtime_async.W002"]),
+        ({"channel_capacity": {"other*": 5000}}, ["realtime_async.W002"]),
+        ({"channel_capacity": {"realtime_async.hub*": 1000}}, []),
+        ({"capacity": 2000}, []),
+    ],
+)
+def test_hub_channel_capacity(config, expected):
+    layer = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": SAFE_HOSTS, **config}}
+    assert _ids(CHANNEL_LAYERS={"default": layer}) == expected

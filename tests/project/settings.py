@@ -60,6 +60,8 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": TEST_DB,
         "TEST": {"NAME": TEST_DB},
+        # Several processes (tests, daphne, workers) share this file.
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 }
 CACHES = {
@@ -72,7 +74,11 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": f"{PREFIX}:asgi"},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": f"{PREFIX}:asgi",
+            "channel_capacity": {"realtime_async.hub*": 1000},
+        },
     }
 }
 ASGI_APPLICATION = "tests.project.asgi.application"

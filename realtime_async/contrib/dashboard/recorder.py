@@ -9,6 +9,7 @@ the coalesced progress, and usually less.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import logging
 import threading
@@ -63,7 +64,8 @@ class Recorder:
                     self._write(task_name, payload)
             except Exception:
                 logger.exception("realtime_async: dashboard record write failed")
-                close_old_connections()
+                with contextlib.suppress(Exception):  # this thread must outlive any database trouble
+                    close_old_connections()
             finally:
                 with self._cond:
                     self._busy = False

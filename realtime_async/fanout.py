@@ -1,0 +1,377 @@
+"""The process-local fan-out hub between the channel layer and the WebSocket consumers.
+
+With one layer channel per connection, an update of a task watched by N local
+connections costs N Redis writes, N reads, N decodes and N dispatches (each
+with a database thread hop in Channels). The hub instead holds ONE layer
+channel per event loop (one daphne process), joins a task's group while at
+least one local connection watches that task, and hands each update to the
+watchers as one frame, encoded once.
+
+Groups stay the public mechanism: whatever ``group_send``s a
+``realtime_async.progress`` message to ``naming.group_for_task(name)`` reaches
+every watcher of ``name``.
+
+Progress is a state, not a log: when fan-out lags, updates waiting for it are
+replaced by newer ones of the same task (latest wins), except final states,
+which are always delivered.
+
+When the layer fails (``receive`` raises twice in a row because Redis went
+away, or a probe sent to the hub's own group does not come back because Redis
+restarted and forgot the groups), every watcher is told to close with 4503 so its client
+reconnects and resubscribes (the cache holds the truth), and the hub starts
+afresh on next use.
+
+Each hub lives on one event loop: channels_redis refuses to receive on two
+loops at once, and daphne runs one loop per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable
+from typing import Any, Final, Protocol, TypeVar
+
+from channels.layers import get_channel_layer
+
+from realtime_async.conf import get_settings
+from realtime_async.naming import group_for_task
+from realtime_async.progress import FINAL_STATES
+from realtime_async.protocol import progress_frame
+
+__all__ = ["CHANNEL_PREFIX", "PROGRESS_TYPE", "Hub", "LayerUnavailable", "Watcher", "get_hub"]
+
+logger = logging.getLogger("realtime_async")
+
+#: The ``type`` of the messages the core broadcasts to task groups.
+PROGRESS_TYPE: Final = "realtime_async.progress"
+_PROBE_TYPE: Final = "realtime_async.hub_probe"
+_STOP_TYPE: Final = "realtime_async.hub_stop"
+#: channels_redis' ``channel_capacity`` patterns can match this prefix.
+CHANNEL_PREFIX: Final = "realtime_async.hub"
+
+_T = TypeVar("_T")
+
+
+class LayerUnavailable(Exception):
+    """The channel layer could not be used; the client should retry (close code 4503)."""
+
+
+class Watcher(Protocol):
+    """What the hub needs from a consumer."""
+
+    async def hub_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
+        """Send ``frame`` (the ``progress`` message of ``seq``) unless already past it."""
+
+    async def hub_failed(self) -> None:
+        """The hub lost the channel layer: close so that the client reconnects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Update:
+    seq: int
+    final: bool
+    record: str
+
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    """The local watchers of one task and the hub's membership of its group."""
+
+    group: str
+    watchers: dict[Watcher, None] = dataclasses.field(default_factory=dict)
+    joined: bool = False
+    # Serialises group_add and group_discard so a discard cannot undo a later add.
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """One life of the hub: its layer channel and the tasks serving it."""
+
+    channel: str
+    probe_group: str
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    pending: dict[str, list[_Update]] = dataclasses.field(default_factory=dict)
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    probe_token: str = ""
+    probe_answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    probe_now: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+def _parse_update(message: dict[str, Any]) -> tuple[str, _Update] | None:
+    # Anyone with access to the layer may group_send: check the shape, not the record.
+    task, seq, record, state = message.get("task"), message.get("seq"), message.get("record"), message.get("state")
+    if not isinstance(task, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return None
+    if not isinstance(record, str):
+        return None
+    return task, _Update(seq, state in FINAL_STATES, record)
+
+
+class Hub:
+    """Fans out task updates from one layer channel to the consumers of one event loop."""
+
+    #: Seconds between probes of the hub's own group (a lost membership is found within about this).
+    probe_interval: float = 20.0
+    #: Seconds a channel layer call (or a probe's round trip) may take before the layer counts as failed.
+    layer_timeout: float = 10.0
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.loop = asyncio.get_running_loop()
+        self._entries: dict[str, _Entry] = {}
+        self._run: _Run | None = None
+        self._lifecycle = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None
+
+    def watchers(self, task: str) -> int:
+        """How many local connections watch ``task``."""
+        entry = self._entries.get(task)
+        return len(entry.watchers) if entry else 0
+
+    # -- membership ------------------------------------------------------
+    async def watch(self, task: str, watcher: Watcher) -> None:
+        """Deliver ``task``'s updates to ``watcher`` from now on; raise ``LayerUnavailable`` on failure.
+
+        When this returns the hub is in the task's group, so a state read
+        afterwards cannot miss an update (snapshot, then stream).
+        """
+        run = self._run or await self._start()
+        entry = self._entries.get(task)
+        if entry is None:
+            entry = self._entries[task] = _Entry(group_for_task(task))
+        entry.watchers[watcher] = None
+        try:
+            if not entry.joined:
+                async with entry.lock:
+                    if not entry.joined and self._run is run:
+                        await self._call(self.layer.group_add(entry.group, run.channel))
+                        entry.joined = True
+            if self._run is not run or self._entries.get(task) is not entry:
+                raise LayerUnavailable("the hub restarted while joining")
+        except BaseException:
+            await self.unwatch(task, watcher)
+            raise
+
+    async def unwatch(self, task: str, watcher: Watcher) -> None:
+        """Stop delivering ``task`` to ``watcher``; leave the group after the last local watcher."""
+        entry = self._entries.get(task)
+        if entry is None or watcher not in entry.watchers:
+            return
+        del entry.watchers[watcher]
+        if entry.watchers:
+            return
+        async with entry.lock:
+            if entry.watchers or self._entries.get(task) is not entry:
+                return  # someone started watching again meanwhile
+            run = self._run
+            if entry.joined and run is not None:
+                # Cleared first: a watch() arriving during the discard must add again.
+                entry.joined = False
+                try:
+                    await self._call(self.layer.group_discard(entry.group, run.channel))
+                except LayerUnavailable as exc:
+                    # Harmless: the membership expires with the group and unwatched tasks are dropped here.
+                    logger.info("realtime_async: group_discard failed (%s)", exc)
+            if entry.watchers or self._entries.get(task) is not entry:
+                return
+            del self._entries[task]
+        if not self._entries:
+            await self._stop_if_idle()
+
+    async def stop(self) -> None:
+        """Forget every watcher without telling it and stop the hub (server shutdown, tests)."""
+        run, self._run = self._run, None
+        self._entries = {}
+        if run is not None:
+            await self._shutdown(run)
+        background = list(self._background)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+    # -- lifecycle -------------------------------------------------------
+    async def _start(self) -> _Run:
+        async with self._lifecycle:
+            if self._run is not None:
+                return self._run
+            channel = await self._call(self.layer.new_channel(CHANNEL_PREFIX))
+            run = _Run(channel, f"{CHANNEL_PREFIX}.{uuid.uuid4().hex}")
+            await self._call(self.layer.group_add(run.probe_group, channel))
+            run.tasks = [
+                asyncio.create_task(self._read(run), name="realtime_async-hub-read"),
+                asyncio.create_task(self._fan_out(run), name="realtime_async-hub-fan-out"),
+                asyncio.create_task(self._probe(run), name="realtime_async-hub-probe"),
+            ]
+            self._run = run
+            return run
+
+    async def _stop_if_idle(self) -> None:
+        async with self._lifecycle:
+            run = self._run
+            if run is None or self._entries:
+                return
+            self._run = None
+        if asyncio.current_task() in run.tasks:
+            # The fan-out closed its last watcher (a final state): it cannot wait for its own end.
+            self._spawn(self._shutdown(run))
+        else:
+            await self._shutdown(run)
+
+    async def _shutdown(self, run: _Run) -> None:
+        # Ask the reader to return instead of cancelling it mid-receive: a cancelled
+        # channels_redis receive can leave its per-channel cleanup lock behind.
+        with contextlib.suppress(LayerUnavailable):
+            await self._call(self.layer.send(run.channel, {"type": _STOP_TYPE}))
+            await asyncio.wait(run.tasks[:1], timeout=self.layer_timeout)
+        await self._cancel(run)
+        with contextlib.suppress(LayerUnavailable):  # the probe group expires on its own
+            await self._call(self.layer.group_discard(run.probe_group, run.channel))
+
+    async def _cancel(self, run: _Run) -> None:
+        current = asyncio.current_task()
+        others = [task for task in run.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    async def _fail(self, run: _Run, exc: BaseException) -> None:
+        if self._run is not run:
+            return
+        self._run = None
+        entries, self._entries = self._entries, {}
+        watchers = {watcher: None for entry in entries.values() for watcher in entry.watchers}
+        logger.warning(
+            "realtime_async: channel layer failed (%s: %s); closing %d WebSocket(s) with 4503",
+            type(exc).__name__, exc, len(watchers),
+        )  # fmt: skip
+        await self._cancel(run)
+        for watcher in watchers:
+            try:
+                await watcher.hub_failed()
+            except Exception:
+                logger.exception("realtime_async: closing a WebSocket after a layer failure failed")
+        # If the layer comes back with its data, drop the dead channel from the groups.
+        groups = [entry.group for entry in entries.values() if entry.joined] + [run.probe_group]
+        self._spawn(self._forget(run.channel, groups))
+
+    async def _forget(self, channel: str, groups: list[str]) -> None:
+        for group in groups:
+            try:
+                await self._call(self.layer.group_discard(group, channel))
+            except LayerUnavailable:
+                return
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            async with asyncio.timeout(self.layer_timeout):
+                return await awaitable
+        except Exception as exc:
+            raise LayerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    # -- the run's tasks -------------------------------------------------
+    async def _read(self, run: _Run) -> None:
+        failed = False
+        while True:
+            try:
+                message = await self.layer.receive(run.channel)
+            except Exception as exc:
+                # One failed receive loses nothing while Redis keeps its data (the message
+                # stays queued), and a pooled connection to a server that restarted fails
+                # once. So: probe now, and fail only on a second error in a row or a lost probe.
+                if failed:
+                    await self._fail(run, exc)
+                    return
+                failed = True
+                logger.info("realtime_async: hub receive failed (%s); probing the layer", exc)
+                run.probe_now.set()
+                continue
+            failed = False
+            if message.get("type") == _STOP_TYPE:
+                return
+            self._route(run, message)
+
+    def _route(self, run: _Run, message: dict[str, Any]) -> None:
+        if self._run is not run:
+            return  # a stopped run's last messages: its watchers now belong to the next run
+        kind = message.get("type")
+        if kind == PROGRESS_TYPE:
+            parsed = _parse_update(message)
+            if parsed is None:
+                logger.debug("realtime_async: malformed progress message dropped")
+                return
+            task, update = parsed
+            if task not in self._entries:
+                return
+            queue = run.pending.setdefault(task, [])
+            if any(waiting.seq >= update.seq for waiting in queue):
+                return  # a duplicate, or older than what is waiting
+            # Latest wins, but a final state stays: a relaunch under the same name may follow it.
+            queue[:] = [waiting for waiting in queue if waiting.final]
+            queue.append(update)
+            run.wake.set()
+        elif kind == _PROBE_TYPE and message.get("token") == run.probe_token:
+            run.probe_answered.set()
+
+    async def _fan_out(self, run: _Run) -> None:
+        while True:
+            await run.wake.wait()
+            run.wake.clear()
+            while run.pending:
+                task = next(iter(run.pending))
+                updates = run.pending.pop(task)
+                entry = self._entries.get(task) if self._run is run else None
+                if entry is None:
+                    continue
+                for update in updates:
+                    frame = progress_frame(task, update.record)
+                    for watcher in list(entry.watchers):
+                        try:
+                            await watcher.hub_deliver(task, update.seq, frame, update.final)
+                        except Exception:  # one broken connection must not starve the others
+                            logger.exception("realtime_async: delivery to a WebSocket failed")
+
+    async def _probe(self, run: _Run) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.probe_interval):
+                    await run.probe_now.wait()
+            run.probe_now.clear()
+            run.probe_token = uuid.uuid4().hex
+            run.probe_answered.clear()
+            try:
+                probe = {"type": _PROBE_TYPE, "token": run.probe_token}
+                await self._call(self.layer.group_send(run.probe_group, probe))
+                async with asyncio.timeout(self.layer_timeout):
+                    await run.probe_answered.wait()
+            except (LayerUnavailable, TimeoutError) as exc:
+                await self._fail(run, exc)
+                return
+
+
+_hub: Hub | None = None
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop and configured channel layer; raise ``LayerUnavailable`` without a layer."""
+    global _hub
+    layer = get_channel_layer(get_settings().channel_layer_alias)
+    if layer is None:
+        raise LayerUnavailable("no channel layer is configured")
+    hub = _hub
+    if hub is None or hub.loop is not asyncio.get_running_loop() or hub.layer is not layer:
+        hub = _hub = Hub(layer)
+    return hub

@@ -1,0 +1,185 @@
+"""The WebSocket wire protocol, version 1: client message parsing, server frames, close codes.
+
+``docs/protocol.md`` is the contract and ``protocol.schema.json`` describes the
+same messages; the tests check that this parser accepts exactly what the
+schema accepts. Nothing here touches Django, the cache or the channel layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Final, Literal
+
+from realtime_async.naming import validate_task_name
+
+__all__ = [
+    "CLOSE_FINAL",
+    "CLOSE_NOT_FOUND",
+    "CLOSE_RATE_LIMITED",
+    "CLOSE_TOO_LARGE",
+    "CLOSE_UNAVAILABLE",
+    "MAX_ID_LENGTH",
+    "MAX_SEQ",
+    "MAX_TOKEN_LENGTH",
+    "PROTOCOL_VERSION",
+    "BadRequest",
+    "ClientMessage",
+    "ClientMessageType",
+    "ErrorCode",
+    "Ping",
+    "ServerMessageType",
+    "Subscribe",
+    "Unsubscribe",
+    "error_frame",
+    "parse_client_message",
+    "pong_frame",
+    "progress_frame",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+#: Per-task URL: the final state was sent.
+CLOSE_FINAL: Final = 1000
+#: A client message over ``MAX_MESSAGE_BYTES``.
+CLOSE_TOO_LARGE: Final = 4400
+#: Per-task URL: no such task, or not allowed (the same answer).
+CLOSE_NOT_FOUND: Final = 4404
+#: A message flood, or too many connections for one user.
+CLOSE_RATE_LIMITED: Final = 4429
+#: The channel layer or the cache failed; retry and resubscribe.
+CLOSE_UNAVAILABLE: Final = 4503
+
+#: Largest ``seq`` a client may send: JavaScript numbers stay exact up to here.
+MAX_SEQ: Final = 2**53 - 1
+MAX_TOKEN_LENGTH: Final = 512
+MAX_ID_LENGTH: Final = 128
+
+ClientMessageType = Literal["subscribe", "unsubscribe", "ping"]
+ServerMessageType = Literal["progress", "error", "pong"]
+ErrorCode = Literal["not_found", "forbidden", "bad_request", "limit"]
+
+_ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "subscribe": frozenset({"v", "type", "task", "seq", "token"}),
+    "unsubscribe": frozenset({"v", "type", "task"}),
+    "ping": frozenset({"v", "type", "id"}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscribe:
+    task: str
+    seq: int | None = None
+    token: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Unsubscribe:
+    task: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Ping:
+    id: str | int | None = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping
+
+
+class BadRequest(Exception):
+    """A client message the server refuses; ``message`` is safe to show the client."""
+
+    def __init__(self, message: str, task: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.task = task
+
+
+def _integer(value: object) -> int | None:
+    # JSON (and JSON Schema) makes no difference between 17 and 17.0.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _task(content: dict[str, Any]) -> str:
+    try:
+        return validate_task_name(content.get("task"))
+    except ValueError:
+        raise BadRequest("Invalid or missing field: task.") from None
+
+
+def _valid_task_or_none(value: object) -> str | None:
+    try:
+        return validate_task_name(value)
+    except ValueError:
+        return None
+
+
+def _reject_constant(value: str) -> None:
+    # json.loads accepts NaN and Infinity, which are not JSON; a client sending them is broken.
+    raise ValueError(value)
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse one client text frame or raise ``BadRequest`` with a public reason."""
+    try:
+        content = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("Malformed JSON.") from None
+    if not isinstance(content, dict):
+        raise BadRequest("A message must be a JSON object.")
+    if _integer(content.get("v")) != PROTOCOL_VERSION:
+        raise BadRequest("Unsupported or missing protocol version v.")
+    kind = content.get("type")
+    allowed = _ALLOWED_FIELDS.get(kind) if isinstance(kind, str) else None
+    if allowed is None:
+        raise BadRequest("Unknown message type.")
+    if not allowed.issuperset(content):
+        raise BadRequest("Unknown field.", _valid_task_or_none(content.get("task")))
+    if kind == "ping":
+        ident = content.get("id")
+        if ident is None:
+            return Ping()
+        number = _integer(ident)
+        if number is not None:
+            return Ping(number)
+        if isinstance(ident, str) and len(ident) <= MAX_ID_LENGTH:
+            return Ping(ident)
+        raise BadRequest("Invalid field: id.")
+    task = _task(content)
+    if kind == "unsubscribe":
+        return Unsubscribe(task)
+    seq_value = content.get("seq")
+    seq = _integer(seq_value)
+    if seq_value is not None and (seq is None or not 0 <= seq <= MAX_SEQ):
+        raise BadRequest("Invalid field: seq.", task)
+    token = content.get("token")
+    if token is not None and not (isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH):
+        raise BadRequest("Invalid field: token.", task)
+    return Subscribe(task, seq, token)
+
+
+def progress_frame(task: str, record_json: str) -> str:
+    """A ``progress`` frame around a record that is already JSON text (it is not parsed again)."""
+    return '{"v":1,"type":"progress","task":' + json.dumps(task) + ',"data":' + record_json + "}"
+
+
+def error_frame(code: ErrorCode, message: str, task: str | None = None) -> str:
+    """An ``error`` frame; ``message`` must be a fixed public text, never exception text."""
+    content: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "error", "code": code, "message": message}
+    if task is not None:
+        content["task"] = task
+    return json.dumps(content, separators=(",", ":"))
+
+
+def pong_frame(ident: str | int | None) -> str:
+    """The answer to a ``ping``, echoing its ``id`` when it had one."""
+    content: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "pong"}
+    if ident is not None:
+        content["id"] = ident
+    return json.dumps(content, separators=(",", ":"))

@@ -1,0 +1,279 @@
+/**
+ * The {% live_progress %} widget: brings server-rendered [data-ra-widget]
+ * elements to life. Loaded once per page as an ES module; no dependencies.
+ *
+ * Transport ("data-ra-transport"):
+ *   "auto"  WebSocket through the page's one shared RealtimeAsyncClient; polls
+ *           while the socket cannot connect, keeps failing, or refuses the task
+ *           (subscription limit), and stops polling when the socket delivers again.
+ *   "ws"    WebSocket only.   "poll"  polling only.
+ *
+ * Polling is fetch() + JSON (pollProgress in client.js), not htmx swapping the
+ * fragment: one code path renders every record whichever transport brought
+ * it, so events fire the same way and a stale record from one transport can
+ * never overwrite a newer one from the other (both go through the seq check
+ * below); it needs no htmx on the page and none of htmx's inline styles, so
+ * it works under a strict CSP; and its conditional requests make an
+ * unchanged poll cost a 304. Pages using htmx can still poll the fragment
+ * themselves (docs/client.md).
+ *
+ * Events, dispatched on the widget element and bubbling, with
+ * detail = {task, record, transport}:
+ *   realtime-async:progress   every new state (not the server-rendered one)
+ *   realtime-async:final      a final state, followed by
+ *   realtime-async:success | :failure | :cancelled | :lost
+ *   realtime-async:error      detail = {task, error}: the task is not (or no longer) visible
+ */
+
+import { RealtimeAsyncClient, isFinal, pollProgress, websocketUrl } from "./client.js";
+
+const SELECTOR = "[data-ra-widget]";
+// A snapshot is the server's first answer to a subscribe; none in this long means the socket is no use.
+const SNAPSHOT_TIMEOUT_MS = 5000;
+
+const clients = new Map(); // ws url -> client: every widget of the page shares one socket
+const widgets = new WeakMap(); // element -> LiveProgress
+
+/** The page's shared client for `url` (one socket per endpoint, however many widgets). */
+export function sharedClient(url) {
+  const key = websocketUrl(url);
+  let client = clients.get(key);
+  if (!client) {
+    client = new RealtimeAsyncClient({ url: key });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function interpolate(template, values) {
+  return String(template).replace(/%\((\w+)\)s/g, (_, name) => String(values[name] ?? ""));
+}
+
+/** The same wording as realtime_async.widgets.format_eta(). */
+export function formatEta(seconds, i18n = {}) {
+  if (typeof seconds !== "number" || !(seconds >= 0)) return "";
+  if (seconds < 60) return interpolate(i18n.eta_s || "%(n)s s left", { n: Math.max(1, Math.ceil(seconds)) });
+  if (seconds < 3600) return interpolate(i18n.eta_min || "%(n)s min left", { n: Math.round(seconds / 60) });
+  const minutes = Math.round(seconds / 60);
+  return interpolate(i18n.eta_h || "%(h)s h %(m)s min left", { h: Math.floor(minutes / 60), m: minutes % 60 });
+}
+
+export class LiveProgress {
+  constructor(element) {
+    const data = element.dataset;
+    this.element = element;
+    this.task = data.raTask;
+    this.transport = ["ws", "poll"].includes(data.raTransport) ? data.raTransport : "auto";
+    this.seq = Number(data.raSeq) || 0;
+    this.state = data.raState;
+    this.pollUrl = data.raPollUrl || "";
+    this.pollInterval = Number(data.raPollInterval) || 1000;
+    this.wsUrl = data.raWsUrl || undefined;
+    this.token = data.raToken || undefined;
+    this.i18n = parseJson(data.raI18n);
+    this.done = false;
+    this.client = null;
+    this.subscription = null;
+    this.poller = null;
+    this._heardWs = false;
+    this._onStatus = () => this._checkFallback();
+  }
+
+  start() {
+    if (this.done || this.client || this.poller) return;
+    if (isFinal({ state: this.state })) {
+      this.done = true; // rendered final by the server: nothing more will happen
+      return;
+    }
+    if (this.transport === "poll") {
+      this._startPolling();
+      return;
+    }
+    this.client = sharedClient(this.wsUrl);
+    this.subscription = this.client.subscribe(this.task, {
+      seq: this.seq,
+      token: this.token,
+      onProgress: (record) => this._fromSocket(record),
+      onError: (error) => this._socketError(error),
+    });
+    if (this.transport === "auto") {
+      this.client.addEventListener("status", this._onStatus);
+      this._snapshotTimer = setTimeout(() => {
+        if (!this._heardWs) this._startPolling();
+      }, SNAPSHOT_TIMEOUT_MS);
+      this._checkFallback();
+    } else if (this.client.status === "unavailable") {
+      this._error({ code: "unavailable", message: "WebSocket is not available." });
+    }
+  }
+
+  /** Stop following the task (the element left the page, or you are done with it). */
+  stop() {
+    this.done = true;
+    clearTimeout(this._snapshotTimer);
+    this.subscription?.unsubscribe();
+    this.client?.removeEventListener("status", this._onStatus);
+    this.poller?.stop();
+    this.poller = null;
+  }
+
+  _checkFallback() {
+    const client = this.client;
+    if (this.done || this.poller || !client) return;
+    // Cannot connect (first try failed, or no WebSocket at all), or keeps failing after it once worked.
+    const limit = client.everHeard ? 2 : 1;
+    if (client.status === "unavailable" || client.failures >= limit) this._startPolling();
+  }
+
+  _fromSocket(record) {
+    this._heardWs = true;
+    clearTimeout(this._snapshotTimer);
+    if (this.poller) {
+      // The socket works (again): it alone carries on.
+      this.poller.stop();
+      this.poller = null;
+    }
+    this._apply(record, "ws");
+  }
+
+  _socketError(error) {
+    if (this.done) return;
+    if (error.code === "limit" && this.transport === "auto") {
+      this._startPolling(); // this connection has too many subscriptions; the endpoint has none
+      return;
+    }
+    this._error(error);
+  }
+
+  _startPolling() {
+    if (this.done || this.poller || !this.pollUrl) return;
+    this.element.dataset.raVia = "poll";
+    this.poller = pollProgress(this.pollUrl, {
+      task: this.task,
+      interval: this.pollInterval,
+      seq: this.seq,
+      onProgress: (record) => this._apply(record, "poll"),
+      onError: (error) => this._error(error),
+    });
+  }
+
+  _apply(record, transport) {
+    if (this.done || !record || !(record.seq > this.seq)) return; // seen already, from either transport
+    this.seq = record.seq;
+    this.state = record.state;
+    this.element.dataset.raVia = transport;
+    this.render(record);
+    const detail = { task: this.task, record, transport };
+    this._dispatch("progress", detail);
+    if (isFinal(record)) {
+      this.stop();
+      this._dispatch("final", detail);
+      this._dispatch(record.state, detail);
+    }
+  }
+
+  _error(error) {
+    if (this.done) return;
+    this.stop();
+    this.state = "unavailable";
+    this.render(null, error);
+    this._dispatch("error", { task: this.task, error });
+  }
+
+  _dispatch(name, detail) {
+    this.element.dispatchEvent(new CustomEvent(`realtime-async:${name}`, { bubbles: true, detail }));
+  }
+
+  /** Show `record` (null: the task cannot be shown); the markup is the server's, only values change. */
+  render(record, error = null) {
+    const el = this.element;
+    const state = record ? record.state : "unavailable";
+    const percent = record && typeof record.percent === "number" ? Math.min(100, Math.max(0, record.percent)) : null;
+    for (const name of [...el.classList]) {
+      if (name.startsWith("ra-progress--")) el.classList.remove(name);
+    }
+    el.classList.add(`ra-progress--${state}`);
+    el.classList.toggle("ra-progress--indeterminate", percent === null && state === "running");
+    el.dataset.raState = state;
+    el.dataset.raSeq = String(record ? record.seq : this.seq);
+
+    this._text("state", this.i18n.states?.[state] ?? state);
+    const bar = el.querySelector('[role="progressbar"]');
+    const fill = el.querySelector(".ra-progress__fill");
+    const percentText = percent === null ? "" : `${Math.floor(percent)}%`;
+    if (bar) {
+      if (percent === null) {
+        bar.removeAttribute("aria-valuenow");
+        bar.removeAttribute("aria-valuetext");
+      } else {
+        bar.setAttribute("aria-valuenow", String(Math.round(percent * 10) / 10));
+        bar.setAttribute("aria-valuetext", percentText);
+      }
+    }
+    // An SVG attribute, not a style: nothing for a strict CSP to refuse.
+    fill?.setAttribute("width", percent === null ? "0" : percent.toFixed(2));
+    this._text("percent", percentText);
+    this._text("eta", record && !isFinal(record) ? formatEta(record.eta, this.i18n) : "");
+    let message;
+    if (!record) message = error?.code === "not_found" || !error?.message ? this.i18n.unavailable : error.message;
+    else if (state === "failure" || state === "lost") message = record.error || this.i18n.failed;
+    else message = record.message ?? "";
+    this._text("message", message || "", false);
+  }
+
+  _text(field, text, hideEmpty = true) {
+    const node = this.element.querySelector(`[data-ra-field="${field}"]`);
+    if (!node) return;
+    if (node.textContent !== text) node.textContent = text; // unchanged text: no repeat for screen readers
+    if (hideEmpty) node.hidden = !text;
+  }
+}
+
+/** Start every widget in `root` (an element or the document) not started yet. */
+export function initWidgets(root = document) {
+  const found = [];
+  if (root.matches?.(SELECTOR)) found.push(root);
+  if (root.querySelectorAll) found.push(...root.querySelectorAll(SELECTOR));
+  for (const element of found) {
+    if (widgets.has(element)) continue;
+    const widget = new LiveProgress(element);
+    widgets.set(element, widget);
+    widget.start();
+  }
+}
+
+/** The LiveProgress of a widget element, once started. */
+export function widgetFor(element) {
+  return widgets.get(element);
+}
+
+function stopRemoved(node) {
+  if (node.nodeType !== 1 || node.isConnected) return;
+  const found = node.matches(SELECTOR) ? [node] : [];
+  found.push(...node.querySelectorAll(SELECTOR));
+  for (const element of found) widgets.get(element)?.stop();
+}
+
+function watchDocument() {
+  initWidgets(document);
+  // Widgets added later (htmx swaps, client-side rendering) start by themselves; removed ones let go.
+  new MutationObserver((mutations) => {
+    for (const mutation of mutations) {
+      for (const node of mutation.addedNodes) if (node.nodeType === 1) initWidgets(node);
+      for (const node of mutation.removedNodes) stopRemoved(node);
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true });
+}
+
+if (typeof document !== "undefined") {
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", watchDocument, { once: true });
+  else watchDocument();
+}

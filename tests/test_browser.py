@@ -1,0 +1,369 @@
+"""The widget and the JS client in headless Chromium, against real daphne, Redis and a Celery worker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+import django_htmx
+import pytest
+from playwright.sync_api import sync_playwright
+
+from realtime_async.async_manager import AsyncManager
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS, RECORDER, events, session_cookie, widget
+from tests.services import free_port, start_daphne
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    proc, port = start_daphne()
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(base_url, celery_worker_proc):
+    # Playwright's sync API keeps its asyncio loop marked as running in this
+    # thread, so Django would refuse the tests' ORM calls (and pytest-django's
+    # flush) as "async unsafe"; they are not, the loop only waits for Chromium.
+    # Set after daphne and the worker started, so their checks stay on.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield from _chromium()
+
+
+def _chromium():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("watcher")
+
+
+@pytest.fixture
+def open_page(browser, base_url, user):
+    """``open_page(path, *, login=True, no_websocket=False)``: a page recording events, CSP and console errors."""
+    contexts = []
+
+    def open_(path, *, login=True, no_websocket=False):
+        context = browser.new_context(base_url=base_url)
+        contexts.append(context)
+        if login:
+            context.add_cookies([session_cookie(user, base_url)])
+        context.add_init_script(RECORDER)
+        if no_websocket:
+            context.add_init_script("window.WebSocket = undefined;")
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        page.sockets, page.errors = [], []
+        page.on("websocket", lambda socket: page.sockets.append(socket))
+        page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        response = page.goto(path)
+        assert response.status == 200, response.status
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def launch(user, steps=15, delay=0.2):
+    return AsyncManager.resolve_manager().launch_async_task(
+        "tests.testapp.workers.steps", steps, user=user, task_kwargs={"delay": delay}
+    )
+
+
+def widgets_path(*tasks, **query):
+    return "/demo/widgets/?" + urlencode([("task", task) for task in tasks] + list(query.items()))
+
+
+def wait_final(page, task, state="success"):
+    page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="{state}"]')
+
+
+def assert_advanced_to_success(page, task, transport, steps=15):
+    """The bar went through several states, in order, by ``transport``, and ended full."""
+    seen = events(page, task)
+    progress = [event for event in seen if event["name"] == "progress"]
+    seqs = [event["seq"] for event in progress]
+    assert seqs == sorted(set(seqs)), seqs
+    percents = [event["percent"] for event in progress if event["state"] == "running"]
+    assert len(set(percents)) >= 2, seen  # it advanced, not just jumped to the end
+    assert {event["transport"] for event in progress} == {transport}, seen
+    assert [event["name"] for event in seen[-3:]] == ["progress", "final", "success"], seen
+    bar = widget(page, task).get_by_role("progressbar")
+    assert bar.get_attribute("aria-valuenow") == "100"
+    assert widget(page, task).locator('[data-ra-field="message"]').inner_text() == f"Step {steps}/{steps}"
+    assert widget(page, task).locator('[data-ra-field="state"]').inner_text() == "Done"
+
+
+def assert_clean(page, *, allow=()):
+    assert page.evaluate("window.__csp") == [], "CSP violations"
+    errors = [error for error in page.errors if not any(pattern in error for pattern in allow)]
+    assert errors == [], errors
+
+
+def test_two_widgets_advance_to_their_final_states(open_page, user, celery_worker_proc):
+    first, second = launch(user), launch(user, steps=10)
+    page = open_page(widgets_path(first, second))
+    wait_final(page, first)
+    wait_final(page, second)
+    assert_advanced_to_success(page, first, "ws")
+    assert_advanced_to_success(page, second, "ws", steps=10)
+    assert len(page.sockets) == 1, [socket.url for socket in page.sockets]  # two widgets, one socket
+    assert page.sockets[0].url.endswith("/ws/realtime-async/")
+    assert widget(page, first).get_attribute("data-ra-via") == "ws"
+    assert_clean(page)
+
+
+@pytest.mark.parametrize("breakage", ["no-websocket", "dead-endpoint"])
+def test_without_websockets_the_widgets_complete_by_polling(open_page, user, celery_worker_proc, breakage):
+    # Long enough for several polls (one a second) to see the bars move.
+    first, second = launch(user, steps=20), launch(user, steps=16)
+    if breakage == "no-websocket":
+        page = open_page(widgets_path(first, second), no_websocket=True)
+    else:
+        dead = f"ws://127.0.0.1:{free_port()}/ws/realtime-async/"
+        page = open_page(widgets_path(first, second, ws=dead))
+    wait_final(page, first)
+    wait_final(page, second)
+    assert_advanced_to_success(page, first, "poll", steps=20)
+    assert_advanced_to_success(page, second, "poll", steps=16)
+    assert widget(page, first).get_attribute("data-ra-via") == "poll"
+    if breakage == "no-websocket":
+        assert page.sockets == []
+    else:
+        assert page.sockets and all(socket.url == dead for socket in page.sockets)
+    assert_clean(page, allow=("WebSocket connection to",))
+
+
+def test_forced_polling(open_page, user, celery_worker_proc):
+    task = launch(user, steps=20)
+    page = open_page(widgets_path(task, transport="poll"))
+    wait_final(page, task)
+    assert_advanced_to_success(page, task, "poll", steps=20)
+    assert page.sockets == []
+    assert_clean(page)
+
+
+def test_reload_mid_task_shows_the_current_state_at_once(open_page, user, celery_worker_proc):
+    task = launch(user, steps=20)
+    page = open_page(widgets_path(task))
+    bar = widget(page, task).get_by_role("progressbar")
+    page.wait_for_function(
+        f"""() => Number(document.querySelector('[data-ra-task="{task}"] [role=progressbar]')
+                 ?.getAttribute('aria-valuenow')) >= 15"""
+    )
+    before = float(bar.get_attribute("aria-valuenow"))
+
+    response = page.reload()
+    # The HTML itself, before any script ran, holds the state of the moment.
+    html = response.text()
+    root = re.search(rf'<div class="ra-progress[^"]*" data-ra-task="{task}"[^>]*>', html).group(0)
+    assert 'data-ra-state="running"' in root
+    now = float(re.search(r'role="progressbar"[^>]*aria-valuenow="([\d.]+)"', html).group(1))
+    assert now >= before > 0
+    assert re.search(r'data-ra-field="message">Step \d+/20<', html)
+
+    wait_final(page, task)
+    assert widget(page, task).get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
+    assert_clean(page)
+
+
+@pytest.mark.parametrize("auth", ["session", "token"])
+def test_custom_page_on_the_js_client(open_page, user, celery_worker_proc, auth):
+    task = launch(user, steps=10)
+    query = {"task": task}
+    if auth == "token":
+        query["token"] = AsyncManager.resolve_manager().make_watch_token(task)
+    page = open_page("/demo/client/?" + urlencode(query), login=auth == "session")
+    page.wait_for_function("() => window.finalRecord !== null")
+    received = page.evaluate("window.received")
+    seqs = [record["seq"] for record in received]
+    assert seqs == sorted(set(seqs)), seqs
+    assert len({record["percent"] for record in received if record["state"] == "running"}) >= 2, received
+    final = page.evaluate("window.finalRecord")
+    assert final["state"] == "success" and final["result"]["steps"] == 10
+    assert page.evaluate("window.clientErrors") == []
+    assert page.locator("#state").inner_text() == "success"
+    assert len(page.sockets) == 1
+    assert_clean(page)
+
+
+def test_js_client_reports_unknown_tasks(open_page, user):
+    page = open_page("/demo/client/?task=nope-does-not-exist")
+    page.wait_for_function("() => window.clientErrors.length > 0")
+    assert page.evaluate("window.clientErrors")[0]["code"] == "not_found"
+    assert page.evaluate("window.received") == []
+
+
+HTMX_JS = Path(django_htmx.__file__).parent / "static" / "django_htmx" / "htmx-2.min.js"
+
+
+def test_htmx_alone_polls_the_fragment_until_286(base_url, browser, user, celery_worker_proc):
+    task = launch(user, steps=15)
+    context = browser.new_context(base_url=base_url)
+    try:
+        context.add_cookies([session_cookie(user, base_url)])
+        context.add_init_script(RECORDER)
+        context.set_default_timeout(WAIT_MS)
+        # htmx as django-htmx ships it, served from the page's own origin.
+        context.route("**/htmx.min.js", lambda route: route.fulfill(path=HTMX_JS, content_type="text/javascript"))
+        page = context.new_page()
+        polls = []
+        page.on("response", lambda response: "/progress/" in response.url and polls.append(response.status))
+        page.goto(f"/demo/htmx/?task={task}")
+        page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="running"]')
+        wait_final(page, task)
+        root = widget(page, task)
+        assert root.get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
+        assert root.locator(".ra-progress__label").inner_text() == "Import"
+        assert root.get_attribute("hx-get") is None  # the final fragment polls no more
+        count = len(polls)
+        page.wait_for_timeout(1500)
+        assert len(polls) == count and polls[-1] == 286, polls
+        assert polls.count(200) >= 2, polls
+        assert page.evaluate("window.__csp") == []
+    finally:
+        context.close()
+
+
+def test_failure_is_shown_with_its_public_error(open_page, user, celery_worker_proc):
+    manager = AsyncManager.resolve_manager()
+    failing = manager.launch_async_task("tests.testapp.workers.fail_public", user=user)
+    secret = manager.launch_async_task("tests.testapp.workers.fail_secret", user=user)
+    page = open_page(widgets_path(failing, secret))
+    wait_final(page, failing, "failure")
+    wait_final(page, secret, "failure")
+    message = widget(page, failing).locator('[data-ra-field="message"]')
+    assert message.inner_text() == "The CSV file has no header row."
+    assert widget(page, failing).locator('[data-ra-field="state"]').inner_text() == "Failed"
+    assert "hunter2" not in page.content()
+    # Final before the page loaded: rendered by the server, no event; otherwise final + failure.
+    for task in (failing, secret):
+        names = [event["name"] for event in events(page, task)]
+        assert names == [] or names[-2:] == ["final", "failure"], names
+    assert_clean(page)
+
+
+def test_client_resumes_after_the_server_restarts(browser, user, celery_worker_proc):
+    port = free_port()
+    server, _ = start_daphne(port=port, name="daphne-restart")
+    base = f"http://127.0.0.1:{port}"
+    context = browser.new_context(base_url=base)
+    try:
+        context.add_cookies([session_cookie(user, base)])
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        sockets = []
+        page.on("websocket", lambda socket: sockets.append(socket))
+        task = launch(user, steps=30)
+        page.goto(f"/demo/client/?task={task}")
+        page.wait_for_function("() => window.received.some((record) => record.state === 'running')")
+        server.stop()
+        server, _ = start_daphne(port=port, name="daphne-restart")
+        page.wait_for_function("() => window.finalRecord !== null")
+        received = page.evaluate("window.received")
+        seqs = [record["seq"] for record in received]
+        assert seqs == sorted(set(seqs)), seqs  # resumed: nothing twice, nothing out of order
+        assert received[-1]["state"] == "success"
+        assert len(sockets) >= 2  # it reconnected
+        assert page.evaluate("window.clientErrors") == []
+    finally:
+        context.close()
+        server.stop()
+
+
+# The client's reconnect logic, against a scripted socket in the page (no server involved).
+FAKE_SOCKET_SCENARIO = """
+async () => {
+  const { RealtimeAsyncClient, backoffDelay } = await import("/static/realtime_async/client.js");
+  const sockets = [];
+  class FakeSocket {
+    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    close() { this.readyState = 3; }
+    open() { this.readyState = 1; this.onopen?.({}); }
+    receive(message) { this.onmessage?.({ data: JSON.stringify(message) }); }
+    drop(code) { this.readyState = 3; this.onclose?.({ code }); }
+  }
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const until = async (check) => { for (let i = 0; i < 200 && !check(); i++) await sleep(5); return check(); };
+  const record = (seq, state = "running") => ({ seq, task: "t-1", state, percent: seq * 10 });
+  const progress = (seq, state) => ({ v: 1, type: "progress", task: "t-1", data: record(seq, state) });
+
+  const client = new RealtimeAsyncClient({
+    url: "/ws/realtime-async/", WebSocket: FakeSocket, backoff: { initial: 20, max: 40 }, stableAfter: 10000,
+  });
+  const statuses = [];
+  client.addEventListener("status", (event) => statuses.push(event.detail.status));
+  const a = [], b = [], finals = [];
+  const onFinal = (r) => finals.push(r.seq);
+  client.subscribe("t-1", { seq: 3, token: "tok", onProgress: (r) => a.push(r.seq), onFinal });
+  client.subscribe("t-1", { onProgress: (r) => b.push(r.seq) });
+  const out = { url: sockets[0].url };
+  sockets[0].open();
+  out.firstSent = [...sockets[0].sent];
+  sockets[0].receive(progress(3));  // the snapshot at the seq we had: delivered once
+  sockets[0].receive(progress(3));
+  sockets[0].receive(progress(5));
+  sockets[0].receive(progress(4));  // older: dropped
+  sockets[0].drop(1006);
+  out.reconnected = await until(() => sockets.length === 2);
+  sockets[1].drop(1006);            // never opened: a failure
+  out.failuresAfterDeadTry = client.failures;
+  await until(() => sockets.length === 3);
+  sockets[2].open();
+  out.resumeSent = [...sockets[2].sent];
+  sockets[2].receive(progress(5));  // snapshot equal to what we had: nothing new
+  sockets[2].receive(progress(6));
+  sockets[2].receive(progress(7, "success"));
+  sockets[2].receive(progress(8));  // after the final state: ignored
+  out.unsubscribeSent = sockets[2].sent.at(-1);
+  out.a = a; out.b = b; out.finals = finals; out.failures = client.failures;
+  out.statuses = [...new Set(statuses)];
+
+  const errors = [];
+  client.subscribe("gone", { onError: (e) => errors.push(e.code), onProgress: () => errors.push("progress") });
+  sockets[2].receive({ v: 1, type: "error", code: "not_found", task: "gone", message: "No such task." });
+  out.errors = errors;
+  client.close();
+  out.closedStatus = client.status;
+  out.delays = [0, 1, 2, 3, 10].map((n) => backoffDelay(n, { initial: 500, max: 30000 }, () => 1));
+  out.jittered = [0, 1, 2].map((n) => backoffDelay(n, { initial: 500, max: 30000 }, () => 0));
+  return out;
+}
+"""
+
+
+def test_client_reconnects_and_resumes_with_the_last_seq(browser, base_url):
+    context = browser.new_context(base_url=base_url, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto("/demo/widgets/")
+        out = page.evaluate(FAKE_SOCKET_SCENARIO)
+    finally:
+        context.close()
+    assert out["url"] == base_url.replace("http", "ws") + "/ws/realtime-async/"
+    assert out["firstSent"] == [{"v": 1, "type": "subscribe", "task": "t-1", "seq": 3, "token": "tok"}]
+    assert out["reconnected"] and out["failuresAfterDeadTry"] == 1
+    assert out["resumeSent"] == [{"v": 1, "type": "subscribe", "task": "t-1", "seq": 5, "token": "tok"}]
+    assert out["a"] == out["b"] == [3, 5, 6, 7]
+    assert out["finals"] == [7]
+    assert out["unsubscribeSent"] == {"v": 1, "type": "unsubscribe", "task": "t-1"}
+    assert out["failures"] == 0
+    assert {"connecting", "open", "reconnecting"} <= set(out["statuses"])
+    assert out["errors"] == ["not_found"]
+    assert out["closedStatus"] == "closed"
+    assert out["delays"] == [500, 1000, 2000, 4000, 30000]  # exponential, capped
+    assert out["jittered"] == [250, 500, 1000]  # never below half the step

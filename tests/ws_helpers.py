@@ -1,0 +1,100 @@
+"""Helpers for the WebSocket tests: communicators, task records written without a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from typing import Any
+
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+
+from realtime_async import _store
+from realtime_async.naming import new_task_name
+from realtime_async.progress import get_writer
+from realtime_async.routing import websocket_urlpatterns
+
+MULTI = "/ws/realtime-async/"
+_pks = itertools.count(2_000_000)
+
+
+def fake_user(*, staff: bool = False) -> User:
+    """An unsaved user with a fresh pk: ``can_view`` needs only ``pk`` and ``is_staff``."""
+    pk = next(_pks)
+    return User(pk=pk, username=f"user{pk}", is_staff=staff)
+
+
+def communicator(path: str = MULTI, user: Any = None, client: str = "127.0.0.1") -> WebsocketCommunicator:
+    """A communicator on the package's URL patterns with ``user`` put in the scope (as AuthMiddleware would)."""
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+    if user is not None:
+        comm.scope["user"] = user
+    comm.scope["client"] = (client, 50000)
+    return comm
+
+
+def task_path(name: str, query: str = "") -> str:
+    return f"/ws/realtime-async/task/{name}/" + (f"?{query}" if query else "")
+
+
+def commit(name: str, state: str, owner: Any = None, *, mode: int = _store.KEEP_FINAL, **fields: Any) -> int:
+    """Write a record as the core does (stored, then broadcast to the task's group); return its seq."""
+    seq, _, _ = get_writer().commit({"task": name, "state": state, "owner": owner, **fields}, mode=mode)
+    return seq
+
+
+async def acommit(name: str, state: str, owner: Any = None, **kwargs: Any) -> int:
+    return await asyncio.to_thread(commit, name, state, owner, **kwargs)
+
+
+async def new_task(owner: Any = None, state: str = "queued", **fields: Any) -> str:
+    name = new_task_name("ws")
+    await acommit(name, state, owner, mode=_store.CREATE, **fields)
+    return name
+
+
+def subscribe(name: str, **extra: Any) -> dict[str, Any]:
+    return {"v": 1, "type": "subscribe", "task": name, **extra}
+
+
+async def connected(path: str = MULTI, user: Any = None, client: str = "127.0.0.1") -> WebsocketCommunicator:
+    comm = communicator(path, user, client)
+    ok, _ = await comm.connect(timeout=3)
+    assert ok
+    return comm
+
+
+async def recv(comm: WebsocketCommunicator, within: float = 3) -> dict[str, Any]:
+    return json.loads(await comm.receive_from(within))  # type: ignore[no-any-return]
+
+
+async def recv_close(comm: WebsocketCommunicator, within: float = 3) -> int:
+    """The close code the server sent next (skipping nothing: a data frame fails the test)."""
+    out = await comm.receive_output(within)
+    assert out["type"] == "websocket.close", out
+    return int(out.get("code", 1000))
+
+
+async def stop_hub() -> None:
+    """Stop this loop's hub and let channels_redis finish its cleanups before the loop closes.
+
+    Otherwise a test that fails half-way leaves a receive in flight whose locks
+    belong to a closed loop, and every later test on the same layer fails.
+    """
+    from realtime_async import fanout
+
+    hub = fanout._hub
+    if hub is not None and hub.loop is asyncio.get_running_loop():
+        await hub.stop()
+    wait_received = getattr(get_channel_layer(), "wait_received", None)
+    if wait_received is not None:
+        await wait_received()
+
+
+async def group_send(name: str, message: dict[str, Any]) -> None:
+    from realtime_async.naming import group_for_task
+
+    await get_channel_layer().group_send(group_for_task(name), message)
