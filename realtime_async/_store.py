@@ -26,8 +26,10 @@ FINAL_STATES = frozenset({"success", "failure", "cancelled", "lost"})
 KEEP_FINAL, REPLACE, CREATE = 0, 1, 2
 
 # KEYS: task hash, cancel flag. ARGV: state, record body without its opening
-# brace, ttl ms, mode, meta JSON (or ""). Mode 0 keeps a final state, 1 replaces
-# anything, 2 creates (refusing a task that exists and is not final).
+# brace, ttl ms, mode, meta JSON (or ""), seq floor. Mode 0 keeps a final state,
+# 1 replaces anything, 2 creates (refusing a task that exists and is not final).
+# The floor is the last seq the writer saw: a record that Redis lost (a restart
+# without persistence) comes back above it, so seq never goes backwards.
 # Returns {seq, or -1 when a final state was kept, or -2 when a create found
 # an unfinished task; the stored record; the cancel flag}.
 _WRITE = """
@@ -41,6 +43,10 @@ if cur and ARGV[4] == '2' and not (cur == 'success' or cur == 'failure' or cur =
 end
 if ARGV[4] == '2' then redis.call('DEL', KEYS[2]) end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if seq <= tonumber(ARGV[6]) then
+  seq = tonumber(ARGV[6]) + 1
+  redis.call('HSET', KEYS[1], 'seq', seq)
+end
 local rec = '{"seq":' .. seq .. ',' .. ARGV[2]
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rec', rec)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[5]) end
@@ -48,7 +54,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {seq, rec, cancel}
 """
 
-# KEYS: the task's lock set, then one key per object. ARGV: task, ttl ms.
+# KEYS: the task's lock set, then one key per object. ARGV: task, lock ttl ms, set ttl ms.
 _ACQUIRE = """
 local held = {}
 for i = 2, #KEYS do
@@ -62,7 +68,8 @@ for i = 2, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
   redis.call('SADD', KEYS[1], KEYS[i])
 end
-if #KEYS > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+-- The set outlives its locks: after they expire it still says what the task reserved.
+if #KEYS > 1 then redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[2]), tonumber(ARGV[3]))) end
 return held
 """
 
@@ -81,14 +88,15 @@ return freed
 """
 
 # KEYS: lock set, heartbeat, task hash. ARGV: task, lock ttl ms, heartbeat ttl ms,
-# state ttl ms. Returns the locks this task no longer holds.
+# state ttl ms. Returns the locks this task no longer holds; they stay in its set
+# so that ``holds_locks`` keeps saying so until the task releases them.
 _RENEW = """
 local lost = {}
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2])
-  else table.insert(lost, key); redis.call('SREM', KEYS[1], key) end
+  else table.insert(lost, key) end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[2]), tonumber(ARGV[4])))
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return lost
@@ -103,9 +111,9 @@ class Store:
     """The operations the manager needs; see ``_RedisStore`` for the semantics."""
 
     def write_state(
-        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = ""
+        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = "", floor: int = 0
     ) -> tuple[int, str, bool]:
-        """Store a record; return ``(seq, stored_record_json, cancel_requested)``.
+        """Store a record above seq ``floor``; return ``(seq, stored_record_json, cancel_requested)``.
 
         Final states are sticky: in mode 0 (``KEEP_FINAL``) a task that already has
         one keeps it and ``seq`` is -1, so a late progress call cannot undo it.
@@ -175,10 +183,10 @@ class _RedisStore(Store):
         return f"{self.prefix}:{kind}:{task}"
 
     def write_state(
-        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = ""
+        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = "", floor: int = 0
     ) -> tuple[int, str, bool]:
         seq, rec, cancel = self._write(
-            keys=[self._k("t", task), self._k("c", task)], args=[state, body, _ms(ttl), mode, meta]
+            keys=[self._k("t", task), self._k("c", task)], args=[state, body, _ms(ttl), mode, meta, floor]
         )
         return int(seq), rec.decode() if isinstance(rec, bytes) else (rec or ""), bool(cancel)
 
@@ -195,7 +203,7 @@ class _RedisStore(Store):
 
     def acquire(self, task: str, lock_ids: list[str], ttl: float) -> dict[str, str]:
         keys = [self._k("tl", task), *(self._lock_prefix + lock for lock in lock_ids)]
-        held = self._acquire(keys=keys, args=[task, _ms(ttl)])
+        held = self._acquire(keys=keys, args=[task, _ms(ttl), _ms(get_settings().progress_ttl)])
         n = len(self._lock_prefix)
         return {held[i].decode()[n:]: held[i + 1].decode() for i in range(0, len(held), 2)}
 
@@ -257,7 +265,7 @@ class _CacheStore(Store):
         return f"realtime_async:{kind}:{task}"
 
     def write_state(
-        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = ""
+        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = "", floor: int = 0
     ) -> tuple[int, str, bool]:
         with self.mutex:
             entry = self.cache.get(self._k("t", task)) or {"seq": 0}
@@ -268,7 +276,7 @@ class _CacheStore(Store):
                 return -2, entry["rec"], self.is_cancelled(task)
             if mode == CREATE:
                 self.cache.delete(self._k("c", task))
-            entry["seq"] += 1
+            entry["seq"] = max(entry["seq"], floor) + 1
             entry["state"] = state
             entry["rec"] = f'{{"seq":{entry["seq"]},{body}'
             if meta:
@@ -296,7 +304,7 @@ class _CacheStore(Store):
                 self.cache.set(self._k("l", lock), task, ttl)
             if lock_ids:
                 owned = set(self.cache.get(self._k("tl", task)) or ()) | set(lock_ids)
-                self.cache.set(self._k("tl", task), owned, ttl)
+                self.cache.set(self._k("tl", task), owned, max(ttl, get_settings().progress_ttl))
             return {}
 
     def release(self, task: str, lock_ids: list[str] | None = None) -> int:
@@ -327,8 +335,6 @@ class _CacheStore(Store):
                     self.cache.touch(self._k("l", lock), lock_ttl)
                 else:
                     lost.append(lock)
-            if lost:
-                self.cache.set(self._k("tl", task), set(self.task_locks(task)) - set(lost), lock_ttl)
             self.cache.set(self._k("hb", task), 1, heartbeat_ttl)
             self.cache.touch(self._k("t", task), state_ttl)
             return lost

@@ -45,8 +45,13 @@ def async_action(
     task_kwargs: dict[str, Any] | None = None,
     permissions: list[str] | None = None,
     lock: bool = True,
+    name: str | None = None,
 ) -> AdminAction:
-    """An admin action that launches ``func`` for the selected objects, in one task."""
+    """An admin action that launches ``func`` for the selected objects, in one task.
+
+    ``name`` is the action's name (default ``async_<function name>``); the admin
+    requires unique names, so give one to each further action of the same function.
+    """
     label = description or f"Run {getattr(func, '__name__', str(func).rsplit('.', 1)[-1])} in the background"
 
     def action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
@@ -79,7 +84,7 @@ def async_action(
         )
         return HttpResponseRedirect(url)
 
-    action.__name__ = f"async_{getattr(func, '__name__', str(func).replace('.', '_'))}"
+    action.__name__ = name or f"async_{getattr(func, '__name__', str(func).rsplit('.', 1)[-1])}"
     return admin.action(description=label, permissions=permissions)(action)
 
 

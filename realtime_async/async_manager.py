@@ -12,7 +12,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core import signing
 from django.db import transaction
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["LIFECYCLE_EVENTS", "AsyncManager"]
 
 logger = logging.getLogger("realtime_async")
+_T = TypeVar("_T")
 
 LIFECYCLE_EVENTS = ("create", "start", "progress", "complete", "fail", "cancel", "cleanup")
 _WATCH_SALT = "realtime_async.watch"
@@ -260,15 +261,36 @@ class AsyncManager:
         if state == "success":
             record["percent"] = 100.0
         store = _store.get_store()
-        seq, stored, _ = get_writer().commit(record)
-        store.release(task_name)
-        store.remove_active(task_name)
-        store.stop_heartbeat(task_name)
+        seq, stored, _ = self._retrying(f"final state of {task_name!r}", lambda: get_writer().commit(record))
+        self._retrying(f"release of {task_name!r}", lambda: self._release_all(store, task_name))
         if seq < 0:
             return None
         event = {"success": "complete", "cancelled": "cancel"}.get(state, "fail")
         self._emit(event, task_name, meta=store.read_meta(task_name), record=stored, **(event_payload or {}))
         return stored
+
+    #: Seconds ``finish`` keeps retrying a final write while Redis is away (a restart, a failover).
+    final_write_timeout: float = 60.0
+
+    def _retrying(self, what: str, func: Callable[[], _T]) -> _T:
+        # A final state must not be lost to a Redis blip: retry with backoff, then give up loudly.
+        deadline, delay = time.monotonic() + self.final_write_timeout, 0.05
+        while True:
+            try:
+                return func()
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    logger.error("realtime_async: %s failed for good (%s)", what, type(exc).__name__)
+                    raise
+                logger.warning("realtime_async: %s failed (%s); retrying", what, type(exc).__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    def _release_all(store: _store.Store, task_name: str) -> None:
+        store.release(task_name)
+        store.remove_active(task_name)
+        store.stop_heartbeat(task_name)
 
     # -- locks -----------------------------------------------------------
     def add_conflict_ids(self, task_name: str, conflict_ids: ConflictIds) -> bool:
@@ -358,6 +380,13 @@ class AsyncManager:
         from realtime_async.views import progress_view
 
         return path("realtime-async/progress/<str:task_name>/", progress_view, name=name)
+
+    @classmethod
+    def get_cancel_url(cls, name: str = "async-cancel") -> URLPattern:
+        """The cancel endpoint's URL pattern (POST with CSRF), to add to ``urlpatterns``."""
+        from realtime_async.views import cancel_view
+
+        return path("realtime-async/cancel/<str:task_name>/", cancel_view, name=name)
 
     def cleanup_completed_tasks(self, *, dry_run: bool = False) -> dict[str, Any]:
         """Find lost tasks and stale registry entries; see ``realtime_async.cleanup``."""

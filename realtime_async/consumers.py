@@ -8,6 +8,12 @@ They subclass ``AsyncWebsocketConsumer`` rather than the JSON variant: frames
 are measured before they are decoded, binary frames get an error instead of
 crashing the consumer, and progress frames are text encoded once by the hub
 and shared by every watcher.
+
+On ``ws/realtime-async/`` a client may also follow the feed (every task it may
+see) and cancel tasks. A connection gets each ``(task, seq)`` at most once and
+in order, whether through a subscription or the feed: both go through one
+per-connection record of the last seq sent per task. The one exception is the
+snapshot answering a ``subscribe``, which is always sent.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from realtime_async import _store
 from realtime_async.async_manager import AsyncManager
 from realtime_async.conf import get_settings
 from realtime_async.fanout import Hub, LayerUnavailable, get_hub
-from realtime_async.naming import validate_task_name
+from realtime_async.naming import STAFF_FEED_GROUP, group_for_user, validate_task_name
 from realtime_async.progress import FINAL_STATES
 from realtime_async.protocol import (
     CLOSE_FINAL,
@@ -40,23 +46,30 @@ from realtime_async.protocol import (
     CLOSE_TOO_LARGE,
     CLOSE_UNAVAILABLE,
     BadRequest,
+    Cancel,
     ClientMessage,
     ErrorCode,
     Ping,
     Subscribe,
+    SubscribeFeed,
     Unsubscribe,
+    UnsubscribeFeed,
     error_frame,
     parse_client_message,
     pong_frame,
     progress_frame,
 )
+from realtime_async.views import FORBIDDEN_MESSAGE, cancel_outcome
 
 __all__ = ["ProgressConsumer", "TaskProgressConsumer"]
 
 logger = logging.getLogger("realtime_async")
 
 _NOT_FOUND = "No such task."
+_NO_FEED = "No feed without a signed-in user."
 _INTERNAL_ERROR = 1011
+#: Tasks one connection remembers (last seq sent, the feed's permission); the least recent are forgotten.
+_REMEMBERED_TASKS = 4096
 _warned_at = 0.0
 #: Open connections per user (or per client address, for anonymous ones) in this process.
 _connections: collections.Counter[str] = collections.Counter()
@@ -69,6 +82,22 @@ class _Subscription:
     sent: int = 0
     #: Authorised; until then the hub's frames wait in ``held``.
     ready: bool = False
+    held: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
+    #: The watch token the client subscribed with: it shows the task, it never lets the client cancel it.
+    token: str | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class _Seen:
+    """What one connection knows of one task across its subscription and its feed."""
+
+    #: The last seq sent on this connection (either way), or refused by the feed.
+    seq: int = 0
+    #: Final states passed: each ends a run, and the next run under the name is asked about again.
+    runs: int = 0
+    #: ``can_view``'s answer for the feed, for the task's current run; None until asked.
+    allowed: bool | None = None
+    #: Feed updates waiting for that answer.
     held: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
 
 
@@ -136,12 +165,31 @@ def _read_and_authorize(user: Any, task: str, token: str | None) -> tuple[str, i
     return (stored, seq, final) if allowed else None
 
 
+def _can_view_each(user: Any, frames: dict[str, str]) -> dict[str, bool]:
+    """``can_view`` of each task's record, read from one of its progress frames; a failing hook refuses."""
+    manager = AsyncManager.resolve_manager()
+    answers = {}
+    for task, frame in frames.items():
+        try:
+            answers[task] = bool(manager.can_view(user, json.loads(frame)["data"]))
+        except Exception:
+            logger.exception("realtime_async: permission check for %r failed; access refused", task)
+            answers[task] = False
+    return answers
+
+
 class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """``ws/realtime-async/``: subscribe to any number of tasks (up to ``MAX_SUBSCRIPTIONS``)."""
+    """``ws/realtime-async/``: subscribe to tasks (up to ``MAX_SUBSCRIPTIONS``), follow the feed, cancel tasks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subs: dict[str, _Subscription] = {}
+        #: The feed groups followed (None: no feed), and per task what was sent or decided.
+        self._feed: tuple[str, ...] | None = None
+        self._seen: dict[str, _Seen] = {}
+        #: Tasks whose feed updates wait for ``can_view``, asked by ``_decider`` a batch at a time.
+        self._undecided: dict[str, None] = {}
+        self._decider: asyncio.Task[None] | None = None
         self._closed = False
         # Frames of one connection go out one at a time, each checked against the last seq sent.
         self._send_lock = asyncio.Lock()
@@ -162,8 +210,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             pass
         finally:
             self._release_connection()
-            if self._subs:
+            if self._subs or self._feed is not None:
                 await self._unwatch_all()
+            if self._decider is not None:
+                # SyncToAsync lets a running permission check finish; its answer is then ignored.
+                self._decider.cancel()
+                await asyncio.gather(self._decider, return_exceptions=True)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # AsyncConsumer.dispatch runs close_old_connections in a thread before every
@@ -228,8 +280,14 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._send_text(pong_frame(request.id))
         elif isinstance(request, Unsubscribe):
             await self._end(request.task)
-        else:
+        elif isinstance(request, Subscribe):
             await self.subscribe(request)
+        elif isinstance(request, SubscribeFeed):
+            await self.subscribe_feed()
+        elif isinstance(request, UnsubscribeFeed):
+            await self.unsubscribe_feed()
+        else:
+            await self.cancel(request)
 
     async def subscribe(self, request: Subscribe) -> None:
         """Join the task's group, then send the current state (the snapshot), then live updates."""
@@ -256,6 +314,55 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self._emit(task, sub, seq, frame, final)
             sub.held.clear()
 
+    async def subscribe_feed(self) -> None:
+        """Follow every task the user may see (see ``feed_groups``); a second call changes nothing."""
+        if self._feed is not None:
+            return
+        user = self.scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            await self._send_error("not_found", _NO_FEED)
+            return
+        self._feed = groups = self.feed_groups(user)
+        try:
+            self._hub = self._hub or get_hub()
+            for group in groups:
+                await self._hub.watch_feed(group, self)
+        except LayerUnavailable as exc:
+            _warn("realtime_async: cannot follow the feed (%s); closing with 4503", exc)
+            await self._close(CLOSE_UNAVAILABLE)
+
+    async def unsubscribe_feed(self) -> None:
+        """Stop following the feed; what was decided about its tasks is kept for this connection."""
+        await self._leave_feed()
+
+    def feed_groups(self, user: Any) -> tuple[str, ...]:
+        """The groups a signed-in user's feed follows: ``STAFF_FEED_GROUP`` for staff, else their own."""
+        if getattr(user, "is_staff", False):
+            return (STAFF_FEED_GROUP,)
+        return (group_for_user(user.pk),)
+
+    async def _leave_feed(self) -> None:
+        groups, self._feed = self._feed, None
+        if groups is None:
+            return
+        self._undecided.clear()
+        for seen in self._seen.values():
+            seen.held.clear()
+        if self._hub is not None:
+            for group in groups:
+                await self._hub.unwatch_feed(group, self)
+
+    async def cancel(self, request: Cancel) -> None:
+        """Called when a client asks to cancel a task; accepted, it is not answered (``cancelled`` follows)."""
+        task = request.task
+        sub = self._subs.get(task)
+        token = sub.token if sub is not None and sub.ready else None
+        outcome = await database_sync_to_async(cancel_outcome)(self.scope.get("user"), task, token=token)
+        if outcome == "not_found":
+            await self.not_found(task)
+        elif outcome == "forbidden":
+            await self._send_error("forbidden", FORBIDDEN_MESSAGE, task)
+
     async def not_found(self, task: str) -> None:
         """Called when ``task`` is unknown or not for this user (the same answer, so names cannot be probed)."""
         await self._send_error("not_found", _NOT_FOUND, task)
@@ -266,9 +373,11 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # -- hub side --------------------------------------------------------
     async def hub_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
-        """Called by the hub with each update of a watched task (the frame is shared: do not change it)."""
+        """Called by the hub with each update of a watched task or followed feed (the frame is shared: keep it)."""
         sub = self._subs.get(task)
         if sub is None:
+            if self._feed is not None:
+                await self._feed_deliver(task, seq, frame, final)
             return
         if not sub.ready:
             # Latest wins while authorising, except a final state (see fanout._route).
@@ -299,6 +408,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.not_found(task)
             return False
         stored, seq, final = loaded
+        if token is not None:
+            sub.token = token
         await self._emit(task, sub, seq, progress_frame(task, stored), final, baseline=baseline)
         return True
 
@@ -313,9 +424,93 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 return
             sub.last_seq = seq
             sub.sent += 1
+            self._sent(task, seq, final)
             await self.send(text_data=frame)
         if final:
             await self.finished(task)
+
+    # -- the feed ----------------------------------------------------------
+    def _remember(self, task: str) -> _Seen:
+        seen = self._seen.pop(task, None) or _Seen()
+        self._seen[task] = seen  # now the most recent
+        if len(self._seen) > _REMEMBERED_TASKS:
+            del self._seen[next(iter(self._seen))]
+        return seen
+
+    def _sent(self, task: str, seq: int, final: bool) -> None:
+        seen = self._remember(task)
+        seen.seq = max(seen.seq, seq)
+        if final:
+            seen.runs += 1
+            seen.allowed = None  # a new run under the same name may be someone else's: ask again
+
+    async def _feed_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
+        seen = self._remember(task)
+        if seq <= seen.seq or any(seq <= held for held, _, _ in seen.held):
+            return  # sent already (through the feed or a subscription), or older than that
+        if seen.allowed is None or seen.held:
+            # Latest wins while waiting, except a final state (as for a subscription).
+            seen.held[:] = [item for item in seen.held if item[2]]
+            seen.held.append((seq, frame, final))
+            if seen.allowed is None:
+                self._ask(task)
+            return
+        await self._admit(task, seen, seq, frame, final)
+
+    async def _admit(self, task: str, seen: _Seen, seq: int, frame: str, final: bool) -> None:
+        """Send a feed update when the task's run is allowed; remember its seq either way, so copies are dropped."""
+        allowed = seen.allowed
+        # Before any await: a final state ends the run at once, so what follows is asked about again.
+        self._sent(task, seq, final)
+        if not allowed:
+            return
+        async with self._send_lock:
+            # A subscription made meanwhile sends the task itself; a newer seq already sent wins.
+            if self._closed or self._feed is None or task in self._subs or seq < seen.seq:
+                return
+            await self.send(text_data=frame)
+
+    def _ask(self, task: str) -> None:
+        self._undecided[task] = None
+        if self._decider is None or self._decider.done():
+            self._decider = asyncio.create_task(self._guarded(self._decide()), name="realtime_async-feed-permissions")
+
+    async def _decide(self) -> None:
+        """Ask ``can_view`` about the tasks the feed holds updates of, off the event loop, a batch at a time.
+
+        The hub's fan-out never waits for it, and tasks that show up while a
+        batch is being decided are asked about together in the next one.
+        """
+        while self._undecided and self._feed is not None and not self._closed:
+            batch, runs = {}, {}
+            for task in self._undecided:
+                seen = self._seen.get(task)
+                if seen is not None and seen.allowed is None and seen.held:
+                    batch[task], runs[task] = seen.held[0][1], seen.runs
+            self._undecided.clear()
+            if not batch:
+                continue
+            answers = await database_sync_to_async(_can_view_each)(self.scope.get("user"), batch)
+            for task, allowed in answers.items():
+                seen = self._seen.get(task)
+                if seen is None or seen.allowed is not None or self._feed is None:
+                    continue
+                if seen.runs == runs[task]:
+                    seen.allowed = allowed
+                    await self._release(task, seen)
+                else:  # the run ended meanwhile (its final state went out through a subscription)
+                    seen.held[:] = [item for item in seen.held if item[0] > seen.seq]
+                    if seen.held:
+                        self._ask(task)
+
+    async def _release(self, task: str, seen: _Seen) -> None:
+        """Send (or drop, when refused) the updates held while ``can_view`` was asked, up to the run's end."""
+        while seen.held and seen.allowed is not None:
+            seq, frame, final = seen.held.pop(0)
+            if seq > seen.seq:
+                await self._admit(task, seen, seq, frame, final)
+        if seen.held:
+            self._ask(task)  # a new run followed the final state
 
     async def _guarded(self, work: Awaitable[None]) -> None:
         try:
@@ -350,6 +545,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self._hub is not None:
             for task in subs:
                 await self._hub.unwatch(task, self)
+        await self._leave_feed()
 
     def _release_connection(self) -> None:
         key, self._counted = self._counted, None

@@ -11,6 +11,15 @@ Groups stay the public mechanism: whatever ``group_send``s a
 ``realtime_async.progress`` message to ``naming.group_for_task(name)`` reaches
 every watcher of ``name``.
 
+Feeds (a user's tasks, or every task for staff) work the same way: the hub
+joins ``group_for_user(pk)`` while a local connection follows that user's feed
+and ``STAFF_FEED_GROUP`` while a local staff connection follows the feed, and
+routes each update by its record's ``owner`` (staff feeds get every update).
+The core broadcasts one state change to the task's group, the owner's group and
+the staff group, so the hub, being in several of them, receives it up to three
+times: it forwards each ``(task, seq)`` once, and a connection that both
+watches a task and follows a feed gets each update once.
+
 Progress is a state, not a log: when fan-out lags, updates waiting for it are
 replaced by newer ones of the same task (latest wins), except final states,
 which are always delivered.
@@ -30,15 +39,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import uuid
 from collections.abc import Awaitable
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from channels.layers import get_channel_layer
 
 from realtime_async.conf import get_settings
-from realtime_async.naming import group_for_task
+from realtime_async.naming import STAFF_FEED_GROUP, group_for_task, group_for_user
 from realtime_async.progress import FINAL_STATES
 from realtime_async.protocol import progress_frame
 
@@ -52,8 +62,11 @@ _PROBE_TYPE: Final = "realtime_async.hub_probe"
 _STOP_TYPE: Final = "realtime_async.hub_stop"
 #: channels_redis' ``channel_capacity`` patterns can match this prefix.
 CHANNEL_PREFIX: Final = "realtime_async.hub"
+#: How many recent ``(task, seq)`` the hub remembers to drop the copies of one broadcast.
+_RECENT: Final = 1024
 
 _T = TypeVar("_T")
+_Kind = Literal["task", "feed"]
 
 
 class LayerUnavailable(Exception):
@@ -75,11 +88,13 @@ class _Update:
     seq: int
     final: bool
     record: str
+    #: The followed feed groups this update belongs to, decided when it arrived.
+    feeds: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(eq=False)
 class _Entry:
-    """The local watchers of one task and the hub's membership of its group."""
+    """The local watchers of one task (or one feed) and the hub's membership of its group."""
 
     group: str
     watchers: dict[Watcher, None] = dataclasses.field(default_factory=dict)
@@ -96,6 +111,8 @@ class _Run:
     probe_group: str
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     pending: dict[str, list[_Update]] = dataclasses.field(default_factory=dict)
+    #: ``(task, seq)`` recently routed, with the record's hash: a broadcast reaches the hub once per group it is in.
+    recent: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     probe_token: str = ""
     probe_answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -112,6 +129,15 @@ def _parse_update(message: dict[str, Any]) -> tuple[str, _Update] | None:
     return task, _Update(seq, state in FINAL_STATES, record)
 
 
+def _owner(record: str) -> object:
+    """The record's ``owner``, or None when it has none (or is not the JSON object it should be)."""
+    try:
+        owner = json.loads(record).get("owner")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return owner if isinstance(owner, (int, str)) and not isinstance(owner, bool) else None
+
+
 class Hub:
     """Fans out task updates from one layer channel to the consumers of one event loop."""
 
@@ -124,6 +150,8 @@ class Hub:
         self.layer = layer
         self.loop = asyncio.get_running_loop()
         self._entries: dict[str, _Entry] = {}
+        #: Followed feeds by group: ``STAFF_FEED_GROUP`` and ``group_for_user(pk)``.
+        self._feeds: dict[str, _Entry] = {}
         self._run: _Run | None = None
         self._lifecycle = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -137,6 +165,11 @@ class Hub:
         entry = self._entries.get(task)
         return len(entry.watchers) if entry else 0
 
+    def feed_watchers(self, group: str) -> int:
+        """How many local connections follow the feed of ``group``."""
+        entry = self._feeds.get(group)
+        return len(entry.watchers) if entry else 0
+
     # -- membership ------------------------------------------------------
     async def watch(self, task: str, watcher: Watcher) -> None:
         """Deliver ``task``'s updates to ``watcher`` from now on; raise ``LayerUnavailable`` on failure.
@@ -144,10 +177,33 @@ class Hub:
         When this returns the hub is in the task's group, so a state read
         afterwards cannot miss an update (snapshot, then stream).
         """
+        await self._join("task", task, group_for_task(task), watcher)
+
+    async def unwatch(self, task: str, watcher: Watcher) -> None:
+        """Stop delivering ``task`` to ``watcher``; leave the group after the last local watcher."""
+        await self._leave("task", task, watcher)
+
+    async def watch_feed(self, group: str, watcher: Watcher) -> None:
+        """Deliver the updates of ``group``'s tasks to ``watcher``; raise ``LayerUnavailable`` on failure.
+
+        ``group`` is ``STAFF_FEED_GROUP`` (every task) or ``group_for_user(pk)``
+        (the tasks whose record's ``owner`` is ``pk``); the watcher decides
+        what to forward.
+        """
+        await self._join("feed", group, group, watcher)
+
+    async def unwatch_feed(self, group: str, watcher: Watcher) -> None:
+        """Stop delivering ``group``'s updates to ``watcher``; leave the group after the last local follower."""
+        await self._leave("feed", group, watcher)
+
+    def _table(self, kind: _Kind) -> dict[str, _Entry]:
+        return self._entries if kind == "task" else self._feeds
+
+    async def _join(self, kind: _Kind, key: str, group: str, watcher: Watcher) -> None:
         run = self._run or await self._start()
-        entry = self._entries.get(task)
+        entry = self._table(kind).get(key)
         if entry is None:
-            entry = self._entries[task] = _Entry(group_for_task(task))
+            entry = self._table(kind)[key] = _Entry(group)
         entry.watchers[watcher] = None
         try:
             if not entry.joined:
@@ -155,22 +211,21 @@ class Hub:
                     if not entry.joined and self._run is run:
                         await self._call(self.layer.group_add(entry.group, run.channel))
                         entry.joined = True
-            if self._run is not run or self._entries.get(task) is not entry:
+            if self._run is not run or self._table(kind).get(key) is not entry:
                 raise LayerUnavailable("the hub restarted while joining")
         except BaseException:
-            await self.unwatch(task, watcher)
+            await self._leave(kind, key, watcher)
             raise
 
-    async def unwatch(self, task: str, watcher: Watcher) -> None:
-        """Stop delivering ``task`` to ``watcher``; leave the group after the last local watcher."""
-        entry = self._entries.get(task)
+    async def _leave(self, kind: _Kind, key: str, watcher: Watcher) -> None:
+        entry = self._table(kind).get(key)
         if entry is None or watcher not in entry.watchers:
             return
         del entry.watchers[watcher]
         if entry.watchers:
             return
         async with entry.lock:
-            if entry.watchers or self._entries.get(task) is not entry:
+            if entry.watchers or self._table(kind).get(key) is not entry:
                 return  # someone started watching again meanwhile
             run = self._run
             if entry.joined and run is not None:
@@ -181,16 +236,16 @@ class Hub:
                 except LayerUnavailable as exc:
                     # Harmless: the membership expires with the group and unwatched tasks are dropped here.
                     logger.info("realtime_async: group_discard failed (%s)", exc)
-            if entry.watchers or self._entries.get(task) is not entry:
+            if entry.watchers or self._table(kind).get(key) is not entry:
                 return
-            del self._entries[task]
-        if not self._entries:
+            del self._table(kind)[key]
+        if not self._entries and not self._feeds:
             await self._stop_if_idle()
 
     async def stop(self) -> None:
         """Forget every watcher without telling it and stop the hub (server shutdown, tests)."""
         run, self._run = self._run, None
-        self._entries = {}
+        self._entries, self._feeds = {}, {}
         if run is not None:
             await self._shutdown(run)
         background = list(self._background)
@@ -217,7 +272,7 @@ class Hub:
     async def _stop_if_idle(self) -> None:
         async with self._lifecycle:
             run = self._run
-            if run is None or self._entries:
+            if run is None or self._entries or self._feeds:
                 return
             self._run = None
         if asyncio.current_task() in run.tasks:
@@ -247,8 +302,9 @@ class Hub:
         if self._run is not run:
             return
         self._run = None
-        entries, self._entries = self._entries, {}
-        watchers = {watcher: None for entry in entries.values() for watcher in entry.watchers}
+        entries = [*self._entries.values(), *self._feeds.values()]
+        self._entries, self._feeds = {}, {}
+        watchers = {watcher: None for entry in entries for watcher in entry.watchers}
         logger.warning(
             "realtime_async: channel layer failed (%s: %s); closing %d WebSocket(s) with 4503",
             type(exc).__name__, exc, len(watchers),
@@ -260,7 +316,7 @@ class Hub:
             except Exception:
                 logger.exception("realtime_async: closing a WebSocket after a layer failure failed")
         # If the layer comes back with its data, drop the dead channel from the groups.
-        groups = [entry.group for entry in entries.values() if entry.joined] + [run.probe_group]
+        groups = [entry.group for entry in entries if entry.joined] + [run.probe_group]
         self._spawn(self._forget(run.channel, groups))
 
     async def _forget(self, channel: str, groups: list[str]) -> None:
@@ -314,8 +370,13 @@ class Hub:
                 logger.debug("realtime_async: malformed progress message dropped")
                 return
             task, update = parsed
-            if task not in self._entries:
+            feeds = self._feeds_of(update.record) if self._feeds else ()
+            if task not in self._entries and not feeds:
                 return
+            if self._seen_recently(run, task, update):
+                return  # the same broadcast, through another of the hub's groups
+            if feeds:
+                update = dataclasses.replace(update, feeds=feeds)
             queue = run.pending.setdefault(task, [])
             if any(waiting.seq >= update.seq for waiting in queue):
                 return  # a duplicate, or older than what is waiting
@@ -326,6 +387,38 @@ class Hub:
         elif kind == _PROBE_TYPE and message.get("token") == run.probe_token:
             run.probe_answered.set()
 
+    def _feeds_of(self, record: str) -> tuple[str, ...]:
+        """The followed feed groups an update of ``record`` belongs to."""
+        feeds: tuple[str, ...] = (STAFF_FEED_GROUP,) if STAFF_FEED_GROUP in self._feeds else ()
+        if len(self._feeds) > len(feeds):  # some user follows their own feed: decode the owner
+            owner = _owner(record)
+            group = group_for_user(owner) if owner is not None else None
+            if group in self._feeds:
+                feeds += (group,)
+        return feeds
+
+    @staticmethod
+    def _seen_recently(run: _Run, task: str, update: _Update) -> bool:
+        # The record's hash tells a copy from a new run under the same name whose
+        # seq started again (its record was deleted): that one must go through.
+        key, digest = (task, update.seq), hash(update.record)
+        if run.recent.get(key) == digest:
+            return True
+        run.recent[key] = digest
+        if len(run.recent) > _RECENT:
+            del run.recent[next(iter(run.recent))]
+        return False
+
+    def _watchers_of(self, task: str, update: _Update) -> list[Watcher]:
+        """The task's watchers and the followers of its feeds, each once."""
+        entry = self._entries.get(task)
+        watchers: dict[Watcher, None] = dict(entry.watchers) if entry else {}
+        for group in update.feeds:
+            feed = self._feeds.get(group)
+            if feed is not None:
+                watchers.update(feed.watchers)
+        return list(watchers)
+
     async def _fan_out(self, run: _Run) -> None:
         while True:
             await run.wake.wait()
@@ -333,12 +426,14 @@ class Hub:
             while run.pending:
                 task = next(iter(run.pending))
                 updates = run.pending.pop(task)
-                entry = self._entries.get(task) if self._run is run else None
-                if entry is None:
+                if self._run is not run:
                     continue
                 for update in updates:
+                    watchers = self._watchers_of(task, update)
+                    if not watchers:
+                        continue
                     frame = progress_frame(task, update.record)
-                    for watcher in list(entry.watchers):
+                    for watcher in watchers:
                         try:
                             await watcher.hub_deliver(task, update.seq, frame, update.final)
                         except Exception:  # one broken connection must not starve the others

@@ -137,7 +137,9 @@ class Writer:
         sent = None
         # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
-            seq, stored, cancel = _store.get_store().write_state(task, state, body, ttl=ttl, mode=mode, meta=meta_json)
+            seq, stored, cancel = _store.get_store().write_state(
+                task, state, body, ttl=ttl, mode=mode, meta=meta_json, floor=record.get("seq") or 0
+            )
             if seq > 0:
                 # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
                 groups: tuple[str, ...] = (group_for_task(task), STAFF_FEED_GROUP)
@@ -148,6 +150,7 @@ class Writer:
                     "task": task,
                     "seq": seq,
                     "state": state,
+                    "owner": record.get("owner"),  # so feeds can route without decoding the record
                     "record": stored,
                 }
                 sent = broadcast(groups, message)
@@ -251,6 +254,9 @@ class Writer:
             logger.warning("realtime_async: progress write failed (%s: %s)", type(exc).__name__, exc)
             return
         tracker.cancel_requested = tracker.cancel_requested or cancel
+        if seq > 0:
+            with self._lock:  # the floor of the next write, should Redis lose the record
+                tracker.record["seq"] = max(seq, tracker.record.get("seq") or 0)
         if seq == -1 and stored is not None:
             tracker.finished = True  # someone else ended it (cancel, cleanup)
             tracker.record = stored

@@ -24,13 +24,16 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "PROTOCOL_VERSION",
     "BadRequest",
+    "Cancel",
     "ClientMessage",
     "ClientMessageType",
     "ErrorCode",
     "Ping",
     "ServerMessageType",
     "Subscribe",
+    "SubscribeFeed",
     "Unsubscribe",
+    "UnsubscribeFeed",
     "error_frame",
     "parse_client_message",
     "pong_frame",
@@ -55,7 +58,7 @@ MAX_SEQ: Final = 2**53 - 1
 MAX_TOKEN_LENGTH: Final = 512
 MAX_ID_LENGTH: Final = 128
 
-ClientMessageType = Literal["subscribe", "unsubscribe", "ping"]
+ClientMessageType = Literal["subscribe", "unsubscribe", "ping", "subscribe_feed", "unsubscribe_feed", "cancel"]
 ServerMessageType = Literal["progress", "error", "pong"]
 ErrorCode = Literal["not_found", "forbidden", "bad_request", "limit"]
 
@@ -63,6 +66,9 @@ _ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
     "subscribe": frozenset({"v", "type", "task", "seq", "token"}),
     "unsubscribe": frozenset({"v", "type", "task"}),
     "ping": frozenset({"v", "type", "id"}),
+    "subscribe_feed": frozenset({"v", "type"}),
+    "unsubscribe_feed": frozenset({"v", "type"}),
+    "cancel": frozenset({"v", "type", "task"}),
 }
 
 
@@ -83,7 +89,24 @@ class Ping:
     id: str | int | None = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+@dataclasses.dataclass(frozen=True)
+class SubscribeFeed:
+    """Follow every task the user may see (their own; every task for staff)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsubscribeFeed:
+    """Stop following the feed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """Ask for ``task`` to be cancelled; the ``cancelled`` state follows as progress."""
+
+    task: str
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | SubscribeFeed | UnsubscribeFeed | Cancel
 
 
 class BadRequest(Exception):
@@ -151,9 +174,15 @@ def parse_client_message(text: str) -> ClientMessage:
         if isinstance(ident, str) and len(ident) <= MAX_ID_LENGTH:
             return Ping(ident)
         raise BadRequest("Invalid field: id.")
+    if kind == "subscribe_feed":
+        return SubscribeFeed()
+    if kind == "unsubscribe_feed":
+        return UnsubscribeFeed()
     task = _task(content)
     if kind == "unsubscribe":
         return Unsubscribe(task)
+    if kind == "cancel":
+        return Cancel(task)
     seq_value = content.get("seq")
     seq = _integer(seq_value)
     if seq_value is not None and (seq is None or not 0 <= seq <= MAX_SEQ):

@@ -56,12 +56,34 @@ class _Heartbeat:
                 heartbeat_ttl=settings.liveness_timeout,
                 state_ttl=settings.progress_ttl,
             )
-            if lost:
-                self.lost_locks.extend(lost)
-                logger.error("realtime_async: task %r lost its locks %s", self.task_name, lost)
+            new = [lock for lock in lost if lock not in self.lost_locks]
+            if new:
+                self.lost_locks.extend(new)
+                logger.error("realtime_async: task %r lost its locks %s", self.task_name, new)
+            if self.running and _store.get_store().read_state(self.task_name) is None:
+                self._restore()
         except Exception as exc:  # Redis away: try again at the next beat
             logger.warning("realtime_async: heartbeat of %r failed (%s)", self.task_name, type(exc).__name__)
         get_scheduler().call_at(time.monotonic() + settings.heartbeat_interval, self.beat)
+
+    def _restore(self) -> None:
+        """Redis lost the task's keys (a restart without persistence): write them again.
+
+        The record comes back above its last seq, so watchers that resubscribe
+        with their last seq still see it as new; the locks are taken again
+        unless another task took them meanwhile.
+        """
+        tracker = get_writer().tracker(self.task_name)
+        if tracker is None:
+            return
+        logger.warning("realtime_async: the state of %r was lost; restoring it", self.task_name)
+        store = _store.get_store()
+        get_writer().commit(dict(tracker.record), meta=tracker.meta)
+        locks = list((tracker.meta or {}).get("locks") or ())
+        if locks and store.acquire(self.task_name, locks, get_settings().lock_ttl):
+            self.lost_locks.extend(locks)
+            logger.error("realtime_async: task %r could not take its locks back", self.task_name)
+        store.add_active(self.task_name)
 
     def stop(self) -> None:
         self.running = False

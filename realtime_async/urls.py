@@ -1,7 +1,7 @@
 """URLs of realtime_async, to ``include("realtime_async.urls")`` in a project's URLconf.
 
-The pattern is ``AsyncManager.get_url()``, so both ways of adding the polling
-endpoint serve the same path and view.
+The patterns are ``AsyncManager.get_url()`` and ``AsyncManager.get_cancel_url()``,
+so both ways of adding an endpoint serve the same path and view.
 """
 
 from __future__ import annotations
@@ -12,4 +12,4 @@ __all__ = ["app_name", "urlpatterns"]
 
 app_name = "realtime_async"
 
-urlpatterns = [AsyncManager.get_url(name="progress")]
+urlpatterns = [AsyncManager.get_url(name="progress"), AsyncManager.get_cancel_url(name="cancel")]

@@ -5,6 +5,10 @@ widget (driven by ``static/realtime_async/widget.js``) and for the polling
 endpoint's HTMX fragment (driven by htmx's ``hx-get``), so both look the same.
 Everything the script needs travels in ``data-ra-*`` attributes: no inline
 script or style, so the widget works under a strict Content Security Policy.
+
+A Cancel button is rendered for viewers whose session may cancel the task
+(``AsyncManager.can_cancel``), never for watch-token viewers, and only while
+the task is not final.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import json
 import math
 from typing import Any, Literal
 
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
@@ -36,6 +42,7 @@ __all__ = [
     "render_assets",
     "render_fragment",
     "render_live_progress",
+    "state_labels",
     "visible_record",
 ]
 
@@ -47,6 +54,8 @@ TEMPLATE_NAME = "realtime_async/progress.html"
 DEFAULT_WS_PATH = "/ws/realtime-async/"
 #: Tried in order to find the polling endpoint: ``include("realtime_async.urls")``, then ``get_url()``.
 _POLL_URL_NAMES = ("realtime_async:progress", "async-progress")
+#: Tried in order to find the cancel endpoint: ``include("realtime_async.urls")``, then ``get_cancel_url()``.
+_CANCEL_URL_NAMES = ("realtime_async:cancel", "async-cancel")
 _UNAVAILABLE = "unavailable"
 
 
@@ -81,7 +90,8 @@ def format_eta(seconds: float | None) -> str:
     return gettext("%(h)s h %(m)s min left") % {"h": hours, "m": minutes}
 
 
-def _state_labels() -> dict[str, str]:
+def state_labels() -> dict[str, str]:
+    """Each state's visible name, translated; ``"unavailable"`` is a task that cannot be shown."""
     return {
         "queued": gettext("Queued"),
         "running": gettext("Running"),
@@ -97,12 +107,15 @@ def _i18n() -> str:
     """Strings the script needs, translated here so one place knows the language."""
     return json.dumps(
         {
-            "states": _state_labels(),
+            "states": state_labels(),
             "eta_s": gettext("%(n)s s left"),
             "eta_min": gettext("%(n)s min left"),
             "eta_h": gettext("%(h)s h %(m)s min left"),
             "unavailable": gettext("No such task."),
             "failed": gettext("The task failed."),
+            "cancelling": gettext("Cancelling…"),
+            "cancel_forbidden": gettext("You may not cancel this task."),
+            "cancel_failed": gettext("The task could not be cancelled. Try again."),
         },
         separators=(",", ":"),
     )
@@ -124,6 +137,7 @@ def _context(
     ws_url: str | None = None,
     poll_url: str | None = None,
     htmx_url: str | None = None,
+    cancel: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     state = record["state"] if record else _UNAVAILABLE
     raw = record.get("percent") if record else None
@@ -140,7 +154,7 @@ def _context(
         "mode": mode,
         "task": task_name,
         "state": state,
-        "state_label": _state_labels().get(state, state),
+        "state_label": state_labels().get(state, state),
         # Numbers go out as strings: the template would localise them ("42,5").
         "seq": str(record.get("seq", 0)) if record else "0",
         "final": final,
@@ -159,6 +173,7 @@ def _context(
         "poll_ms": str(poll_ms),
         "htmx_url": htmx_url if htmx_url and not final and record is not None else "",
         "i18n": _i18n() if mode == "widget" else "",
+        "cancel": cancel if mode == "widget" and not final and record is not None else None,
     }
 
 
@@ -170,6 +185,48 @@ def _default_poll_url(task_name: str, token: str | None) -> str | None:
             continue
         return f"{url}?{urlencode({'token': token})}" if token else url
     return None
+
+
+def _default_cancel_url(task_name: str) -> str | None:
+    for name in _CANCEL_URL_NAMES:
+        try:
+            return reverse(name, kwargs={"task_name": task_name})
+        except NoReverseMatch:
+            continue
+    return None
+
+
+def _cancel_button(
+    task_name: str,
+    record: dict[str, Any] | None,
+    *,
+    user: Any,
+    request: HttpRequest | None,
+    transport: Transport,
+    label: str | None,
+    cancel_url: str | None,
+    manager: AsyncManager,
+) -> dict[str, str] | None:
+    """What the Cancel button needs, or None when this viewer gets no button.
+
+    The session's user must be allowed to see *and* cancel the task: a watch
+    token lets its bearer watch, never cancel. The button needs a way to
+    reach the server: the WebSocket, or the cancel endpoint when polling only.
+    """
+    if record is None or record["state"] in FINAL_STATES:
+        return None
+    if not (manager.can_view(user, record) and manager.can_cancel(user, record)):
+        return None
+    url = cancel_url or _default_cancel_url(task_name)
+    if not url and transport == "poll":
+        return None
+    return {
+        "url": url or "",
+        # Only the POST fallback needs it; widget.js also reads the csrftoken cookie.
+        "csrf": get_token(request) if request is not None else "",
+        "text": gettext("Cancel"),
+        "label": gettext("Cancel %(label)s") % {"label": label or gettext("Progress")},
+    }
 
 
 def render_assets(*, nonce: str | None = None) -> SafeString:
@@ -203,16 +260,34 @@ def render_live_progress(
     nonce: str | None = None,
     include_assets: bool = True,
     manager: AsyncManager | None = None,
+    request: HttpRequest | None = None,
+    cancel_url: str | None = None,
 ) -> SafeString:
     """The widget for ``task_name``, showing its current state as ``user`` (or ``token``) may see it.
 
     ``transport`` is ``"auto"`` (WebSocket, polling when the socket fails),
     ``"ws"`` or ``"poll"``. The assets are included unless ``include_assets`` is false.
+    ``user`` defaults to ``request.user``; the request also provides the CSRF
+    token of the Cancel button's POST fallback (to ``cancel_url``, by default
+    the ``realtime_async:cancel`` or ``async-cancel`` URL).
     """
     checked = _transport(transport)
     if not isinstance(task_name, str):
         raise ValueError(f"live_progress(): the task name must be a string, got {task_name!r}.")
+    if user is None and request is not None:
+        user = getattr(request, "user", None)
+    manager = manager or AsyncManager.resolve_manager()
     record = visible_record(task_name, user=user, token=token, manager=manager)
+    cancel = _cancel_button(
+        task_name,
+        record,
+        user=user,
+        request=request,
+        transport=checked,
+        label=label,
+        cancel_url=cancel_url,
+        manager=manager,
+    )
     context = _context(
         task_name,
         record,
@@ -222,6 +297,7 @@ def render_live_progress(
         token=token,
         ws_url=ws_url,
         poll_url=poll_url or _default_poll_url(task_name, token),
+        cancel=cancel,
     )
     html = _safe(render_to_string(TEMPLATE_NAME, context))
     return format_html("{}{}", html, render_assets(nonce=nonce)) if include_assets else html

@@ -8,11 +8,19 @@ from urllib.parse import urlencode
 
 import django_htmx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from realtime_async.async_manager import AsyncManager
-from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS, RECORDER, events, session_cookie, widget
-from tests.services import free_port, start_daphne
+from tests.browser_helpers import (
+    RECORDER,
+    assert_clean,
+    events,
+    new_page,
+    run_chromium,
+    run_daphne,
+    session_cookie,
+    widget,
+)
+from tests.services import free_port, start_daphne, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,27 +29,12 @@ WAIT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def base_url():
-    proc, port = start_daphne()
-    yield f"http://127.0.0.1:{port}"
-    proc.stop()
+    yield from run_daphne()
 
 
 @pytest.fixture(scope="module")
 def browser(base_url, celery_worker_proc):
-    # Playwright's sync API keeps its asyncio loop marked as running in this
-    # thread, so Django would refuse the tests' ORM calls (and pytest-django's
-    # flush) as "async unsafe"; they are not, the loop only waits for Chromium.
-    # Set after daphne and the worker started, so their checks stay on.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield from _chromium()
-
-
-def _chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    yield from run_chromium()
 
 
 @pytest.fixture
@@ -52,29 +45,18 @@ def user(django_user_model):
 @pytest.fixture
 def open_page(browser, base_url, user):
     """``open_page(path, *, login=True, no_websocket=False)``: a page recording events, CSP and console errors."""
-    contexts = []
+    pages = []
 
     def open_(path, *, login=True, no_websocket=False):
-        context = browser.new_context(base_url=base_url)
-        contexts.append(context)
-        if login:
-            context.add_cookies([session_cookie(user, base_url)])
-        context.add_init_script(RECORDER)
-        if no_websocket:
-            context.add_init_script("window.WebSocket = undefined;")
-        context.set_default_timeout(WAIT_MS)
-        page = context.new_page()
-        page.sockets, page.errors = [], []
-        page.on("websocket", lambda socket: page.sockets.append(socket))
-        page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page = new_page(browser, base_url, user=user if login else None, no_websocket=no_websocket, timeout_ms=WAIT_MS)
+        pages.append(page)
         response = page.goto(path)
         assert response.status == 200, response.status
         return page
 
     yield open_
-    for context in contexts:
-        context.close()
+    for page in pages:
+        page.context.close()
 
 
 def launch(user, steps=15, delay=0.2):
@@ -105,12 +87,6 @@ def assert_advanced_to_success(page, task, transport, steps=15):
     assert bar.get_attribute("aria-valuenow") == "100"
     assert widget(page, task).locator('[data-ra-field="message"]').inner_text() == f"Step {steps}/{steps}"
     assert widget(page, task).locator('[data-ra-field="state"]').inner_text() == "Done"
-
-
-def assert_clean(page, *, allow=()):
-    assert page.evaluate("window.__csp") == [], "CSP violations"
-    errors = [error for error in page.errors if not any(pattern in error for pattern in allow)]
-    assert errors == [], errors
 
 
 def test_two_widgets_advance_to_their_final_states(open_page, user, celery_worker_proc):
@@ -367,3 +343,155 @@ def test_client_reconnects_and_resumes_with_the_last_seq(browser, base_url):
     assert out["closedStatus"] == "closed"
     assert out["delays"] == [500, 1000, 2000, 4000, 30000]  # exponential, capped
     assert out["jittered"] == [250, 500, 1000]  # never below half the step
+
+
+# The feed and cancel() of the client, against a scripted socket in the page.
+FAKE_FEED_SCENARIO = """
+async () => {
+  const { RealtimeAsyncClient } = await import("/static/realtime_async/client.js");
+  const sockets = [];
+  class FakeSocket {
+    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    close() { this.readyState = 3; }
+    open() { this.readyState = 1; this.onopen?.({}); }
+    receive(message) { this.onmessage?.({ data: JSON.stringify(message) }); }
+    drop(code) { this.readyState = 3; this.onclose?.({ code }); }
+  }
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const until = async (check) => { for (let i = 0; i < 200 && !check(); i++) await sleep(5); return check(); };
+  const progress = (task, seq, state = "running", created = 100) =>
+    ({ v: 1, type: "progress", task, data: { task, seq, state, created_at: created } });
+  const pingOf = (socket, prefix) => socket.sent.filter((m) => m.type === "ping" && m.id.startsWith(prefix)).at(-1);
+
+  const client = new RealtimeAsyncClient({
+    url: "/ws/realtime-async/", WebSocket: FakeSocket, backoff: { initial: 20, max: 40 },
+  });
+  const out = {};
+  const feed = [], feedErrors = [];
+  let subscribed = 0;
+  out.notConnected = await client.cancel("a-1").then(() => "sent", (error) => error.code);
+  const sub = client.subscribeFeed({
+    onProgress: (r) => feed.push(`${r.task}#${r.seq}`),
+    onError: (e) => feedErrors.push(`${e.action ?? "feed"}:${e.code}:${e.task}`),
+    onSubscribed: () => subscribed++,
+  });
+  sockets[0].open();
+  out.firstSent = sockets[0].sent.map((m) => m.type);
+  out.subscribedBeforePong = subscribed;
+  sockets[0].receive({ v: 1, type: "pong", id: pingOf(sockets[0], "feed-").id });
+  out.subscribedAfterPong = subscribed;
+  sockets[0].receive(progress("a-1", 1, "queued"));
+  sockets[0].receive(progress("a-1", 2));
+  sockets[0].receive(progress("a-1", 2));    // again: dropped
+  sockets[0].receive(progress("b-1", 5));
+  sockets[0].receive(progress("a-1", 1));    // older: dropped
+  sockets[0].receive(progress("a-1", 1, "queued", 200));  // a relaunch under the same name: new
+  // A task subscription next to the feed: cancel() refusals reach it without ending it.
+  const taskSeen = [], taskErrors = [];
+  const watcher = client.subscribe("b-1", {
+    onProgress: (r) => taskSeen.push(r.seq), onError: (e) => taskErrors.push(`${e.action}:${e.code}`),
+  });
+  sockets[0].receive(progress("b-1", 6));
+  out.cancelSent = await client.cancel("b-1").then(() => "sent", (error) => error.code);
+  out.cancelMessages = sockets[0].sent.slice(-2);
+  sockets[0].receive({ v: 1, type: "error", code: "forbidden", task: "b-1", message: "You may not cancel this task." });
+  sockets[0].receive({ v: 1, type: "pong", id: out.cancelMessages[1].id });
+  await client.cancel("c-1");
+  sockets[0].receive({ v: 1, type: "error", code: "not_found", task: "c-1", message: "No such task." });
+  sockets[0].receive(progress("b-1", 7));
+  out.watcherActive = watcher.active;
+  out.taskSeen = [...taskSeen]; out.taskErrors = [...taskErrors];
+
+  sockets[0].drop(1006);                    // reconnects and takes the feed again
+  await until(() => sockets.length === 2);
+  sockets[1].open();
+  out.resumeSent = sockets[1].sent.map((m) => m.type);
+  sockets[1].receive({ v: 1, type: "pong", id: pingOf(sockets[1], "feed-").id });
+  out.subscribedAfterReconnect = subscribed;
+  sockets[1].receive(progress("b-1", 6));   // seen before the drop: dropped
+  sockets[1].receive(progress("b-1", 8, "success"));
+  out.feed = feed; out.feedErrors = [...feedErrors];
+
+  sub.unsubscribe();
+  out.unsubscribeSent = sockets[1].sent.at(-1);
+  sockets[1].receive(progress("a-1", 9));
+  out.feedAfterUnsubscribe = feed.length;
+
+  // An anonymous connection: the feed is refused (task null) and ends.
+  const refused = [];
+  const other = client.subscribeFeed({ onError: (e) => refused.push(`${e.code}:${e.task}`) });
+  sockets[1].receive({ v: 1, type: "error", code: "not_found", task: null, message: "No feed." });
+  out.refused = refused; out.otherActive = other.active;
+  client.close();
+  return out;
+}
+"""
+
+
+def test_client_feed_and_cancel(browser, base_url):
+    context = browser.new_context(base_url=base_url, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto("/demo/widgets/")
+        out = page.evaluate(FAKE_FEED_SCENARIO)
+    finally:
+        context.close()
+    assert out["notConnected"] == "not_connected"  # no socket yet: the caller POSTs instead
+    assert out["firstSent"] == ["subscribe_feed", "ping"]
+    assert (out["subscribedBeforePong"], out["subscribedAfterPong"]) == (0, 1)
+    assert out["cancelSent"] == "sent"
+    assert out["cancelMessages"][0] == {"v": 1, "type": "cancel", "task": "b-1"}
+    assert out["cancelMessages"][1]["type"] == "ping"
+    # Refusals reach the task's subscription and the feed, and end neither.
+    assert out["taskErrors"] == ["cancel:forbidden"]
+    assert out["watcherActive"] is True and out["taskSeen"] == [6, 7]
+    assert out["resumeSent"] == ["subscribe", "subscribe_feed", "ping"]
+    assert out["subscribedAfterReconnect"] == 2
+    assert out["feed"] == ["a-1#1", "a-1#2", "b-1#5", "a-1#1", "b-1#6", "b-1#7", "b-1#8"]
+    assert out["feedErrors"] == ["cancel:forbidden:b-1", "cancel:not_found:c-1"]
+    assert out["unsubscribeSent"] == {"v": 1, "type": "unsubscribe_feed"}
+    assert out["feedAfterUnsubscribe"] == len(out["feed"])
+    assert out["refused"] == ["not_found:null"] and out["otherActive"] is False
+
+
+def cancel_button(page, task):
+    return widget(page, task).get_by_role("button", name=re.compile("^Cancel"))
+
+
+@pytest.mark.parametrize("transport", ["ws", "http"])
+def test_cancel_button_cancels_a_running_task(open_page, user, celery_worker_proc, transport):
+    manager = AsyncManager.resolve_manager()
+    task = manager.launch_async_task(
+        "tests.testapp.workers.sleep_then_finish", 30, user=user, conflict_ids={"testapp.Widget": [901, 902]}
+    )
+    page = open_page(widgets_path(task), no_websocket=transport == "http")
+    page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="running"]')
+    button = cancel_button(page, task)
+    assert button.is_visible() and button.get_attribute("type") == "button"
+    button.click()
+    wait_final(page, task, "cancelled")
+    assert widget(page, task).locator('[data-ra-field="state"]').inner_text() == "Cancelled"
+    assert not button.is_visible()  # hidden once final
+    requested = [event for event in events(page, task) if event["name"] == "cancel-requested"]
+    assert [event["transport"] for event in requested] == [transport]
+    assert [event["name"] for event in events(page, task)][-2:] == ["final", "cancelled"]
+    # The worker stopped: the state stays cancelled and the locks are free.
+    record = manager.get_progress(task)
+    assert record["state"] == "cancelled"
+    assert manager.check_conflict({"testapp.Widget": [901, 902]}) == {}
+    wait_for(lambda: task not in manager.active_tasks(), 10, what="the registry entry to go")
+    page.wait_for_timeout(500)
+    assert manager.get_progress(task)["seq"] == record["seq"]
+    assert_clean(page, allow=("WebSocket connection to",))
+
+
+def test_cancel_button_only_for_those_who_may_cancel(open_page, user, django_user_model, celery_worker_proc):
+    manager = AsyncManager.resolve_manager()
+    task = manager.launch_async_task("tests.testapp.workers.sleep_then_finish", 2, user=user)
+    token = manager.make_watch_token(task)
+    page = open_page(widgets_path(task, token=token), login=False)
+    page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="running"]')
+    assert widget(page, task).locator("button").count() == 0  # a watch token watches, never cancels
+    wait_final(page, task)
+    assert_clean(page)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 import re
@@ -12,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from realtime_async import protocol
 from realtime_async.async_manager import AsyncManager
+from realtime_async.broadcast import broadcast, wait_sent
 from realtime_async.protocol import BadRequest, parse_client_message
 from tests.services import ROOT
 from tests.test_consumer import HOSTILE
@@ -71,6 +73,40 @@ async def test_real_server_traffic_matches_the_schema():
     kinds = {(frame["type"], frame.get("code"), frame.get("data", {}).get("state")) for frame in frames}
     assert {("progress", None, "queued"), ("progress", None, "failure"), ("error", "not_found", None),
             ("error", "bad_request", None), ("pong", None, None)} <= kinds  # fmt: skip
+    for frame in frames:
+        errors = [error.message for error in SERVER.iter_errors(frame)]
+        assert not errors, (frame, errors)
+
+
+async def test_feed_and_cancel_traffic_matches_the_schema(settings):
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    # Broadcasts leave in order: once this empty one has, the task's has too, before the feed starts.
+    await asyncio.to_thread(wait_sent, broadcast((), {}))
+    frames = []
+    comm = await connected(user=alice)
+    await comm.send_json_to({"v": 1, "type": "subscribe_feed"})
+    await comm.send_json_to({"v": 1, "type": "cancel", "task": name})
+    frames.append(await recv(comm))  # the feed's cancelled state
+    await comm.send_json_to({"v": 1, "type": "cancel", "task": "ws-unknown"})
+    frames.append(await recv(comm))
+    await comm.disconnect()
+    anonymous = await connected(user=None)
+    await anonymous.send_json_to({"v": 1, "type": "subscribe_feed"})
+    frames.append(await recv(anonymous))
+    await anonymous.disconnect()
+    settings.REALTIME_ASYNC = {
+        **settings.REALTIME_ASYNC,
+        "ASYNC_MANAGER_CLASS_PATH": "tests.testapp.managers.NoCancelManager",
+    }
+    refused = await connected(user=alice)
+    await refused.send_json_to({"v": 1, "type": "cancel", "task": await new_task(alice.pk)})
+    frames.append(await recv(refused))
+    await refused.disconnect()
+
+    kinds = [(frame["type"], frame.get("code"), frame.get("data", {}).get("state")) for frame in frames]
+    assert kinds == [("progress", None, "cancelled"), ("error", "not_found", None), ("error", "not_found", None),
+                     ("error", "forbidden", None)]  # fmt: skip
     for frame in frames:
         errors = [error.message for error in SERVER.iter_errors(frame)]
         assert not errors, (frame, errors)
@@ -136,6 +172,9 @@ VALID_CLIENT = [
     {"v": 1, "type": "ping", "id": 5},
     {"v": 1, "type": "ping", "id": None},
     {"v": 1.0, "type": "ping", "id": 5.0},
+    {"v": 1, "type": "subscribe_feed"},
+    {"v": 1, "type": "unsubscribe_feed"},
+    {"v": 1, "type": "cancel", "task": "rebuild-42"},
 ]
 INVALID_CLIENT = [
     {"v": 1, "type": "subscribe", "task": "x" * 129},
@@ -146,6 +185,12 @@ INVALID_CLIENT = [
     {"v": 1, "type": "ping", "id": True},
     {"v": False, "type": "ping"},
     {"v": 1, "type": "subscribe", "task": "a", "seq": True},
+    {"v": 1, "type": "subscribe_feed", "task": "a"},
+    {"v": 1, "type": "unsubscribe_feed", "id": 1},
+    {"v": 2, "type": "subscribe_feed"},
+    {"v": 1, "type": "cancel"},
+    {"v": 1, "type": "cancel", "task": "bad name"},
+    {"v": 1, "type": "cancel", "task": "a", "token": "t"},
 ]
 
 
@@ -180,10 +225,14 @@ def test_the_docs_list_the_codes_the_code_uses():
     documented_closes = {int(code) for code in re.findall(r"^\| (\d{4}) \|", doc, re.M)}
     constants = {value for key, value in vars(protocol).items() if key.startswith("CLOSE_")}
     assert constants == documented_closes
-    client_types = {
-        d["properties"]["type"]["const"] for d in (SCHEMA["$defs"][k] for k in ("subscribe", "unsubscribe", "ping"))
-    }
-    assert client_types == set(typing.get_args(protocol.ClientMessageType))
+    client_types = {ref["$ref"].rsplit("/", 1)[1] for ref in SCHEMA["$defs"]["clientMessage"]["oneOf"]}
+    assert client_types == {SCHEMA["$defs"][name]["properties"]["type"]["const"] for name in client_types}
+    assert client_types == set(typing.get_args(protocol.ClientMessageType)) == set(protocol._ALLOWED_FIELDS)
+    # Every client message type is shown in the docs as a JSON example.
+    client_docs = doc[doc.index("## Client messages") : doc.index("## Server messages")]
+    client_docs += doc[doc.index("## The feed and cancellation") : doc.index("## Ordering")]
+    documented_client_types = set(re.findall(r'^\{"v": 1, "type": "(\w+)"', client_docs, re.M))
+    assert documented_client_types == client_types
     server_types = {
         d["properties"]["type"]["const"] for d in (SCHEMA["$defs"][k] for k in ("progress", "error", "pong"))
     }

@@ -17,7 +17,7 @@ from realtime_async import _store
 from realtime_async.async_manager import AsyncManager
 from realtime_async.naming import new_task_name
 from realtime_async.progress import get_writer
-from realtime_async.widgets import TRANSPORTS, format_eta, render_assets, render_live_progress
+from realtime_async.widgets import TRANSPORTS, format_eta, render_assets, render_fragment, render_live_progress
 
 pytestmark = pytest.mark.django_db
 
@@ -251,3 +251,79 @@ def test_template_is_namespaced_and_static_files_exist():
 )
 def test_format_eta(seconds, text):
     assert format_eta(seconds) == text
+
+
+def cancel_button(html):
+    match = re.search(r"<button[^>]*>[^<]*</button>", html)
+    return match.group(0) if match else None
+
+
+def test_cancel_button_for_the_owner_of_an_unfinished_task(user):
+    name = make_task(user, message="Working", percent=10.0)
+    request = request_for(user)
+    html = render('{% live_progress task label="Import" %}', request=request, task=name)
+    button = cancel_button(html)
+    assert button is not None
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', button))
+    assert attrs["type"] == "button" and "data-ra-cancel" in button
+    assert attrs["aria-label"] == "Cancel Import" and button.endswith(">Cancel</button>")
+    assert attrs["data-ra-cancel-url"] == f"/ra/realtime-async/cancel/{name}/"
+    # The token of this request's CSRF cookie, for the POST fallback.
+    assert attrs["data-ra-csrf"] and "CSRF_COOKIE" in request.META
+    assert 'role="alert" data-ra-field="notice" hidden' in html
+    assert "Cancelling" in html  # the script's wording, in data-ra-i18n
+    assert render("{% live_progress task %}", user, task=make_task(user, "queued")).count("<button") == 1
+
+
+def test_staff_get_the_button_for_any_task(user, django_user_model):
+    staff = django_user_model.objects.create_user("sam", is_staff=True)
+    assert cancel_button(render("{% live_progress task %}", staff, task=make_task(user, percent=5.0)))
+
+
+@pytest.mark.parametrize("state", ["success", "failure", "cancelled", "lost"])
+def test_no_cancel_button_once_final(user, state):
+    html = render("{% live_progress task %}", user, task=make_task(user, state))
+    assert "<button" not in html and "data-ra-csrf" not in html
+
+
+def test_no_cancel_button_for_watch_token_viewers(user, django_user_model):
+    name = make_task(user, percent=5.0)
+    token = AsyncManager.resolve_manager().make_watch_token(name)
+    stranger = django_user_model.objects.create_user("bob")
+    for viewer in (None, stranger):
+        html = render("{% live_progress task token=token %}", viewer, task=name, token=token)
+        assert 'data-ra-state="running"' in html and "<button" not in html
+
+
+def test_no_cancel_button_when_can_cancel_refuses(user, settings):
+    settings.REALTIME_ASYNC = {"ASYNC_MANAGER_CLASS_PATH": "tests.testapp.managers.NoCancelManager"}
+    html = render("{% live_progress task %}", user, task=make_task(user, percent=5.0))
+    assert 'data-ra-state="running"' in html and "<button" not in html
+
+
+@override_settings(ROOT_URLCONF="tests.testapp.urls")  # no cancel endpoint
+def test_cancel_button_without_an_endpoint_needs_the_websocket(user):
+    name = make_task(user, percent=5.0)
+    button = cancel_button(render("{% live_progress task %}", user, task=name))
+    assert button and "data-ra-cancel-url" not in button  # WebSocket only
+    assert "<button" not in render('{% live_progress task transport="poll" %}', user, task=name)
+
+
+def test_cancel_url_can_be_given(user):
+    name = make_task(user, percent=5.0)
+    html = render_live_progress(name, request=request_for(user), cancel_url="/custom/cancel/")
+    assert 'data-ra-cancel-url="/custom/cancel/"' in html
+    html = render('{% live_progress task cancel_url="/tag/cancel/" %}', user, task=name)
+    assert 'data-ra-cancel-url="/tag/cancel/"' in html
+
+
+def test_fragment_has_no_cancel_button(user):
+    name = make_task(user, percent=5.0)
+    record = AsyncManager.resolve_manager().get_progress(name)
+    assert "<button" not in render_fragment(name, record, htmx_url="/x/")
+
+
+def test_cancel_button_has_no_inline_handler(user):
+    html = render("{% live_progress task %}", user, task=make_task(user, message="hi", percent=33.0))
+    assert "<button" in html and "style=" not in html
+    assert " on" not in re.sub(r'"[^"]*"', '""', html)

@@ -116,7 +116,9 @@ def test_htmx_gets_the_widget_fragment(alice, user):
 def test_fragment_uses_the_widget_template(alice, user):
     name = make_task(user, message="Halfway", percent=50.0)
     fragment = alice.get(url(name), **HTMX).content.decode()
-    widget = render_live_progress(name, user=user, include_assets=False)
+    # A watch-token viewer's widget: no Cancel button, which only the widget of a canceller has.
+    token = AsyncManager.resolve_manager().make_watch_token(name)
+    widget = render_live_progress(name, token=token, include_assets=False)
 
     def inner(html):  # everything after the root element's opening tag
         return html[html.index(">", html.index('class="ra-progress ')) + 1 :].strip()

@@ -6,6 +6,10 @@
     {% live_progress task_name label="Import" %}
     {% live_progress other_task transport="poll" token=watch_token %}
 
+Viewers whose session may cancel the task (``AsyncManager.can_cancel``) get a
+Cancel button while it runs; ``cancel_url`` overrides the endpoint it POSTs to
+when the WebSocket is not in use.
+
 The widget's stylesheet and script come with the first widget of a page; put
 ``{% live_progress_assets %}`` in ``<head>`` to load them there instead. A CSP
 nonce is taken from the ``nonce`` or ``csp_nonce`` context variable, else from
@@ -38,17 +42,20 @@ def live_progress(
     label: str | None = None,
     ws_url: str | None = None,
     poll_url: str | None = None,
+    cancel_url: str | None = None,
 ) -> SafeString:
     """The live progress widget of ``task_name``; see ``realtime_async.widgets.render_live_progress``."""
     request = _request(context)
     return render_live_progress(
         task_name,
+        request=request,
         user=getattr(request, "user", None) if request is not None else context.get("user"),
         transport=transport,
         token=token or None,
         label=label,
         ws_url=ws_url or None,
         poll_url=poll_url or None,
+        cancel_url=cancel_url or None,
         nonce=_nonce(context, request),
         include_assets=_first_assets(context, request),
     )

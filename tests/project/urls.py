@@ -8,7 +8,9 @@ from realtime_async.async_manager import AsyncManager
 urlpatterns = [
     path("admin/", admin.site.urls),
     AsyncManager.get_url(name="async-progress"),
-    # The same endpoint again, the includable way (the widget prefers this name).
+    AsyncManager.get_cancel_url(name="async-cancel"),
+    # The same endpoints again, the includable way (the widget prefers these names).
     path("ra/", include("realtime_async.urls")),
+    path("tasks/", include("realtime_async.contrib.dashboard.urls")),
     path("demo/", include("tests.testapp.urls")),
 ]

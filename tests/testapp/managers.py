@@ -33,3 +33,23 @@ def recorded_events(task_name: str) -> list[dict[str, Any]]:
 
 class OtherManager(AsyncManager):
     pass
+
+
+class HidingManager(AsyncManager):
+    """Hides tasks whose name starts with "hidden" from everyone, staff included; counts ``can_view`` calls."""
+
+    #: Shared on purpose: every resolve makes a new instance.
+    calls: list[tuple[object, str]] = []
+
+    def can_view(self, user, record):
+        HidingManager.calls.append((getattr(user, "pk", None), record["task"]))
+        if record["task"].startswith("hidden"):
+            return False
+        return super().can_view(user, record)
+
+
+class NoCancelManager(AsyncManager):
+    """Everyone who may see a task may not cancel it."""
+
+    def can_cancel(self, user, record):
+        return False

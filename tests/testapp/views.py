@@ -18,12 +18,13 @@ def _strict_csp(request, response, *, strict_dynamic=False):
 
 
 def widgets_page(request):
-    """Widgets for the tasks named in ?task= (repeatable); ?transport=, ?ws= pass through to the tag."""
+    """Widgets for the tasks named in ?task= (repeatable); ?transport=, ?ws=, ?token= pass through to the tag."""
     request.csp_nonce = secrets.token_urlsafe(16)  # as django-csp and Django 6's CSP middleware do
     context = {
         "tasks": request.GET.getlist("task"),
         "transport": request.GET.get("transport", "auto"),
         "ws_url": request.GET.get("ws", ""),
+        "token": request.GET.get("token", ""),
     }
     return _strict_csp(request, render(request, "testapp/widgets.html", context))
 
@@ -41,3 +42,11 @@ def htmx_page(request):
     request.csp_nonce = secrets.token_urlsafe(16)
     context = {"tasks": request.GET.getlist("task")}
     return _strict_csp(request, render(request, "testapp/htmx.html", context))
+
+
+def dashboard_page(request):
+    """The dashboard's "my tasks" view under the same strict policy (nonce-only scripts and styles)."""
+    from realtime_async.contrib.dashboard.views import my_tasks
+
+    request.csp_nonce = secrets.token_urlsafe(16)
+    return _strict_csp(request, my_tasks(request))

@@ -60,3 +60,39 @@ def touch_file(path, *, task_key=None, manager_class=None, **kwargs):
     with open(path, "w") as fh:
         fh.write("ran")
     return "ran"
+
+
+def hold_and_check(path, seconds, *, task_key=None, manager_class=None, **kwargs):
+    """Writes its pid, works for ``seconds``, then reports whether it still holds its locks."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        manager.update_progress(task_key, "working on the locked objects")
+        time.sleep(0.1)
+    return {"held": manager.holds_locks(task_key)}
+
+
+def admin_rebuild(pks, *, task_key=None, manager_class=None, delay=0.2, **kwargs):
+    """The admin action's worker: "rebuilds" each selected Widget, ``delay`` seconds apiece, reporting as it goes.
+
+    It reports every 0.1 s, so a cancel stops it within one report.
+    """
+    from django.db.models import F
+
+    from tests.testapp.models import Widget
+
+    manager = AsyncManager.resolve_manager(manager_class)
+    total = len(pks)
+    for i, pk in enumerate(pks):
+        deadline = time.monotonic() + delay
+        while True:
+            manager.update_progress(task_key, f"Rebuilding {i + 1}/{total}", current=i, total=total)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(0.1, left))
+        Widget.objects.filter(pk=pk).update(rebuilds=F("rebuilds") + 1)
+        manager.update_progress(task_key, f"Rebuilt {i + 1}/{total}", current=i + 1, total=total)
+    return {"rebuilt": total}

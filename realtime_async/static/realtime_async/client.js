@@ -14,17 +14,29 @@
  *     seq: 17,                // optional: the last seq you saw
  *   });
  *   sub.unsubscribe();
+ *
+ *   // Every task the user may see (their own; all of them for staff), no snapshot:
+ *   const feed = client.subscribeFeed({
+ *     onProgress(record) {},  // each new state of any visible task (record.task names it)
+ *     onError(error) {},      // the feed was refused, or a cancel() failed ({code, task, action: "cancel"})
+ *     onSubscribed() {},      // the server took the feed, first and after every reconnect
+ *   });
+ *   await client.cancel("rebuild-42");  // resolved once sent; "cancelled" follows as progress
+ *   feed.unsubscribe();
  *   client.close();
  *
  * The socket opens on the first subscription, reconnects with exponential
- * backoff and jitter, and resubscribes every task with the last seq it saw,
- * so nothing is missed and nothing is delivered twice or out of order.
+ * backoff and jitter, and resubscribes every task with the last seq it saw
+ * (and the feed), so nothing is missed and nothing is delivered twice or out
+ * of order.
  * `pollProgress()` follows one task through the polling endpoint instead.
  */
 
 export const PROTOCOL_VERSION = 1;
 export const FINAL_STATES = Object.freeze(["success", "failure", "cancelled", "lost"]);
 export const DEFAULT_URL = "/ws/realtime-async/";
+// How many tasks the feed remembers the last seq of (to drop repeats); the oldest are forgotten first.
+const FEED_MEMORY = 1000;
 
 /** Whether `record` is in a final state. */
 export function isFinal(record) {
@@ -101,6 +113,45 @@ export class Subscription {
     this.active = false;
     call(this._handlers.onError, error);
   }
+
+  // An error that does not end the subscription (a refused cancel()).
+  _notify(error) {
+    if (this.active) call(this._handlers.onError, error);
+  }
+}
+
+/** The feed of every task the user may see; returned by `RealtimeAsyncClient.subscribeFeed()`. */
+export class FeedSubscription {
+  constructor(client, { onProgress, onError, onSubscribed } = {}) {
+    this.active = true;
+    this._client = client;
+    this._handlers = { onProgress, onError, onSubscribed };
+  }
+
+  /** Stop receiving updates; safe to call more than once. */
+  unsubscribe() {
+    if (!this.active) return;
+    this.active = false;
+    this._client._removeFeed(this);
+  }
+
+  _deliver(record) {
+    if (this.active) call(this._handlers.onProgress, record);
+  }
+
+  _subscribed() {
+    if (this.active) call(this._handlers.onSubscribed);
+  }
+
+  _notify(error) {
+    if (this.active) call(this._handlers.onError, error);
+  }
+
+  _fail(error) {
+    if (!this.active) return;
+    this.active = false;
+    call(this._handlers.onError, error);
+  }
 }
 
 /**
@@ -132,6 +183,11 @@ export class RealtimeAsyncClient extends EventTarget {
     this.everHeard = false; // whether any connection of this client ever worked
     this._Socket = Socket;
     this._tasks = new Map(); // task -> {subs, seq, token, record, delivered}
+    this._feeds = new Set(); // FeedSubscriptions; the server holds one feed per connection for all of them
+    this._feedSeen = new Map(); // task -> {seq, created}: what the feed delivered last, oldest first
+    this._feedPing = null; // id of the ping sent after subscribe_feed: its pong confirms the feed
+    this._feedConfirmed = false;
+    this._cancels = new Map(); // id of the ping sent after a cancel -> task; errors before its pong are the cancel's
     this._socket = null;
     this._retries = 0; // reconnects since the last stable connection; drives the backoff
     this._timers = {};
@@ -167,6 +223,58 @@ export class RealtimeAsyncClient extends EventTarget {
     return sub;
   }
 
+  /**
+   * Follow every task the user may see: their own, every task for staff
+   * (protocol "subscribe_feed"). There is no snapshot: render the current list
+   * yourself, and refresh it in `onSubscribed`, which runs each time the server
+   * took the feed (the first time, and after every reconnect, since what
+   * changed while the socket was down is not replayed). `onProgress(record)`
+   * gets each new state once, in order per task; `onError(error)` gets a
+   * refusal (`not_found` for anonymous users; the feed then ends) and the
+   * errors of `cancel()` (with `action: "cancel"`; the feed goes on).
+   */
+  subscribeFeed({ onProgress, onError, onSubscribed } = {}) {
+    if (this._closed) throw new Error("RealtimeAsyncClient: subscribeFeed() after close().");
+    const feed = new FeedSubscription(this, { onProgress, onError, onSubscribed });
+    this._feeds.add(feed);
+    if (this._feeds.size === 1) this._sendFeed();
+    else if (this._feedConfirmed) queueMicrotask(() => feed._subscribed());
+    this._clearTimer("idle");
+    this._connect();
+    return feed;
+  }
+
+  /**
+   * Ask the server to cancel `task` (protocol "cancel"). Resolves once the
+   * message is sent; rejects at once (`error.code === "not_connected"`) when the
+   * socket is not open, so the caller can POST to the cancel endpoint instead.
+   * Acceptance is silent: the `cancelled` state follows as progress. A refusal
+   * (`not_found`, `forbidden`) goes, with `action: "cancel"`, to `onError` of
+   * the task's subscriptions and of the feed, which all go on; with none, to
+   * the client's "error" event.
+   */
+  cancel(task) {
+    if (typeof task !== "string" || !task) {
+      return Promise.reject(new TypeError("RealtimeAsyncClient: task must be a non-empty string."));
+    }
+    const socket = this._socket;
+    if (this._closed || !socket || socket.readyState !== 1) {
+      const error = new Error("RealtimeAsyncClient: not connected; cancel over HTTP instead.");
+      error.code = "not_connected";
+      return Promise.reject(error);
+    }
+    // The server answers messages in order: an error for `task` before the pong of this ping is the cancel's.
+    const id = `cancel-${++this._pingId}`;
+    try {
+      socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: "cancel", task }));
+      socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: "ping", id }));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this._cancels.set(id, task);
+    return Promise.resolve();
+  }
+
   /** Close the socket and drop every subscription; the client cannot be used again. */
   close() {
     if (this._closed) return;
@@ -174,7 +282,10 @@ export class RealtimeAsyncClient extends EventTarget {
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     globalThis.removeEventListener?.("online", this._onOnline);
     for (const entry of this._tasks.values()) for (const sub of entry.subs) sub.active = false;
+    for (const feed of this._feeds) feed.active = false;
     this._tasks.clear();
+    this._feeds.clear();
+    this._feedSeen.clear();
     this._dropSocket(1000);
     this._setStatus("closed");
   }
@@ -189,8 +300,41 @@ export class RealtimeAsyncClient extends EventTarget {
     this._maybeIdle();
   }
 
+  _removeFeed(feed) {
+    if (!this._feeds.delete(feed) || this._feeds.size) return;
+    this._send({ v: PROTOCOL_VERSION, type: "unsubscribe_feed" });
+    this._feedPing = null;
+    this._feedConfirmed = false;
+    this._feedSeen.clear();
+    this._maybeIdle();
+  }
+
+  _failFeeds(error) {
+    const feeds = [...this._feeds];
+    this._feeds.clear();
+    this._feedPing = null;
+    this._feedConfirmed = false;
+    this._feedSeen.clear();
+    for (const feed of feeds) feed._fail(error);
+    this._maybeIdle();
+  }
+
+  _sendFeed() {
+    const socket = this._socket;
+    if (!socket || socket.readyState !== 1) return; // sent on open
+    this._send({ v: PROTOCOL_VERSION, type: "subscribe_feed" });
+    // The feed has no snapshot; the pong says the server took it (and that this connection works).
+    this._feedPing = `feed-${++this._pingId}`;
+    this._send({ v: PROTOCOL_VERSION, type: "ping", id: this._feedPing });
+  }
+
+  /** Whether anything needs the socket: a task subscription or the feed. */
+  _wanted() {
+    return this._tasks.size > 0 || this._feeds.size > 0;
+  }
+
   _maybeIdle() {
-    if (this._tasks.size || this._closed) return;
+    if (this._wanted() || this._closed) return;
     this._clearTimer("retry");
     this._setTimer("idle", this.options.idleTimeout, () => {
       this._dropSocket(1000);
@@ -199,7 +343,7 @@ export class RealtimeAsyncClient extends EventTarget {
   }
 
   _connect() {
-    if (this._socket || this._closed || !this._tasks.size || this._timers.retry) return;
+    if (this._socket || this._closed || !this._wanted() || this._timers.retry) return;
     if (typeof this._Socket !== "function") {
       this._setStatus("unavailable");
       return;
@@ -229,6 +373,7 @@ export class RealtimeAsyncClient extends EventTarget {
     this._lastHeard = Date.now();
     this._setStatus("open");
     for (const [task, entry] of this._tasks) this._sendSubscribe(task, entry);
+    if (this._feeds.size) this._sendFeed();
     this._setInterval("ping", this.options.pingInterval, () => this._ping(socket));
   }
 
@@ -263,11 +408,24 @@ export class RealtimeAsyncClient extends EventTarget {
     }
     if (message.type === "progress") this._progress(message.task, message.data);
     else if (message.type === "error") this._error(message);
+    else if (message.type === "pong") this._pong(message.id);
+  }
+
+  _pong(id) {
+    if (id != null && id === this._feedPing) {
+      this._feedPing = null;
+      this._feedConfirmed = true;
+      for (const feed of [...this._feeds]) feed._subscribed();
+    } else {
+      this._cancels.delete(id); // accepted: its cancelled state follows as progress
+    }
   }
 
   _progress(task, record) {
+    if (typeof task !== "string" || !record || typeof record.seq !== "number") return;
+    this._toFeeds(task, record);
     const entry = this._tasks.get(task);
-    if (!entry || !record || typeof record.seq !== "number") return;
+    if (!entry) return;
     // Progress is a state: an older or repeated record adds nothing. The
     // current record is still delivered once to a new subscriber.
     if (record.seq < entry.seq || (record.seq === entry.seq && entry.delivered)) return;
@@ -283,9 +441,40 @@ export class RealtimeAsyncClient extends EventTarget {
     }
   }
 
+  _toFeeds(task, record) {
+    if (!this._feeds.size) return;
+    const seen = this._feedSeen.get(task);
+    const created = record.created_at ?? null;
+    // The same run: only newer states. A relaunch under the same name starts its seq again.
+    if (seen && seen.created === created && record.seq <= seen.seq) return;
+    this._feedSeen.delete(task); // re-inserted last: the map stays in order of last use
+    this._feedSeen.set(task, { seq: record.seq, created });
+    if (this._feedSeen.size > FEED_MEMORY) this._feedSeen.delete(this._feedSeen.keys().next().value);
+    for (const feed of [...this._feeds]) feed._deliver(record);
+  }
+
   _error(message) {
     const error = { code: message.code, message: message.message, task: message.task };
-    const entry = message.task != null ? this._tasks.get(message.task) : undefined;
+    if (message.task == null) {
+      // Errors naming no task: the feed's refusal (not_found for anonymous users, or an answer to a pending subscribe_feed).
+      if (this._feeds.size && (this._feedPing || error.code === "not_found")) this._failFeeds(error);
+      else this.dispatchEvent(new CustomEvent("error", { detail: error }));
+      return;
+    }
+    let cancelId;
+    for (const [id, task] of this._cancels) {
+      if (task === message.task) {
+        cancelId = id;
+        break;
+      }
+    }
+    // A subscribe is never answered "forbidden": that is always a refused cancel.
+    if (cancelId !== undefined || error.code === "forbidden") {
+      this._cancels.delete(cancelId);
+      this._cancelRefused({ ...error, action: "cancel" });
+      return;
+    }
+    const entry = this._tasks.get(message.task);
     if (!entry) {
       this.dispatchEvent(new CustomEvent("error", { detail: error }));
       return;
@@ -296,12 +485,19 @@ export class RealtimeAsyncClient extends EventTarget {
     this._maybeIdle();
   }
 
+  _cancelRefused(error) {
+    const entry = this._tasks.get(error.task);
+    const targets = [...(entry ? entry.subs : []), ...this._feeds];
+    if (!targets.length) this.dispatchEvent(new CustomEvent("error", { detail: error }));
+    for (const target of targets) target._notify(error);
+  }
+
   _lost(socket, code) {
     if (socket !== this._socket) return;
     this._dropSocket(1000);
     if (this._closed) return;
     if (!this._heard) this.failures += 1;
-    if (!this._tasks.size) {
+    if (!this._wanted()) {
       this._setStatus("idle");
       return;
     }
@@ -323,6 +519,10 @@ export class RealtimeAsyncClient extends EventTarget {
   _dropSocket(code) {
     const socket = this._socket;
     this._socket = null;
+    // What was waiting on this connection's answers will never hear them.
+    this._feedPing = null;
+    this._feedConfirmed = false;
+    this._cancels.clear();
     for (const name of ["connect", "ping", "stable"]) this._clearTimer(name);
     if (!socket) return;
     socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;

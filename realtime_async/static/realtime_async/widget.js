@@ -23,6 +23,15 @@
  *   realtime-async:final      a final state, followed by
  *   realtime-async:success | :failure | :cancelled | :lost
  *   realtime-async:error      detail = {task, error}: the task is not (or no longer) visible
+ *   realtime-async:cancel-requested   detail = {task, transport}: the server took the cancel
+ *                                     ("ws" or "http"); the cancelled state follows
+ *   realtime-async:cancel-failed      detail = {task, error}: it refused it (forbidden,
+ *                                     not_found) or could not be reached
+ *
+ * Cancel button ([data-ra-cancel], rendered only for viewers who may cancel):
+ * cancels over the page's WebSocket when this widget follows the task through
+ * it, else POSTs to data-ra-cancel-url with the CSRF token (data-ra-csrf, else
+ * the csrftoken cookie). It hides once the task is final.
  */
 
 import { RealtimeAsyncClient, isFinal, pollProgress, websocketUrl } from "./client.js";
@@ -85,10 +94,13 @@ export class LiveProgress {
     this.poller = null;
     this._heardWs = false;
     this._onStatus = () => this._checkFallback();
+    this.cancelButton = element.querySelector("[data-ra-cancel]");
+    this._cancelling = false;
   }
 
   start() {
     if (this.done || this.client || this.poller) return;
+    this.cancelButton?.addEventListener("click", () => this.cancel());
     if (isFinal({ state: this.state })) {
       this.done = true; // rendered final by the server: nothing more will happen
       return;
@@ -113,6 +125,91 @@ export class LiveProgress {
     } else if (this.client.status === "unavailable") {
       this._error({ code: "unavailable", message: "WebSocket is not available." });
     }
+  }
+
+  /**
+   * Ask the server to cancel the task: over the WebSocket when this widget
+   * follows the task through it, else by POST to the cancel endpoint.
+   */
+  async cancel() {
+    if (this.done || this._cancelling) return;
+    this._cancelling = true;
+    this._cancelBusy(true);
+    this._notice("");
+    try {
+      let transport = "http";
+      if (this.subscription?.active && this.client?.status === "open" && !this.poller) {
+        try {
+          await this.client.cancel(this.task);
+          transport = "ws";
+        } catch {
+          await this._cancelOverHttp(); // the socket went away in between
+        }
+      } else {
+        await this._cancelOverHttp();
+      }
+      this._dispatch("cancel-requested", { task: this.task, transport });
+    } catch (error) {
+      this._cancelRefused(error);
+    }
+  }
+
+  async _cancelOverHttp() {
+    const url = this.cancelButton?.dataset.raCancelUrl;
+    if (!url) throw { code: "unavailable", task: this.task, message: "No cancel endpoint." };
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "application/json", "X-CSRFToken": this._csrfToken() },
+      });
+    } catch (error) {
+      throw { code: "network", task: this.task, message: String(error) };
+    }
+    if (response.ok) return;
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      // Django's CSRF failure page, a proxy's error page: not an answer of the endpoint
+    }
+    const code = body?.type === "error" && body.code ? body.code : `http_${response.status}`;
+    throw { code, task: this.task, message: body?.message || `HTTP ${response.status}` };
+  }
+
+  _csrfToken() {
+    const token = this.cancelButton?.dataset.raCsrf;
+    if (token) return token;
+    const cookie = document.cookie.split(";").find((part) => part.trim().startsWith("csrftoken="));
+    return cookie ? decodeURIComponent(cookie.trim().slice("csrftoken=".length)) : "";
+  }
+
+  _cancelRefused(error) {
+    this._cancelling = false;
+    if (this.done) return;
+    // Refused for good: the button would only be refused again. Anything else may work on a retry.
+    const final = error.code === "forbidden" || error.code === "not_found";
+    this._cancelBusy(false, final);
+    const notices = { forbidden: this.i18n.cancel_forbidden, not_found: this.i18n.unavailable };
+    this._notice(notices[error.code] || this.i18n.cancel_failed);
+    this._dispatch("cancel-failed", { task: this.task, error });
+  }
+
+  _cancelBusy(busy, gone = false) {
+    const button = this.cancelButton;
+    if (!button) return;
+    if (!this._cancelText) this._cancelText = button.textContent;
+    button.disabled = busy || gone;
+    button.hidden = gone;
+    button.textContent = busy ? this.i18n.cancelling || this._cancelText : this._cancelText;
+    if (busy) button.setAttribute("aria-busy", "true");
+    else button.removeAttribute("aria-busy");
+  }
+
+  _notice(text) {
+    this._text("notice", text || "");
   }
 
   /** Stop following the task (the element left the page, or you are done with it). */
@@ -146,6 +243,10 @@ export class LiveProgress {
 
   _socketError(error) {
     if (this.done) return;
+    if (error.action === "cancel") {
+      this._cancelRefused(error); // the subscription goes on
+      return;
+    }
     if (error.code === "limit" && this.transport === "auto") {
       this._startPolling(); // this connection has too many subscriptions; the endpoint has none
       return;
@@ -227,6 +328,11 @@ export class LiveProgress {
     else if (state === "failure" || state === "lost") message = record.error || this.i18n.failed;
     else message = record.message ?? "";
     this._text("message", message || "", false);
+    if (this.cancelButton && (!record || isFinal(record))) {
+      this.cancelButton.hidden = true;
+      this.cancelButton.disabled = true;
+      this._notice("");
+    }
   }
 
   _text(field, text, hideEmpty = true) {

@@ -1,0 +1,23 @@
+"""An admin with async actions, driven by tests/test_browser_admin.py."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from realtime_async.admin import AsyncActionsMixin, async_action
+from tests.testapp.models import Widget
+
+
+@admin.register(Widget)
+class WidgetAdmin(AsyncActionsMixin, admin.ModelAdmin):
+    list_display = ["name", "rebuilds"]
+    actions = [
+        async_action("tests.testapp.workers.admin_rebuild", description="Rebuild in the background"),
+        # The same worker, long enough to act while it runs (conflicts, cancel).
+        async_action(
+            "tests.testapp.workers.admin_rebuild",
+            description="Rebuild slowly in the background",
+            task_kwargs={"delay": 10},
+            name="rebuild_slowly",
+        ),
+    ]
