@@ -9,6 +9,8 @@
   expire while the layer waits for messages, closing idle WebSockets (channels_redis issue 422).
 - ``realtime_async.W002``: the channel of each server's fan-out hub holds fewer
   than ``HUB_CAPACITY`` messages; the layer drops what does not fit.
+- ``realtime_async.W003``: Celery's soft time limit, hard time limit and the
+  broker's visibility timeout are not in increasing order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from realtime_async.exceptions import ImproperlyConfiguredError
 
-__all__ = ["HUB_CAPACITY", "check_cache", "check_channel_layer", "check_settings"]
+__all__ = ["HUB_CAPACITY", "check_cache", "check_channel_layer", "check_settings", "check_time_limits"]
 
 _PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -157,3 +159,41 @@ def _check_hub_capacity(config: dict[str, Any]) -> list[CheckMessage]:
             id="realtime_async.W002",
         )
     ]
+
+
+#: Brokers that redeliver an unacknowledged message after the visibility timeout, and their default.
+_VISIBILITY_BROKERS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 30.0}
+
+
+@register()
+def check_time_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """soft time limit < hard time limit < visibility timeout, each when set.
+
+    A soft limit at or past the hard one never fires (the task is killed without
+    a chance to end ``failure`` cleanly); a task still running past the broker's
+    visibility timeout is delivered again and runs twice.
+    """
+    from celery import current_app
+
+    conf = current_app.conf
+    soft, hard = conf.task_soft_time_limit, conf.task_time_limit
+    scheme = urlsplit(str(conf.broker_url or "")).scheme
+    visibility = (conf.broker_transport_options or {}).get("visibility_timeout", _VISIBILITY_BROKERS.get(scheme))
+    if visibility is not None and scheme not in _VISIBILITY_BROKERS:
+        visibility = None
+    limits = [
+        (name, value)
+        for name, value in (("soft time limit", soft), ("hard time limit", hard), ("visibility timeout", visibility))
+        if value
+    ]
+    for (name_a, a), (name_b, b) in zip(limits, limits[1:], strict=False):
+        if a >= b:
+            return [
+                Warning(
+                    f"Celery's {name_a} ({a:g} s) is not below its {name_b} ({b:g} s).",
+                    hint="Keep task_soft_time_limit < task_time_limit < broker_transport_options"
+                    "['visibility_timeout'] so tasks end `failure` cleanly and are never run twice.",
+                    id="realtime_async.W003",
+                )
+            ]
+    return []

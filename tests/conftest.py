@@ -50,3 +50,35 @@ def _dashboard_recorder(request):
         return
     yield
     get_recorder().flush()
+
+
+# -- docs/reliability.md ------------------------------------------------------
+_reliability_rows: list = []
+_reliability_outcomes: dict[str, bool] = {}
+
+
+@pytest.fixture
+def reliability(request):
+    """Record a row of docs/reliability.md for this test (see tests/reliability.py)."""
+    from tests.reliability import Row
+
+    assert request.node.get_closest_marker("reliability"), "mark the test with @pytest.mark.reliability"
+
+    def record(fault: str, injection: str, observed: str) -> None:
+        _reliability_rows.append(Row(fault, injection, observed, request.node.nodeid))
+
+    return record
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.failed:
+        _reliability_outcomes[report.nodeid] = _reliability_outcomes.get(report.nodeid, True) and report.passed
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests.reliability import DOC, render
+
+    marked = [item.nodeid for item in session.items if item.get_closest_marker("reliability")]
+    recorded = {row.test for row in _reliability_rows}
+    if marked and all(_reliability_outcomes.get(nodeid) for nodeid in marked) and set(marked) <= recorded:
+        DOC.write_text(render(_reliability_rows))

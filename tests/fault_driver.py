@@ -29,6 +29,21 @@ def main(argv: list[str]) -> None:
         func, positional, keywords = args[0], json.loads(args[1]), json.loads(args[2]) if len(args) > 2 else {}
         conflict_ids = keywords.pop("_conflict_ids", None)
         print(manager.launch_async_task(func, *positional, task_kwargs=keywords, conflict_ids=conflict_ids))
+    elif command == "launch_many":
+        # launch_many N: every tenth fails on purpose; prints [[name, token, expected state], ...]
+        out = []
+        for i in range(int(args[0])):
+            failing = i % 10 == 9
+            func = "tests.testapp.workers.fail_public" if failing else "tests.testapp.workers.steps"
+            name = manager.launch_async_task(
+                func, *([] if failing else [3]), task_kwargs={} if failing else {"delay": 0.01}
+            )
+            out.append([name, manager.make_watch_token(name), "failure" if failing else "success"])
+        print(json.dumps(out))
+    elif command == "states":
+        print(
+            json.dumps({name: (manager.get_progress(name) or {}).get("state") for name in json.loads(sys.stdin.read())})
+        )
     elif command == "state":
         print(json.dumps(manager.get_progress(args[0])))
     elif command == "token":

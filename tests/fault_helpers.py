@@ -21,10 +21,10 @@ FINAL = {"success", "failure", "cancelled", "lost"}
 RETRYABLE = {1001, 1006, 1011, 1012, 1013, 4503}
 
 
-def driver(env: dict[str, str], *args: str) -> Any:
+def driver(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 60) -> Any:
     done = subprocess.run(
         [sys.executable, "-m", "tests.fault_driver", *args],
-        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, input=stdin,
     )  # fmt: skip
     if done.returncode != 0:
         raise AssertionError(done.stderr[-3000:])

@@ -77,3 +77,35 @@ def test_invalid_settings_are_an_error():
 def test_hub_channel_capacity(config, expected):
     layer = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": SAFE_HOSTS, **config}}
     assert _ids(CHANNEL_LAYERS={"default": layer}) == expected
+
+
+@pytest.fixture
+def celery_conf():
+    from celery import current_app
+
+    conf = current_app.conf
+    saved = (conf.task_soft_time_limit, conf.task_time_limit, dict(conf.broker_transport_options or {}))
+    yield conf
+    conf.task_soft_time_limit, conf.task_time_limit, conf.broker_transport_options = saved
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "visibility", "expected"),
+    [
+        (None, None, None, []),
+        (60, 120, None, []),
+        (60, 120, 300, []),
+        (120, 60, None, ["realtime_async.W003"]),
+        (60, 60, None, ["realtime_async.W003"]),
+        (60, 7200, None, ["realtime_async.W003"]),  # past Redis' default visibility timeout (1 h)
+        (60, 120, 90, ["realtime_async.W003"]),
+        (600, None, 300, ["realtime_async.W003"]),
+    ],
+)
+def test_time_limits_in_order(celery_conf, soft, hard, visibility, expected):
+    celery_conf.task_soft_time_limit, celery_conf.task_time_limit = soft, hard
+    options = dict(celery_conf.broker_transport_options or {})
+    if visibility is not None:
+        options["visibility_timeout"] = visibility
+    celery_conf.broker_transport_options = options
+    assert _ids() == expected

@@ -91,8 +91,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{PREFIX}:celery:"}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("RA_TEST_PREFETCH", "4"))
+
 REALTIME_ASYNC = {
     "ASYNC_MANAGER_CLASS_PATH": "tests.testapp.managers.RecordingManager",
+    "MAX_CONNECTIONS_PER_USER": int(os.environ.get("RA_TEST_MAX_CONNECTIONS", "20")),
     "HEARTBEAT_INTERVAL": float(os.environ.get("RA_TEST_HEARTBEAT", "1")),
     "LOCK_TTL": float(os.environ.get("RA_TEST_LOCK_TTL", "3")),
 }
