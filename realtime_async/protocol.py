@@ -57,6 +57,8 @@ CLOSE_UNAVAILABLE: Final = 4503
 MAX_SEQ: Final = 2**53 - 1
 MAX_TOKEN_LENGTH: Final = 512
 MAX_ID_LENGTH: Final = 128
+#: Deepest nesting of arrays and objects a client message may have (a valid one has 1).
+_MAX_DEPTH: Final = 32
 
 ClientMessageType = Literal["subscribe", "unsubscribe", "ping", "subscribe_feed", "unsubscribe_feed", "cancel"]
 ServerMessageType = Literal["progress", "error", "pong"]
@@ -148,8 +150,36 @@ def _reject_constant(value: str) -> None:
     raise ValueError(value)
 
 
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` nests arrays and objects deeper than ``_MAX_DEPTH`` (brackets in strings do not count)."""
+    if text.count("[") + text.count("{") <= _MAX_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def parse_client_message(text: str) -> ClientMessage:
     """Parse one client text frame or raise ``BadRequest`` with a public reason."""
+    # Bounded here, not by json's RecursionError: where that strikes depends on
+    # the server's stack, so the same frame would get different answers.
+    if _too_deep(text):
+        raise BadRequest("Malformed JSON.")
     try:
         content = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):

@@ -6,7 +6,7 @@ A project's ``asgi.py`` wraps them in
 
 from __future__ import annotations
 
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, re_path
 
 from realtime_async.consumers import ProgressConsumer, TaskProgressConsumer
 
@@ -14,7 +14,13 @@ __all__ = ["websocket_urlpatterns"]
 
 websocket_urlpatterns: list[URLPattern] = [
     path("ws/realtime-async/", ProgressConsumer.as_asgi(), name="realtime-async-ws"),
-    # ``str`` rather than the task name pattern: a bad name must get close code
-    # 4404 from the consumer, not a routing error.
-    path("ws/realtime-async/task/<str:task_name>/", TaskProgressConsumer.as_asgi(), name="realtime-async-ws-task"),
+    # Any name at all, empty or holding slashes, rather than the task name
+    # pattern: a bad name must get close code 4404 from the consumer. A URL the
+    # router cannot match fails the handshake with HTTP 500 and a traceback in
+    # the server's log, for every client who asks.
+    re_path(
+        r"^ws/realtime-async/task/(?P<task_name>.*)/$", TaskProgressConsumer.as_asgi(), name="realtime-async-ws-task"
+    ),
+    # The rest of the per-task URLs (no name, no trailing slash): no task either, 4404.
+    re_path(r"^ws/realtime-async/task(?:/|$)", TaskProgressConsumer.as_asgi()),
 ]
