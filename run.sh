@@ -2,6 +2,7 @@
 # One entry point for newcomers and CI:
 #   ./run.sh test    create .venv, install everything, run ruff, mypy and the whole test suite
 #   ./run.sh demo    run the demo project (see README)
+#   ./run.sh bench   the benchmark suite (under 10 minutes; --quick for seconds); writes docs/benchmarks.md
 #   ./run.sh lint    ruff and mypy only
 # PYTHON picks the interpreter (default python3), VENV the environment (default .venv).
 set -euo pipefail
@@ -76,6 +77,12 @@ case "${1:-}" in
         ensure_venv
         lint
         ;;
+    bench)
+        shift
+        ensure_system_packages
+        ensure_venv
+        exec "$VENV/bin/python" -m bench "$@"
+        ;;
     demo)
         shift
         # A venv made for the tests has everything the demo needs too.
@@ -83,7 +90,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" demo/run.py "$@"
         ;;
     *)
-        sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

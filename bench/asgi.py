@@ -1,0 +1,39 @@
+"""ASGI app of the benchmark: realtime_async's routes, the tutorial consumer, celery-progress's consumer.
+
+Everything sits behind the same ``AllowedHostsOriginValidator(AuthMiddlewareStack(...))``
+that ``docs/protocol.md`` tells projects to use, so each contender pays the same middleware.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402 - after Django is set up
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from bench.naive import NaiveProgressConsumer  # noqa: E402
+from realtime_async.routing import websocket_urlpatterns  # noqa: E402
+
+routes = [
+    *websocket_urlpatterns,
+    path("ws/bench/naive/<str:group>/", NaiveProgressConsumer.as_asgi()),
+]
+try:
+    from celery_progress.websockets.routing import urlpatterns as celery_progress_routes
+except ImportError:  # the runner refuses celery-progress scenarios without it (see the bench extra)
+    celery_progress_routes = []
+routes += celery_progress_routes
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes))),
+    }
+)

@@ -1,0 +1,149 @@
+"""The report's charts (matplotlib, imported only here: the bench extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.figures import dig, fan_step, largest_watchers, profile_label, rates_of
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a profile with no samples draws nothing to label
+        ax.legend(**kwargs)
+
+
+def charts(results: dict[str, Any], folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = results["runs"]
+    made = []
+    big, rates = largest_watchers(results), rates_of(results)
+    x = [float(r) for r in rates]
+    colours = {"ours": "tab:blue", "naive": "tab:orange"}
+    names = {"ours": "realtime_async", "naive": "tutorial consumer"}
+
+    if any(dig(run, "fanout") for run in runs):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        for target in ("ours", "naive"):
+            for i, run in enumerate(runs):
+                style = "-" if i == 0 else "--"
+                for key, marker in (("median", "o"), ("p99", "^")):
+                    ys = [dig(fan_step(run, target, big, r), "lat", key) for r in rates]
+                    left.plot(
+                        x, ys, style, marker=marker, color=colours[target], label=f"{names[target]} {key} (run {i + 1})"
+                    )
+                right.plot(
+                    x,
+                    [dig(fan_step(run, target, big, r), "fps") for r in rates],
+                    style,
+                    marker="o",
+                    color=colours[target],
+                    label=f"{names[target]} (run {i + 1})",
+                )
+        right.plot(x, [v * big for v in x], ":", color="grey", label="offered")
+        left.set(
+            xscale="log",
+            yscale="log",
+            xlabel="updates/s",
+            ylabel="latency, ms",
+            title=f"Fan-out to {big:,} watchers: latency",
+        )
+        right.set(
+            xscale="log",
+            yscale="log",
+            xlabel="updates/s",
+            ylabel="frames/s delivered",
+            title=f"Fan-out to {big:,} watchers: throughput",
+        )
+        _legend(left, fontsize=7)
+        _legend(right, fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "fanout.png", dpi=110)
+        plt.close(fig)
+        made.append("fanout.png")
+
+    if any(dig(run, "worker") for run in runs):
+        keys = [
+            ("raw_set", "raw SET"),
+            ("update_progress_hot", "update_progress\n(coalesced loop)"),
+            ("update_progress_publish", "update_progress\n(publishing)"),
+            ("celery_progress_poll", "celery-progress\n(poll mode)"),
+            ("async_to_sync_group_send", "async_to_sync\n(group_send)"),
+            ("celery_progress_ws", "celery-progress\n(WS mode)"),
+        ]
+        keys = [(k, label) for k, label in keys if dig(runs[0], "worker", k)]
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        width = 0.8 / len(runs)
+        for i, run in enumerate(runs):
+            ax.bar(
+                [j + i * width for j in range(len(keys))],
+                [dig(run, "worker", k, "median_us") for k, _ in keys],
+                width,
+                label=f"run {i + 1}",
+            )
+        ax.set_xticks(
+            [j + width * (len(runs) - 1) / 2 for j in range(len(keys))], [label for _, label in keys], fontsize=8
+        )
+        ax.set(yscale="log", ylabel="median µs per call", title="Worker-side cost per call")
+        _legend(
+            ax,
+        )
+        fig.tight_layout()
+        fig.savefig(folder / "worker.png", dpi=110)
+        plt.close(fig)
+        made.append("worker.png")
+
+    if any(dig(run, "e2e") for run in runs):
+        keys = [
+            ("floor", "pub/sub floor"),
+            ("layer", "channel layer"),
+            ("ours", "realtime_async"),
+            ("naive", "tutorial"),
+            ("celery_progress_ws", "celery-progress WS"),
+        ]
+        keys = [(k, label) for k, label in keys if dig(runs[0], "e2e", k)]
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / (2 * len(runs))
+        for i, run in enumerate(runs):
+            for j, field in enumerate(("median", "p99")):
+                offset = (2 * i + j) * width
+                ax.bar(
+                    [k + offset for k in range(len(keys))],
+                    [dig(run, "e2e", k, "lat", field) for k, _ in keys],
+                    width,
+                    label=f"{field} (run {i + 1})",
+                )
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], [label for _, label in keys])
+        ax.set(ylabel="ms", title="End to end, 1 watcher")
+        _legend(ax, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "e2e.png", dpi=110)
+        plt.close(fig)
+        made.append("e2e.png")
+
+    profiles = [prof for prof in results.get("profiles") or [] if prof["target"] != "poll304"]
+    if profiles:
+        fig, ax = plt.subplots(figsize=(10, 1.2 + 0.8 * len(profiles)))
+        labels = sorted({package for prof in profiles for package, _ in prof["packages"]})
+        left = [0.0] * len(profiles)
+        cmap = plt.get_cmap("tab20")
+        for idx, package in enumerate(labels):
+            values = []
+            for prof in profiles:
+                share = dict(prof["packages"]).get(package, 0.0)
+                values.append((prof.get("daphne_us_per_frame") or 0) * share / 100)
+            ax.barh(range(len(profiles)), values, left=left, color=cmap(idx % 20), label=package)
+            left = [a + b for a, b in zip(left, values, strict=True)]
+        ax.set_yticks(range(len(profiles)), [profile_label(prof) for prof in profiles])
+        ax.set(xlabel="server CPU µs per frame delivered", title="Where the server spends each frame (py-spy)")
+        _legend(ax, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+        fig.tight_layout()
+        fig.savefig(folder / "profile.png", dpi=110)
+        plt.close(fig)
+        made.append("profile.png")
+    return made

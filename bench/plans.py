@@ -1,0 +1,68 @@
+"""The sizes of a run: ``FULL`` (under ten minutes) and ``QUICK`` (seconds; the smoke test's)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Sizes of one run; ``FULL`` and ``QUICK`` below."""
+
+    name: str
+    reps: int
+    cost_n: int  # timed calls per worker-side measurement
+    cost_gap: float  # seconds between timed calls (the sender thread gets to run)
+    cost_budget: float  # seconds at most per measurement
+    cost_n_group_send: int
+    hot_seconds: float
+    hot_max: int
+    launch_n: int
+    e2e_count: int
+    e2e_rate: float
+    fanout_watchers: tuple[int, ...]
+    fanout_rates: tuple[float, ...]
+    step_seconds: float
+    min_updates: int
+    drain: float  # seconds a step waits for every final state after the publisher finished
+    multi_tasks: int
+    multi_per_task: int
+    multi_rate: float
+    multi_count: int
+    poll_seconds: float
+    poll_concurrency: int
+    staleness_seconds: float
+    profile_seconds: float
+    profile_rate: float
+    profile_targets: tuple[str, ...]
+    rss_settle: float  # seconds before each RSS reading
+    split_at: int  # watchers from which two client processes share the connections
+    fresh_daphne: bool  # a new daphne for each fan-out block (clean RSS, no backlog carried over)
+    calibration_watchers: int
+    calibration_rate: float
+    max_seconds: float  # the whole run stops starting scenarios after this
+
+
+FULL = Plan(
+    name="full", reps=2,
+    cost_n=300, cost_gap=0.002, cost_budget=5, cost_n_group_send=150, hot_seconds=1.0, hot_max=200_000,
+    launch_n=150, e2e_count=150, e2e_rate=50,
+    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 20, 100), step_seconds=2.0, min_updates=6, drain=5.0,
+    multi_tasks=100, multi_per_task=10, multi_rate=2, multi_count=6,
+    poll_seconds=1.5, poll_concurrency=8, staleness_seconds=5.0,
+    profile_seconds=6.0, profile_rate=10, rss_settle=1.0,
+    profile_targets=("ours@daphne", "naive@daphne", "ours@uvicorn", "poll304@daphne"),
+    split_at=500, fresh_daphne=True,
+    calibration_watchers=1000, calibration_rate=5, max_seconds=560,
+)  # fmt: skip
+QUICK = Plan(
+    name="quick", reps=1,
+    cost_n=30, cost_gap=0.001, cost_budget=2, cost_n_group_send=10, hot_seconds=0.2, hot_max=5000,
+    launch_n=5, e2e_count=10, e2e_rate=100,
+    fanout_watchers=(1, 20), fanout_rates=(10, 100), step_seconds=0.2, min_updates=3, drain=5.0,
+    multi_tasks=5, multi_per_task=4, multi_rate=10, multi_count=3,
+    poll_seconds=0.2, poll_concurrency=4, staleness_seconds=1.2,
+    profile_seconds=1.0, profile_rate=10, rss_settle=0.2, profile_targets=("ours@daphne", "poll304@daphne"),
+    split_at=20, fresh_daphne=False,
+    calibration_watchers=20, calibration_rate=10, max_seconds=120,
+)  # fmt: skip

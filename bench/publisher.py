@@ -1,0 +1,427 @@
+"""The worker side: a plain Django process publishing updates, the way a Celery task body would.
+
+One process per configuration (``RA_BENCH_RESULT_BACKEND`` set for the
+celery-progress publisher only). Commands (see ``bench.agent``) measure the
+worker-side cost of each way to publish, launch tasks, and publish paced
+updates for the end-to-end and fan-out scenarios. Every loop is bounded by a
+count and a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from typing import Any
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+django.setup()
+
+import redis  # noqa: E402
+from asgiref.sync import async_to_sync  # noqa: E402
+from channels.layers import get_channel_layer  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+
+from bench import celery as _celery  # noqa: E402,F401 - makes the bench's Celery app the current one
+from bench.agent import serve  # noqa: E402
+from bench.naive import EVENT_TYPE, naive_group  # noqa: E402
+from realtime_async import _store  # noqa: E402
+from realtime_async.async_manager import AsyncManager  # noqa: E402
+from realtime_async.broadcast import broadcast, wait_sent  # noqa: E402
+from realtime_async.naming import group_for_task  # noqa: E402
+from realtime_async.progress import get_writer  # noqa: E402
+
+#: What update_progress is compared with: a state record of about the same size.
+_RECORD_LIKE = json.dumps({"seq": 1, "task": "x" * 30, "state": "running", "message": "Step 3/5", "data": {"t": 0}})
+_redis = redis.Redis.from_url(settings.REDIS_URL)
+
+
+def noop() -> None:
+    """The function launched tasks name (no worker runs them)."""
+
+
+def _manager() -> AsyncManager:
+    return AsyncManager.resolve_manager()
+
+
+def _rate(progress_rate: float):
+    return override_settings(REALTIME_ASYNC={**settings.REALTIME_ASYNC, "PROGRESS_RATE": progress_rate})
+
+
+def _drain_broadcasts() -> None:
+    # The sender sends in order: once an empty broadcast is through, so is every earlier one.
+    wait_sent(broadcast((), {}), timeout=30)
+
+
+def _pace(count: int, rate: float, deadline: float, spread: int = 1):
+    """Yield ``(i, j)`` for ``count`` rounds at ``rate`` a second of ``spread`` slots each, spaced evenly
+    (many tasks are not updated in one burst), stopping at ``deadline`` (monotonic)."""
+    start = time.monotonic()
+    for i in range(count):
+        for j in range(spread):
+            wait = start + (i + j / spread) / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            if time.monotonic() > deadline:
+                return
+            yield i, j
+
+
+def _timed(call, n: int, gap: float, budget: float) -> tuple[list[float], float]:
+    """Time ``call(i)`` n times (µs, wall) with ``gap`` s between calls; also answer CPU µs per call."""
+    samples: list[float] = []
+    deadline = time.monotonic() + budget
+    cpu0 = time.process_time()
+    for i in range(n):
+        t0 = time.perf_counter()
+        call(i)
+        samples.append((time.perf_counter() - t0) * 1e6)
+        if time.monotonic() > deadline:
+            break
+        if gap:
+            time.sleep(gap)
+    return samples, (time.process_time() - cpu0) * 1e6 / max(1, len(samples))
+
+
+def _summary(samples: list[float], cpu: float | None = None) -> dict[str, Any]:
+    ordered = sorted(samples)
+    return {
+        "n": len(ordered),
+        "median_us": statistics.median(ordered),
+        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "mean_us": statistics.fmean(ordered),
+        "cpu_us": cpu,
+    }
+
+
+def _new_task(manager: AsyncManager, prefix: str) -> str:
+    return manager.launch_async_task("bench.publisher.noop", task_name=f"{prefix}-{uuid.uuid4().hex[:12]}")
+
+
+def _start(manager: AsyncManager, task: str) -> None:
+    """Mark ``task`` running and track it in this process, as ``realtime_async.tasks.run`` does before
+    calling the task's function (its heartbeat aside): ``update_progress`` then has the launch metadata
+    at hand instead of reading it from Redis at every write."""
+    record = manager.get_progress(task)
+    assert record is not None
+    now = time.time()
+    record.update(state="running", started_at=now, updated_at=now)
+    writer = get_writer()
+    _, stored, _ = writer.commit(record)
+    writer.track(stored, _store.get_store().read_meta(task))
+
+
+def _started_task(manager: AsyncManager, prefix: str) -> str:
+    task = _new_task(manager, prefix)
+    _start(manager, task)
+    return task
+
+
+# -- commands ---------------------------------------------------------------------
+def worker_cost(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Per call: raw SET, update_progress publishing, update_progress coalesced, async_to_sync(group_send)."""
+    n, gap, budget = cmd["n"], cmd["gap"], cmd["budget"]
+    manager = _manager()
+    out: dict[str, Any] = {}
+    key = f"{settings.PREFIX}:bench-set"
+    for _ in range(20):  # connections and caches warm
+        _redis.set(key, _RECORD_LIKE)
+    samples, cpu = _timed(lambda i: _redis.set(key, _RECORD_LIKE), n, gap, budget)
+    out["raw_set"] = _summary(samples, cpu)
+
+    with _rate(1e9):
+        # As in a worker (the task started in this process), then from a process that did not start it.
+        for key, make in (("update_progress_publish", _started_task), ("update_progress_untracked", _new_task)):
+            task = make(manager, "cost")
+            for i in range(20):
+                manager.update_progress(task, "warm-up", current=i, total=n, data={"t": time.time(), "i": i})
+            _drain_broadcasts()
+            cpu0 = time.process_time()
+            samples, _ = _timed(
+                lambda i, task=task: manager.update_progress(
+                    task, "Step", current=i, total=n, data={"t": time.time(), "i": i}
+                ),
+                n,
+                gap,
+                budget,
+            )
+            _drain_broadcasts()  # the sender thread's work belongs to the call's cost
+            out[key] = _summary(samples, (time.process_time() - cpu0) * 1e6 / len(samples))
+            manager.finish(task, "success")
+
+    with _rate(10):  # the default PROGRESS_RATE: at most 10 writes a second, the latest wins
+        task = _started_task(manager, "hot")
+        hot: list[float] = []
+        deadline = time.monotonic() + cmd["hot_seconds"]
+        cpu0 = time.process_time()
+        last = -1
+        for i in range(cmd["hot_max"]):
+            t0 = time.perf_counter()
+            manager.update_progress(task, "Step", current=i, total=cmd["hot_max"], data={"t": time.time(), "i": i})
+            hot.append((time.perf_counter() - t0) * 1e6)
+            last = i
+            if time.monotonic() > deadline:
+                break
+        cpu = (time.process_time() - cpu0) * 1e6 / len(hot)
+        # Coalescing must keep the last update: the scheduler thread writes it within one interval.
+        time.sleep(0.35)
+        _drain_broadcasts()
+        stored = manager.get_progress(task) or {}
+        out["update_progress_hot"] = {
+            **_summary(hot, cpu),
+            "calls": len(hot),
+            "writes": stored.get("seq", 0) - 1,
+            "last_kept": (stored.get("data") or {}).get("i") == last,
+        }
+        manager.finish(task, "success")
+
+    layer = get_channel_layer()
+    group = group_for_task("bench-cost")
+    message = {"type": "bench.noop", "data": {"t": 0.0}}
+    send = async_to_sync(layer.group_send)
+    for _ in range(5):
+        send(group, message)
+    samples, cpu = _timed(lambda i: send(group, message), cmd["n_group_send"], gap, budget)
+    out["async_to_sync_group_send"] = _summary(samples, cpu)
+    return out
+
+
+def launch_cost(cmd: dict[str, Any]) -> dict[str, Any]:
+    """launch_async_task, with and without a conflict lock, against Celery's own apply_async."""
+    from realtime_async.tasks import run_async_task
+
+    manager = _manager()
+    n, budget = cmd["n"], cmd["budget"]
+    tag = uuid.uuid4().hex[:8]
+    for i in range(5):
+        _new_task(manager, f"warm-{tag}-{i}")
+    plain, cpu_plain = _timed(lambda i: _new_task(manager, f"launch-{tag}-{i}"), n, 0, budget)
+    locked, cpu_locked = _timed(
+        lambda i: manager.launch_async_task(
+            "bench.publisher.noop", task_name=f"lock-{tag}-{i}", conflict_ids={"bench.item": [f"{tag}-{i}"]}
+        ),
+        n,
+        0,
+        budget,
+    )
+    kwargs = {"func_path": "bench.publisher.noop", "args": [], "kwargs": {}, "manager_path": ""}
+    celery, cpu_celery = _timed(
+        lambda i: run_async_task.apply_async(
+            kwargs={**kwargs, "task_name": f"raw-{tag}-{i}"}, task_id=f"raw-{tag}-{i}"
+        ),
+        n,
+        0,
+        budget,
+    )
+    return {
+        "launch": _summary(plain, cpu_plain),
+        "launch_locked": _summary(locked, cpu_locked),
+        "celery_apply_async": _summary(celery, cpu_celery),
+    }
+
+
+def create_tasks(cmd: dict[str, Any]) -> dict[str, Any]:
+    manager = _manager()
+    names = [_started_task(manager, cmd.get("prefix", "bench")) for _ in range(cmd["n"])]
+    return {"tasks": [[name, manager.make_watch_token(name)] for name in names]}
+
+
+def run_ours(cmd: dict[str, Any]) -> dict[str, Any]:
+    """update_progress on every task at ``rate`` a second, ``count`` times, then finish them all."""
+    manager = _manager()
+    tasks: list[str] = cmd["tasks"]
+    count, rate = cmd["count"], cmd["rate"]
+    deadline = time.monotonic() + count / rate * 2 + 10
+    times: list[float] = []
+    with _rate(cmd.get("progress_rate", 1e9)):
+        t0 = time.time()
+        for i, j in _pace(count, rate, deadline, len(tasks)):
+            now = time.time()
+            manager.update_progress(tasks[j], f"t={now:.6f}", current=i + 1, total=count, data={"t": now, "i": i})
+            if j == 0:
+                times.append(now)
+        published = time.time()
+        for task in tasks:
+            manager.finish(task, "success", result={"n": count})
+    return {"sent": len(times), "t0": t0, "published": published, "done": time.time(), "times": times}
+
+
+def run_events(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The tutorial way (``async_to_sync(group_send)`` per update), the floor (redis-py PUBLISH), or
+    realtime_async's sender thread to a bare channels_redis receiver (the channel layer without daphne)."""
+    count, rate, step = cmd["count"], cmd["rate"], cmd["step"]
+    deadline = time.monotonic() + count / rate * 2 + 10
+    if cmd["via"] == "floor":
+        channel = cmd["channel"]
+
+        def send(event: dict[str, Any]) -> None:
+            _redis.publish(channel, json.dumps(event))
+    elif cmd["via"] == "layer":
+        # realtime_async's own sender (one persistent loop) straight to a channels_redis receiver.
+        group = cmd["group"]
+
+        def send(event: dict[str, Any]) -> None:
+            broadcast((group,), {"type": "bench.event", "data": event})
+    else:
+        layer = get_channel_layer()
+        group_send = async_to_sync(layer.group_send)
+        groups = [naive_group(g) for g in cmd["groups"]]
+
+        def send(event: dict[str, Any], j: int | None = None) -> None:
+            for group in groups if j is None else groups[j : j + 1]:
+                group_send(group, {"type": EVENT_TYPE, "data": event})
+
+    spread = len(cmd.get("groups") or [None])
+    t0 = time.time()
+    sent = 0
+    for i, j in _pace(count, rate, deadline, spread):
+        if spread > 1:
+            send({"t": time.time(), "i": i, "step": step, "final": False}, j)
+        else:
+            send({"t": time.time(), "i": i, "step": step, "final": False})
+        if j == 0:
+            sent += 1
+    published = time.time()
+    send({"t": time.time(), "i": count, "step": step, "final": True})
+    if cmd["via"] == "layer":
+        _drain_broadcasts()
+    return {"sent": sent, "t0": t0, "published": published, "done": time.time()}
+
+
+# -- celery-progress -----------------------------------------------------------------
+class _TaskStub:
+    """What celery-progress's recorders use of a bound Celery task: ``request.id`` and ``update_state``."""
+
+    def __init__(self, task_id: str) -> None:
+        from celery import current_app
+
+        self.request = type("Request", (), {"id": task_id})()
+        self.backend = current_app.backend
+
+    def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None) -> None:
+        self.backend.store_result(task_id or self.request.id, meta, state)
+
+
+def _celery_progress_final(task_id: str, result: Any) -> None:
+    """What the worker does at the end: store SUCCESS, then celery-progress's task_postrun push."""
+    from celery_progress.backend import KnownResult, Progress
+    from celery_progress.websockets.backend import WebSocketProgressRecorder
+
+    _TaskStub(task_id).backend.store_result(task_id, result, "SUCCESS")
+    data = Progress(KnownResult(task_id, result, "SUCCESS")).get_info()
+    WebSocketProgressRecorder.push_update(task_id, data=data, final=True)
+
+
+def celery_progress_cost(cmd: dict[str, Any]) -> dict[str, Any]:
+    from celery_progress.backend import ProgressRecorder
+    from celery_progress.websockets.backend import WebSocketProgressRecorder
+
+    n, gap, budget = cmd["n"], cmd["gap"], cmd["budget"]
+    out = {}
+    for name, cls in (("celery_progress_poll", ProgressRecorder), ("celery_progress_ws", WebSocketProgressRecorder)):
+        recorder = cls(_TaskStub(str(uuid.uuid4())))
+        for i in range(5):
+            recorder.set_progress(i, n, "warm-up")
+        samples, cpu = _timed(lambda i, r=recorder: r.set_progress(i, n, f"x 0 {time.time()}"), n, gap, budget)
+        out[name] = _summary(samples, cpu)
+    return out
+
+
+def run_celery_progress(cmd: dict[str, Any]) -> dict[str, Any]:
+    """celery-progress's recorder at ``rate`` a second (WebSocket or polling mode), then its final push."""
+    from celery_progress.backend import ProgressRecorder
+    from celery_progress.websockets.backend import WebSocketProgressRecorder
+
+    count, rate, step, task_id = cmd["count"], cmd["rate"], cmd["step"], cmd["task_id"]
+    recorder = (WebSocketProgressRecorder if cmd["mode"] == "ws" else ProgressRecorder)(_TaskStub(task_id))
+    deadline = time.monotonic() + count / rate * 2 + 10
+    t0 = time.time()
+    times = []
+    for i, _ in _pace(count, rate, deadline):
+        now = time.time()
+        recorder.set_progress(i + 1, count, f"{step} {i} {now:.6f}")
+        times.append(now)
+    published = time.time()
+    if cmd["mode"] == "ws":
+        _celery_progress_final(task_id, {"t": time.time(), "step": step})
+    return {"sent": len(times), "t0": t0, "published": published, "done": time.time(), "times": times}
+
+
+def poll_setup(cmd: dict[str, Any]) -> dict[str, Any]:
+    """A running task to poll (realtime_async) or a task id in PROGRESS (celery-progress)."""
+    if cmd["kind"] == "celery_progress":
+        from celery_progress.backend import ProgressRecorder
+
+        task_id = str(uuid.uuid4())
+        ProgressRecorder(_TaskStub(task_id)).set_progress(3, 10, f"x 0 {time.time()}")
+        return {"task_id": task_id}
+    manager = _manager()
+    with _rate(1e9):
+        task = _started_task(manager, "poll")
+        manager.update_progress(task, "Step 3/10", current=3, total=10, data={"t": time.time(), "i": 0})
+        _drain_broadcasts()
+    return {"task": task, "token": manager.make_watch_token(task)}
+
+
+def jitter_updates(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Updates at random gaps for ``seconds`` (what a poller sees, and how late): answers their times."""
+    gap_min, gap_max, seconds = cmd["gap_min"], cmd["gap_max"], cmd["seconds"]
+    deadline = time.monotonic() + seconds
+    times: list[float] = []
+    if cmd["kind"] == "celery_progress":
+        from celery_progress.backend import ProgressRecorder
+
+        recorder = ProgressRecorder(_TaskStub(cmd["task_id"]))
+
+        def update(i: int, now: float) -> None:
+            recorder.set_progress(i + 1, 10_000, f"x {i} {now:.6f}")
+    else:
+        manager = _manager()
+
+        def update(i: int, now: float) -> None:
+            manager.update_progress(cmd["task"], f"t={now:.6f}", current=i + 1, total=10_000, data={"t": now, "i": i})
+
+    with _rate(1e9):
+        for i in range(10_000):
+            if time.monotonic() > deadline:
+                break
+            now = time.time()
+            update(i, now)
+            times.append(now)
+            time.sleep(random.uniform(gap_min, gap_max))
+    return {"times": times}
+
+
+def store_stats(cmd: dict[str, Any]) -> dict[str, Any]:
+    return {"keys": _redis.dbsize(), "prefix": _store.get_store().prefix}
+
+
+COMMANDS = {
+    f.__name__: f
+    for f in (
+        worker_cost,
+        launch_cost,
+        create_tasks,
+        run_ours,
+        run_events,
+        celery_progress_cost,
+        run_celery_progress,
+        poll_setup,
+        jitter_updates,
+        store_stats,
+    )
+}
+
+
+def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+    return COMMANDS[cmd["op"]](cmd)
+
+
+if __name__ == "__main__":
+    serve(handle)

@@ -1,0 +1,391 @@
+"""The scenarios (see ``docs/benchmarks.md``), the client calibration and the profiles."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from typing import Any
+
+from bench import profile
+from bench.agent import ARTIFACTS, ROOT, BenchError, call_all
+from bench.harness import MULTI_PATH, Bench, connect, log, proc_cpu, proc_rss_kb, run_step, subscribe, updates_for
+from bench.stats import latency_summary, merge_steps, staleness
+
+SCENARIOS = ("worker", "e2e", "fanout", "multi", "polling")
+
+
+def scenario_worker(b: Bench, rep: int) -> dict[str, Any]:
+    p = b.plan
+    out = b.pub.call(
+        "worker_cost",
+        120,
+        n=p.cost_n,
+        gap=p.cost_gap,
+        budget=p.cost_budget,
+        hot_seconds=p.hot_seconds,
+        hot_max=p.hot_max,
+        n_group_send=p.cost_n_group_send,
+    )
+    out.update(b.pub.call("launch_cost", 120, n=p.launch_n, budget=p.cost_budget * 2))
+    if b.cp_pub is not None:
+        out.update(
+            b.cp_pub.call("celery_progress_cost", 120, n=p.cost_n_group_send, gap=p.cost_gap, budget=p.cost_budget)
+        )
+    return out
+
+
+def scenario_e2e(b: Bench, rep: int) -> dict[str, Any]:
+    p = b.plan
+    port = b.service.port
+    out: dict[str, Any] = {}
+    common = {"daphne": b.service, "rate": p.e2e_rate, "count": p.e2e_count, "drain": p.drain}
+    with b.watchers(1) as agents:
+        (agent,) = agents
+        agent.call("floor_subscribe", 10, channel=f"bench-floor-{rep}", port=b.redis_port)
+        step = b.step_id("floor")
+        publish = {"via": "floor", "channel": f"bench-floor-{rep}"}
+        out["floor"] = run_step(b, agents, b.pub, "run_events", publish, step, **{**common, "daphne": None})
+        agent.call("close", 10)
+
+        group = f"bench-layer-{rep}-{uuid.uuid4().hex[:6]}"
+        agent.call(
+            "layer_subscribe", 10, url=b.redis_url, prefix=b.env["RA_TEST_PREFIX"] + ":asgi", group=group, layer=b.layer
+        )
+        publish = {"via": "layer", "group": group}
+        out["layer"] = run_step(
+            b, agents, b.pub, "run_events", publish, b.step_id("layer"), **{**common, "daphne": None}
+        )
+        agent.call("close", 10)
+
+        connect(agents, "ours", port, [MULTI_PATH])
+        tasks = b.pub.call("create_tasks", 30, n=1, prefix="e2e")["tasks"]
+        subscribe(agents, tasks, 1)
+        publish = {"tasks": [tasks[0][0]]}
+        out["ours"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id("e2e-ours"), **common)
+        agent.call("close", 10)
+
+        group = f"e2e-{rep}-{uuid.uuid4().hex[:6]}"
+        connect(agents, "naive", port, [f"/ws/bench/naive/{group}/"])
+        publish = {"via": "naive", "groups": [group]}
+        out["naive"] = run_step(b, agents, b.pub, "run_events", publish, b.step_id("e2e-naive"), **common)
+        agent.call("close", 10)
+
+        if b.cp_pub is not None:
+            task_id = str(uuid.uuid4())
+            connect(agents, "celery_progress", port, [f"/ws/progress/{task_id}/"])
+            publish = {"task_id": task_id, "mode": "ws"}
+            out["celery_progress_ws"] = run_step(
+                b, agents, b.cp_pub, "run_celery_progress", publish, b.step_id("e2e-cp"), **common
+            )
+            agent.call("close", 10)
+    return out
+
+
+def _fanout_block(b: Bench, target: str, watchers: int, rates: tuple[float, ...], label: str) -> dict[str, Any]:
+    p = b.plan
+    out: dict[str, Any] = {}
+    with b.daphne(label) as server, b.watchers(watchers) as agents:
+        group = f"{label}-{uuid.uuid4().hex[:6]}"
+        path = MULTI_PATH if target == "ours" else f"/ws/bench/naive/{group}/"
+        out["connect"] = connect(agents, target, server.port, [path] * watchers)
+        out["rss_kb"] = proc_rss_kb(server.pid)
+        for rate in rates:
+            count = updates_for(p, rate)
+            if target == "ours":
+                tasks = b.pub.call("create_tasks", 30, n=1, prefix="fan")["tasks"]
+                subscribe(agents, tasks, watchers)
+                op, publish = "run_ours", {"tasks": [tasks[0][0]]}
+            else:
+                op, publish = "run_events", {"via": "naive", "groups": [group]}
+            step = b.step_id(f"{label}-{rate:g}")
+            out[f"{rate:g}"] = run_step(
+                b, agents, b.pub, op, publish, step, daphne=server, rate=rate, count=count, drain=p.drain
+            )
+            r = out[f"{rate:g}"]
+            log(
+                f"  {target} x{watchers} @{rate:g}/s: p50 {r['lat']['median']} ms p99 {r['lat']['p99']} ms, "
+                f"{r['fps']:.0f} fps, lost finals {r['missing_finals']}"
+            )
+    return out
+
+
+def scenario_fanout(b: Bench, rep: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for target in ("ours", "naive"):
+        for watchers in b.plan.fanout_watchers:
+            out[f"{target}/{watchers}"] = _fanout_block(
+                b, target, watchers, b.plan.fanout_rates, f"fan-{target}-{watchers}-r{rep}"
+            )
+    return out
+
+
+def scenario_multi(b: Bench, rep: int) -> dict[str, Any]:
+    """100 tasks x 10 watchers; before any update, daphne's RSS per idle watcher."""
+    p = b.plan
+    n = p.multi_tasks * p.multi_per_task
+    out: dict[str, Any] = {}
+    for target in ("ours", "naive"):
+        label = f"multi-{target}-r{rep}"
+        with b.daphne(label) as server, b.watchers(1, processes=1) as warm, b.watchers(n) as agents:
+            groups = [f"{label}-{uuid.uuid4().hex[:6]}-{g}" for g in range(p.multi_tasks)]
+            # One watcher first, so that the modules, the hub and the layer connection are there before the baseline.
+            if target == "ours":
+                warm_tasks = b.pub.call("create_tasks", 30, n=1, prefix="warm")["tasks"]
+                connect(warm, "ours", server.port, [MULTI_PATH])
+                subscribe(warm, warm_tasks, 1)
+            else:
+                connect(warm, "naive", server.port, [f"/ws/bench/naive/{label}-warm/"])
+            time.sleep(p.rss_settle)
+            rss0 = proc_rss_kb(server.pid)
+            if target == "ours":
+                tasks = b.pub.call("create_tasks", 60, n=p.multi_tasks, prefix="multi")["tasks"]
+                connected = connect(agents, "ours", server.port, [MULTI_PATH] * n)
+                subscribed = subscribe(agents, tasks, n)
+                op, publish = "run_ours", {"tasks": [name for name, _ in tasks]}
+            else:
+                paths = [f"/ws/bench/naive/{groups[k % p.multi_tasks]}/" for k in range(n)]
+                # Connection k of each client process must watch task k % tasks: interleave like _split.
+                connected = connect(agents, "naive", server.port, paths)
+                op, publish = "run_events", {"via": "naive", "groups": groups}
+            time.sleep(p.rss_settle)
+            rss1 = proc_rss_kb(server.pid)
+            out[target] = {
+                "watchers": n,
+                "connect_seconds": connected["seconds"],
+                "subscribe_seconds": subscribed["seconds"] if target == "ours" else None,
+                "rss_before_kb": rss0,
+                "rss_after_kb": rss1,
+                "rss_per_watcher_kb": (rss1 - rss0) / n,
+                "step": run_step(
+                    b,
+                    agents,
+                    b.pub,
+                    op,
+                    publish,
+                    b.step_id(label),
+                    daphne=server,
+                    rate=p.multi_rate,
+                    count=p.multi_count,
+                    drain=p.drain,
+                ),
+            }
+            if target == "ours":
+                # Every watcher subscribing to a new task at the same moment (a page of 1,000 reloads).
+                tasks = b.pub.call("create_tasks", 60, n=p.multi_tasks, prefix="burst")["tasks"]
+                out[target]["burst"] = subscribe(agents, tasks, n, window=None, strict=False, timeout=20)
+    return out
+
+
+def scenario_polling(b: Bench, rep: int) -> dict[str, Any]:
+    p = b.plan
+    port = b.service.port
+    ours = b.pub.call("poll_setup", 30, kind="ours")
+    path = f"/realtime-async/progress/{ours['task']}/?token={ours['token']}"
+    targets: dict[str, dict[str, Any]] = {
+        "ours_json": {"path": path, "headers": {"Accept": "application/json"}},
+        "ours_json_304": {"path": path, "headers": {"Accept": "application/json"}, "etag": True},
+        "ours_htmx": {"path": path, "headers": {"HX-Request": "true", "Accept": "text/html"}},
+    }
+    if b.cp_pub is not None:
+        cp = b.cp_pub.call("poll_setup", 30, kind="celery_progress")
+        targets["celery_progress"] = {"path": f"/celery-progress/{cp['task_id']}/", "headers": {}}
+    out: dict[str, Any] = {"load": {}}
+    for name, target in targets.items():
+        for concurrency in (1, p.poll_concurrency):
+            cpu0 = proc_cpu(b.service.pid)
+            answer = b.http.call(
+                "load",
+                p.poll_seconds + 30,
+                port=port,
+                seconds=p.poll_seconds,
+                concurrency=concurrency,
+                max_requests=100_000,
+                **target,
+            )
+            daphne_cpu = proc_cpu(b.service.pid) - cpu0
+            out["load"][f"{name}/c{concurrency}"] = {
+                "rps": answer["rps"],
+                "requests": answer["requests"],
+                "statuses": answer["statuses"],
+                "lat": latency_summary(answer["lat"]),
+                "daphne_us_per_request": daphne_cpu * 1e6 / max(1, answer["requests"]),
+            }
+    # How late a poller shows an update: htmx at POLL_INTERVAL (1 s), celery-progress's JS at its 500 ms.
+    fresh = b.pub.call("poll_setup", 30, kind="ours")
+    polls = [
+        {
+            "name": "ours_htmx_1s",
+            "kind": "htmx",
+            "interval": 1.0,
+            "path": f"/realtime-async/progress/{fresh['task']}/?token={fresh['token']}",
+            "headers": {"HX-Request": "true", "Accept": "text/html"},
+        }
+    ]
+    b.pub.send("jitter_updates", kind="ours", task=fresh["task"], gap_min=0.1, gap_max=0.3, seconds=p.staleness_seconds)
+    if b.cp_pub is not None:
+        cp_fresh = b.cp_pub.call("poll_setup", 30, kind="celery_progress")
+        polls.append(
+            {
+                "name": "celery_progress_500ms",
+                "kind": "celery_progress",
+                "interval": 0.5,
+                "path": f"/celery-progress/{cp_fresh['task_id']}/",
+            }
+        )
+        b.cp_pub.send(
+            "jitter_updates",
+            kind="celery_progress",
+            task_id=cp_fresh["task_id"],
+            gap_min=0.1,
+            gap_max=0.3,
+            seconds=p.staleness_seconds,
+        )
+    seen = b.http.call("poll", p.staleness_seconds + 30, port=port, seconds=p.staleness_seconds, targets=polls)["seen"]
+    times = {"ours_htmx_1s": b.pub.recv(p.staleness_seconds + 30)["times"]}
+    if b.cp_pub is not None:
+        times["celery_progress_500ms"] = b.cp_pub.recv(p.staleness_seconds + 30)["times"]
+    out["staleness"] = {name: latency_summary(staleness(times[name], seen[name])) for name in seen}
+    return out
+
+
+def _client_figures(step: dict[str, Any], connected: dict[str, Any]) -> dict[str, Any]:
+    frames = step["frames"] + step["finals"]
+    return {
+        "loop": connected["loop"],
+        "watchers": step["watchers"],
+        "connect_seconds": connected["seconds"],
+        "client_us_per_frame": step["client_cpu"] * 1e6 / frames if frames else None,
+        "fps": step["fps"],
+        "lat": step["lat"],
+        "missing_finals": step["missing_finals"],
+    }
+
+
+def calibration(b: Bench, first_run: dict[str, Any]) -> dict[str, Any]:
+    """The load client's own CPU per frame: the ``websockets`` library against the hand-rolled client.
+
+    The hand-rolled client's figures are run 1's fan-out step with the same watchers and rate.
+    """
+    p = b.plan
+    n, rate = p.calibration_watchers, p.calibration_rate
+    out: dict[str, Any] = {}
+    block = _get_path(first_run, "fanout", f"ours/{n}")
+    if block and f"{rate:g}" in block:
+        out["raw"] = _client_figures(block[f"{rate:g}"], block["connect"])
+    with b.daphne("calib-websockets") as server, b.watchers(n) as agents:
+        connected = connect(agents, "ours", server.port, [MULTI_PATH] * n, client="websockets")
+        tasks = b.pub.call("create_tasks", 30, n=1, prefix="calib")["tasks"]
+        subscribe(agents, tasks, n)
+        step = run_step(
+            b, agents, b.pub, "run_ours", {"tasks": [tasks[0][0]]}, b.step_id("calib-websockets"),
+            daphne=server, rate=rate, count=updates_for(p, rate), drain=p.drain,
+        )  # fmt: skip
+        out["websockets"] = _client_figures(step, connected)
+    return out
+
+
+def _get_path(data: Any, *path: str) -> Any:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def profile_pass(b: Bench, target: str, kind: str = "daphne") -> dict[str, Any]:
+    """py-spy on the server while 1,000 (quick: fewer) watchers get ``profile_rate`` updates a second."""
+    p = b.plan
+    n = p.fanout_watchers[-1]
+    rate = p.profile_rate
+    count = round(rate * (p.profile_seconds + 0.8))
+    out_file = ARTIFACTS / f"bench-profile-{target}-{kind}-{uuid.uuid4().hex[:6]}.txt"
+    with b.daphne(f"profile-{target}", kind) as server, b.watchers(n) as agents:
+        group = f"profile-{uuid.uuid4().hex[:6]}"
+        path = MULTI_PATH if target == "ours" else f"/ws/bench/naive/{group}/"
+        connect(agents, target, server.port, [path] * n)
+        step = b.step_id(f"profile-{target}")
+        if target == "ours":
+            tasks = b.pub.call("create_tasks", 30, n=1, prefix="prof")["tasks"]
+            subscribe(agents, tasks, n)
+            op, publish = "run_ours", {"tasks": [tasks[0][0]]}
+        else:
+            op, publish = "run_events", {"via": "naive", "groups": [group]}
+        call_all(agents, "start", 10, step=step)
+        b.pub.send(op, step=step, rate=rate, count=count, **publish)
+        time.sleep(0.3)  # past the first fan-outs
+        cpu0, t0 = proc_cpu(server.pid), time.monotonic()
+        sampler = profile.record(server.pid, p.profile_seconds, out_file)
+        try:
+            _, err = sampler.communicate(timeout=p.profile_seconds + 30)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            _, err = sampler.communicate()
+        cpu, wall = proc_cpu(server.pid) - cpu0, time.monotonic() - t0
+        b.pub.recv(count / rate * 2 + 60)
+        parts = call_all(agents, "finish", p.drain + 20, timeout=p.drain, settle=1.0)
+    merged = merge_steps(parts)
+    if not out_file.exists():
+        raise BenchError(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
+    analysis = profile.analyse(out_file)
+    fps_estimate = merged["frames"] / max(1e-9, merged["last"] - merged["first"]) if merged["first"] else 0
+    return {
+        "target": target,
+        "server": kind,
+        "watchers": n,
+        "rate": rate,
+        "file": str(out_file.relative_to(ROOT)),
+        "daphne_cpu_share": cpu / wall,
+        "fps": fps_estimate,
+        "daphne_us_per_frame": cpu * 1e6 / (fps_estimate * wall) if fps_estimate else None,
+        "lat": merged["lat"],
+        "missing_finals": merged["missing_finals"],
+        **analysis,
+    }
+
+
+def profile_polling(b: Bench) -> dict[str, Any]:
+    """py-spy on daphne while clients poll our JSON endpoint with a matching ETag (every answer a 304)."""
+    p = b.plan
+    out_file = ARTIFACTS / f"bench-profile-poll304-{uuid.uuid4().hex[:6]}.txt"
+    ours = b.pub.call("poll_setup", 30, kind="ours")
+    path = f"/realtime-async/progress/{ours['task']}/?token={ours['token']}"
+    seconds = p.profile_seconds + 1
+    with b.daphne("profile-poll") as server:
+        b.http.send(
+            "load", port=server.port, path=path, headers={"Accept": "application/json"}, etag=True,
+            seconds=seconds, concurrency=p.poll_concurrency, max_requests=1_000_000,
+        )  # fmt: skip
+        time.sleep(0.3)
+        cpu0, t0 = proc_cpu(server.pid), time.monotonic()
+        sampler = profile.record(server.pid, p.profile_seconds, out_file)
+        try:
+            _, err = sampler.communicate(timeout=p.profile_seconds + 30)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            _, err = sampler.communicate()
+        cpu, wall = proc_cpu(server.pid) - cpu0, time.monotonic() - t0
+        answer = b.http.recv(seconds + 30)
+    if not out_file.exists():
+        raise BenchError(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
+    rps = answer["rps"]
+    return {
+        "target": "poll304",
+        "server": "daphne",
+        "watchers": p.poll_concurrency,
+        "rate": 0,
+        "file": str(out_file.relative_to(ROOT)),
+        "daphne_cpu_share": cpu / wall,
+        "fps": rps,
+        "daphne_us_per_frame": cpu * 1e6 / (rps * wall) if rps else None,
+        "lat": latency_summary(answer["lat"]),
+        "missing_finals": 0,
+        **profile.analyse(out_file),
+    }
+
+
+SCENARIO_FUNCS = {
+    "worker": scenario_worker,
+    "e2e": scenario_e2e,
+    "fanout": scenario_fanout,
+    "multi": scenario_multi,
+    "polling": scenario_polling,
+}

@@ -1,0 +1,50 @@
+"""Settings of the benchmark server and publishers: the test project's, minus what would skew costs.
+
+Services come from the environment, like the test project's (``RA_TEST_REDIS_URL``
+points at the benchmark's private redis-server). Differences:
+
+- the default ``AsyncManager`` (the test project's records every lifecycle event in Redis);
+- no dashboard app (its signal receiver writes rows), no test app;
+- no per-user or per-address connection cap: every load client comes from 127.0.0.1;
+- with ``RA_BENCH_LAYER=pubsub``, channels_redis' pub/sub layer instead of its default one;
+- a Celery result backend only when ``RA_BENCH_RESULT_BACKEND`` is set: celery-progress
+  needs one, realtime_async does not, and with one every ``apply_async`` also subscribes
+  to the result's pub/sub channel.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests.project.settings import *  # noqa: F403
+from tests.project.settings import INSTALLED_APPS, PREFIX, REDIS_URL
+
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app not in ("realtime_async.contrib.dashboard", "tests.testapp")]
+ROOT_URLCONF = "bench.urls"
+ASGI_APPLICATION = "bench.asgi.application"
+
+REALTIME_ASYNC = {
+    "PROGRESS_RATE": float(os.environ.get("RA_BENCH_PROGRESS_RATE", "10")),
+    "MAX_CONNECTIONS_PER_USER": 1_000_000,
+    "MAX_SUBSCRIPTIONS": 1000,
+}
+
+if os.environ.get("RA_BENCH_LAYER") == "pubsub":
+    # An experiment (``python -m bench --layer pubsub``): groups over Redis pub/sub, one PUBLISH per
+    # group_send and messages pushed to the receiver, instead of channels_redis' sorted sets.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{PREFIX}:asgi"},
+        }
+    }
+
+if os.environ.get("RA_BENCH_RESULT_BACKEND"):
+    CELERY_RESULT_BACKEND = REDIS_URL
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"realtime_async": {"handlers": ["console"], "level": "WARNING"}},
+}

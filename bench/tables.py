@@ -1,0 +1,322 @@
+"""The report's tables, one per scenario, and the profile sections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.figures import (
+    dig,
+    fan_step,
+    num,
+    per_run,
+    rates_of,
+    ratio_text,
+    row,
+)
+
+
+def _sent(frames: Any, sent: Any) -> str:
+    return f"{frames} ({sent})"
+
+
+def worker_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    rows = [
+        ("raw redis-py `SET` of a record-sized value (anchor)", "raw_set"),
+        ("`update_progress`, every call publishes (`PROGRESS_RATE` 1e9), task started here", "update_progress_publish"),
+        ("… the same from a process that did not start the task", "update_progress_untracked"),
+        ("`update_progress` in a hot loop, coalesced at the default 10/s", "update_progress_hot"),
+        ("`async_to_sync(channel_layer.group_send)` (anchor)", "async_to_sync_group_send"),
+        ("celery-progress `ProgressRecorder.set_progress` (polling mode)", "celery_progress_poll"),
+        ("celery-progress `WebSocketProgressRecorder.set_progress`", "celery_progress_ws"),
+    ]
+    lines = [
+        "| per call | median µs | p99 µs | CPU µs / call (incl. sender thread) | median ÷ SET | group_send ÷ median |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, key in rows:
+
+        def get(run: dict[str, Any], key: str = key, field: str = "median_us") -> float | None:
+            return dig(run, "worker", key, field)
+
+        if all(get(run) is None for run in runs):
+            continue
+        lines.append(
+            f"| {label} | {per_run(runs, get)} | {per_run(runs, lambda r, k=key: get(r, k, 'p99_us'))} "
+            f"| {per_run(runs, lambda r, k=key: get(r, k, 'cpu_us'))} "
+            f"| {ratio_text(runs, get, lambda r: get(r, 'raw_set'))} "
+            f"| {ratio_text(runs, lambda r: get(r, 'async_to_sync_group_send'), get)} |"
+        )
+    hot = [dig(run, "worker", "update_progress_hot") or {} for run in runs]
+    lines.append("")
+    lines.append(
+        "Hot loop: "
+        + " / ".join(
+            f"{h.get('calls', 0):,} calls in {h.get('calls', 0) * (h.get('mean_us') or 0) / 1e6:.2f} s wrote "
+            f"{h.get('writes', '?')} states, last update kept: {'yes' if h.get('last_kept') else '**no**'}"
+            for h in hot
+        )
+        + "."
+    )
+    return lines
+
+
+def launch_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    rows = [
+        ("Celery `apply_async` of the same task, alone (anchor)", "celery_apply_async"),
+        ("`launch_async_task`", "launch"),
+        ("`launch_async_task` with one conflict lock", "launch_locked"),
+    ]
+    lines = ["| per call | median µs | p99 µs | CPU µs / call | ÷ apply_async |", "|---|---|---|---|---|"]
+    for label, key in rows:
+
+        def get(run: dict[str, Any], key: str = key, field: str = "median_us") -> float | None:
+            return dig(run, "worker", key, field)
+
+        lines.append(
+            f"| {label} | {per_run(runs, get)} | {per_run(runs, lambda r, k=key: get(r, k, 'p99_us'))} "
+            f"| {per_run(runs, lambda r, k=key: get(r, k, 'cpu_us'))} "
+            f"| {ratio_text(runs, get, lambda r: get(r, 'celery_apply_async'))} |"
+        )
+    return lines
+
+
+def e2e_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    rows = [
+        ("Redis pub/sub floor: redis-py `PUBLISH` → raw subscriber (anchor)", "floor"),
+        ("channel layer alone: realtime_async's sender → a bare channels_redis receiver (no daphne)", "layer"),
+        ("realtime_async: `update_progress` → hub → `ProgressConsumer`", "ours"),
+        ("tutorial consumer: `async_to_sync(group_send)` → `send_json` (anchor)", "naive"),
+        ("celery-progress WebSocket: `WebSocketProgressRecorder` → its `ProgressConsumer`", "celery_progress_ws"),
+    ]
+    lines = [
+        "| 1 watcher | median ms | p99 ms | max ms | frames (sent) | final state ms | lost finals "
+        "| median ÷ floor | median ÷ tutorial |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, key in rows:
+        if all(dig(run, "e2e", key) is None for run in runs):
+            continue
+
+        def get(run: dict[str, Any], *path: str, key: str = key) -> Any:
+            return dig(run, "e2e", key, *path)
+
+        def median(run: dict[str, Any], key: str = key) -> Any:
+            return dig(run, "e2e", key, "lat", "median")
+
+        cells = [
+            label,
+            per_run(runs, median),
+            per_run(runs, lambda r: get(r, "lat", "p99")),
+            per_run(runs, lambda r: get(r, "lat", "max")),
+            " / ".join(_sent(get(r, "frames"), get(r, "sent")) for r in runs),
+            per_run(runs, lambda r: get(r, "final_lat", "median")),
+            per_run(runs, lambda r: get(r, "missing_finals"), 0),
+            ratio_text(runs, median, lambda r: median(r, "floor")),
+            ratio_text(runs, median, lambda r: median(r, "naive")),
+        ]
+        lines.append(row(cells))
+    for label, key in (
+        ("HTMX polling our endpoint every 1 s (time until a poll shows the update)", "ours_htmx_1s"),
+        ("celery-progress polling every 500 ms, its default (same measure)", "celery_progress_500ms"),
+    ):
+        if all(dig(run, "polling", "staleness", key) is None for run in runs):
+            continue
+
+        def stale(run: dict[str, Any], field: str, key: str = key) -> float | None:
+            return dig(run, "polling", "staleness", key, field)
+
+        cells = [
+            label,
+            per_run(runs, lambda r: stale(r, "median")),
+            per_run(runs, lambda r: stale(r, "p99")),
+            per_run(runs, lambda r: stale(r, "max")),
+            per_run(runs, lambda r: stale(r, "n"), 0) + " updates",
+            "–",
+            "–",
+            ratio_text(runs, lambda r: stale(r, "median"), lambda r: dig(r, "e2e", "floor", "lat", "median")),
+            ratio_text(runs, lambda r: stale(r, "median"), lambda r: dig(r, "e2e", "naive", "lat", "median")),
+        ]
+        lines.append(row(cells))
+    return lines
+
+
+def _cpu_per_frame(step: dict[str, Any] | None) -> float | None:
+    """daphne µs per frame, when daphne used enough CPU (10 ms clock ticks) for the figure to mean something."""
+    if not step or (step.get("daphne_cpu") or 0) < 0.1:
+        return None
+    return step.get("daphne_us_per_frame")
+
+
+def fanout_table(results: dict[str, Any], watchers: int) -> list[str]:
+    runs = results["runs"]
+    lines = [
+        "| updates/s (frames/s offered) | ours p50 ms | ours p99 ms | ours frames/s | ours delivered "
+        "| ours lost finals | ours daphne µs/frame | tutorial p50 ms | tutorial p99 ms | tutorial frames/s "
+        "| tutorial lost finals | tutorial daphne µs/frame | p50 ours ÷ tutorial |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rate in rates_of(results):
+
+        def g(run: dict[str, Any], target: str, *path: str, rate: str = rate) -> Any:
+            return dig(fan_step(run, target, watchers, rate), *path)
+
+        cells = [f"{rate} ({float(rate) * watchers:,.0f})"]
+        for target in ("ours", "naive"):
+            cells += [
+                per_run(runs, lambda r, t=target: g(r, t, "lat", "median")),
+                per_run(runs, lambda r, t=target: g(r, t, "lat", "p99")),
+                per_run(runs, lambda r, t=target: g(r, t, "fps"), 0),
+            ]
+            if target == "ours":
+                cells.append(per_run(runs, lambda r: 100 * (g(r, "ours", "delivered_share") or 0), 0, " %"))
+            cells += [
+                per_run(runs, lambda r, t=target: g(r, t, "missing_finals"), 0),
+                per_run(runs, lambda r, t=target, q=rate: _cpu_per_frame(fan_step(r, t, watchers, q)), 0),
+            ]
+        cells.append(
+            ratio_text(runs, lambda r: g(r, "ours", "lat", "median"), lambda r: g(r, "naive", "lat", "median"))
+        )
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
+def multi_table(results: dict[str, Any]) -> list[str]:
+    runs = results["runs"]
+    lines = [
+        "| 100 tasks × 10 watchers | p50 ms | p99 ms | frames/s | lost finals | daphne µs/frame "
+        "| RSS before → after connecting (MB) | RSS per idle watcher KB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for target, label in (("ours", "realtime_async"), ("naive", "tutorial consumer (anchor)")):
+
+        def g(run: dict[str, Any], *path: str, t: str = target) -> Any:
+            return dig(run, "multi", t, *path)
+
+        rss = " / ".join(
+            f"{(g(r, 'rss_before_kb') or 0) / 1024:.1f} → {(g(r, 'rss_after_kb') or 0) / 1024:.1f}" for r in runs
+        )
+        cells = [
+            label,
+            per_run(runs, lambda r: g(r, "step", "lat", "median")),
+            per_run(runs, lambda r: g(r, "step", "lat", "p99")),
+            per_run(runs, lambda r: g(r, "step", "fps"), 0),
+            per_run(runs, lambda r: g(r, "step", "missing_finals"), 0),
+            per_run(runs, lambda r: g(r, "step", "daphne_us_per_frame"), 0),
+            rss,
+            per_run(runs, lambda r: g(r, "rss_per_watcher_kb"), 1),
+        ]
+        lines.append(row(cells))
+    lines.append("")
+    bursts = [dig(run, "multi", "ours", "burst") for run in runs]
+    if any(bursts):
+        lines.append(
+            "Burst check (after the step): every watcher subscribes to one of 100 new tasks at the same moment "
+            "(no window): "
+            + " / ".join(
+                f"{b['snapshots']:,} answered, closed {b['close_codes'] or 'none'}" for b in bursts if b is not None
+            )
+            + ". The measured step above subscribes at most 32 at a time per client process."
+        )
+    return lines
+
+
+def polling_table(results: dict[str, Any]) -> list[str]:
+    runs = results["runs"]
+    c = results["plan"]["poll_concurrency"]
+    rows = [
+        ("ours, JSON, changed (200)", "ours_json"),
+        ("ours, JSON, unchanged: matching `If-None-Match` (304)", "ours_json_304"),
+        ("ours, htmx fragment (200, what `hx-get` polls)", "ours_htmx"),
+        ("celery-progress `get_progress` (anchor)", "celery_progress"),
+    ]
+    lines = [
+        f"| endpoint | 1 client: median ms | 1 client: p99 ms | {c} clients: requests/s | {c} clients: p99 ms "
+        "| daphne CPU µs / request | req/s ÷ celery-progress | CPU ÷ celery-progress |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, key in rows:
+
+        def g(run: dict[str, Any], conc: int, *path: str, key: str = key) -> Any:
+            return dig(run, "polling", "load", f"{key}/c{conc}", *path)
+
+        if all(g(run, 1) is None for run in runs):
+            continue
+
+        def cpu(run: dict[str, Any], key: str = key) -> Any:
+            return g(run, c, "daphne_us_per_request", key=key)
+
+        def rps(run: dict[str, Any], key: str = key) -> Any:
+            return g(run, c, "rps", key=key)
+
+        cells = [
+            label,
+            per_run(runs, lambda r: g(r, 1, "lat", "median")),
+            per_run(runs, lambda r: g(r, 1, "lat", "p99")),
+            per_run(runs, rps, 0),
+            per_run(runs, lambda r: g(r, c, "lat", "p99")),
+            per_run(runs, cpu, 0),
+            ratio_text(runs, rps, lambda r: rps(r, "celery_progress")),
+            ratio_text(runs, cpu, lambda r: cpu(r, "celery_progress")),
+        ]
+        lines.append(row(cells))
+    return lines
+
+
+def calibration_table(results: dict[str, Any]) -> list[str]:
+    cal = results.get("calibration") or {}
+    if not cal:
+        return ["(not run)"]
+    lines = [
+        "| client | watchers | connect s | client CPU µs / frame | frames/s | p50 ms | p99 ms | lost finals |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("raw", "hand-rolled (`bench/wsclient.py`, used)"), ("websockets", "`websockets` 17 library")):
+        c = cal.get(name) or {}
+        cells = [
+            f"{label}, {c.get('loop')} loop",
+            str(c.get("watchers")),
+            num(c.get("connect_seconds")),
+            num(c.get("client_us_per_frame"), 1),
+            num(c.get("fps"), 0),
+            num(dig(c, "lat", "median")),
+            num(dig(c, "lat", "p99")),
+            str(c.get("missing_finals")),
+        ]
+        lines.append(row(cells))
+    return lines
+
+
+def _profile_title(prof: dict[str, Any]) -> str:
+    if prof["target"] == "poll304":
+        return f"polling: {prof['watchers']} clients polling our JSON endpoint with a matching ETag (304) on daphne"
+    name = "realtime_async" if prof["target"] == "ours" else "the tutorial consumer"
+    return f"{name} on {prof.get('server', 'daphne')}: {prof['watchers']:,} watchers at {prof['rate']:g} updates/s"
+
+
+def profile_section(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for prof in results.get("profiles") or []:
+        unit = "request" if prof["target"] == "poll304" else "frame"
+        per_unit = prof.get("daphne_us_per_frame")
+        server = prof.get("server", "daphne")
+        lines += [
+            f"#### {_profile_title(prof)}",
+            "",
+            f"{server} busy {100 * prof['daphne_cpu_share']:.0f} % of one core, "
+            f"{num(prof['fps'], 0)} {unit}s/s, **{num(per_unit, 1)} µs of {server} CPU per {unit}**; "
+            f"{prof['samples']:,} samples ({prof.get('idle_samples', 0):,} idle apart, `{prof['file']}`); "
+            f"p50 {num(dig(prof, 'lat', 'median'))} ms, "
+            f"p99 {num(dig(prof, 'lat', 'p99'))} ms while sampled (py-spy costs a little).",
+            "",
+            f"| whose code the CPU is in (innermost non-stdlib frame) | share | µs per {unit} |",
+            "|---|---|---|",
+        ]
+        for package, share in prof["packages"]:
+            lines.append(f"| {package} | {share:.1f} % | {num(per_unit * share / 100 if per_unit else None, 1)} |")
+        lines += ["", "| top lines, self time | share |", "|---|---|"]
+        lines += [f"| `{fn}` | {share:.1f} % |" for fn, share in prof["self_lines"][:15]]
+        lines += ["", "| top functions, inclusive (on the stack) | share |", "|---|---|"]
+        lines += [f"| `{fn}` | {share:.1f} % |" for fn, share in prof["inclusive"][:22]]
+        lines.append("")
+    return lines or ["(not run)"]

@@ -1,0 +1,160 @@
+"""The table of the issue's targets, each beside its anchor from the same run, met or not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.figures import (
+    Check,
+    Getter,
+    dig,
+    fan_step,
+    largest_watchers,
+    naive_saturation,
+    overload_rate,
+    per_run,
+    rates_of,
+    ratio_text,
+    sustained_rate,
+    verdict,
+)
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    runs = results["runs"]
+    big, rates = largest_watchers(results), rates_of(results)
+    sus, over = sustained_rate(results), overload_rate(results)
+
+    def w(name: str, key: str = "median_us") -> Getter:
+        return lambda run: dig(run, "worker", name, key)
+
+    def e2e(name: str, key: str = "median") -> Getter:
+        return lambda run: dig(run, "e2e", name, "lat", key)
+
+    def fan(target: str, rate: str, *path: str) -> Getter:
+        return lambda run: dig(fan_step(run, target, big, rate), *path)
+
+    def sat(run: dict[str, Any]) -> float | None:
+        return naive_saturation(run, big, rates)
+
+    def poll(name: str, key: str) -> Getter:
+        return lambda run: dig(run, "polling", "load", name, *key.split("."))
+
+    def check(get: Getter, test: Callable[[float], bool]) -> Check:
+        def ok(run: dict[str, Any]) -> bool | None:
+            value = get(run)
+            return None if value is None else test(value)
+
+        return ok
+
+    def lt(get: Getter, limit: float) -> Check:
+        return check(get, lambda value: value < limit)
+
+    def ratio_ok(get: Getter, anchor: Getter, test: Callable[[float], bool]) -> Check:
+        def ok(run: dict[str, Any]) -> bool | None:
+            value, base = get(run), anchor(run)
+            return None if value is None or not base else test(value / base)
+
+        return ok
+
+    c = results["plan"]["poll_concurrency"]
+    poll_304, poll_cp = (
+        poll(f"ours_json_304/c{c}", "daphne_us_per_request"),
+        poll(f"celery_progress/c{c}", "daphne_us_per_request"),
+    )
+
+    publish, raw_set, group_send = w("update_progress_publish"), w("raw_set"), w("async_to_sync_group_send")
+    rows = [
+        (
+            "`update_progress` publishing call, median ≤ 3× raw redis-py `SET`",
+            per_run(runs, publish, unit=" µs"),
+            "SET " + per_run(runs, raw_set, unit=" µs"),
+            ratio_text(runs, publish, raw_set),
+            verdict(runs, ratio_ok(publish, raw_set, lambda r: r <= 3)),
+        ),
+        (
+            "… and ≥ 5× cheaper than `async_to_sync(group_send)`",
+            per_run(runs, publish, unit=" µs"),
+            "group_send " + per_run(runs, group_send, unit=" µs"),
+            ratio_text(runs, group_send, publish) + " cheaper",
+            verdict(runs, ratio_ok(group_send, publish, lambda r: r >= 5)),
+        ),
+        (
+            "end to end, 1 watcher: median ≤ 5× the Redis pub/sub floor",
+            per_run(runs, e2e("ours"), unit=" ms"),
+            "floor " + per_run(runs, e2e("floor"), unit=" ms"),
+            ratio_text(runs, e2e("ours"), e2e("floor")),
+            verdict(runs, ratio_ok(e2e("ours"), e2e("floor"), lambda r: r <= 5)),
+        ),
+        (
+            "end to end, 1 watcher: p99 < 10 ms",
+            per_run(runs, e2e("ours", "p99"), unit=" ms"),
+            "tutorial " + per_run(runs, e2e("naive", "p99"), unit=" ms"),
+            ratio_text(runs, e2e("ours", "p99"), e2e("naive", "p99")),
+            verdict(runs, lt(e2e("ours", "p99"), 10)),
+        ),
+        (
+            f"fan-out {big:,} watchers at {sus}/s: median < 50 ms",
+            per_run(runs, fan("ours", sus, "lat", "median"), unit=" ms"),
+            "tutorial " + per_run(runs, fan("naive", sus, "lat", "median"), unit=" ms"),
+            ratio_text(runs, fan("ours", sus, "lat", "median"), fan("naive", sus, "lat", "median")),
+            verdict(runs, lt(fan("ours", sus, "lat", "median"), 50)),
+        ),
+        (
+            f"fan-out {big:,} watchers at {sus}/s: p99 < 250 ms",
+            per_run(runs, fan("ours", sus, "lat", "p99"), unit=" ms"),
+            "tutorial " + per_run(runs, fan("naive", sus, "lat", "p99"), unit=" ms"),
+            ratio_text(runs, fan("ours", sus, "lat", "p99"), fan("naive", sus, "lat", "p99")),
+            verdict(runs, lt(fan("ours", sus, "lat", "p99"), 250)),
+        ),
+        (
+            f"fan-out {big:,} watchers at {sus}/s: delivers the offered frames (≥ 95 %)",
+            per_run(runs, lambda r: 100 * (fan("ours", sus, "delivered_share")(r) or 0), 1, " %"),
+            "offered " + per_run(runs, fan("ours", sus, "offered_fps"), unit=" fps"),
+            "",
+            verdict(runs, check(fan("ours", sus, "delivered_share"), lambda share: share >= 0.95)),
+        ),
+        (
+            f"… frames/s at {sus}/s ≥ 4× the tutorial consumer's saturation frame rate",
+            per_run(runs, fan("ours", sus, "fps"), unit=" fps"),
+            "tutorial max " + per_run(runs, sat, unit=" fps"),
+            ratio_text(runs, fan("ours", sus, "fps"), sat),
+            verdict(runs, ratio_ok(fan("ours", sus, "fps"), sat, lambda r: r >= 4)),
+        ),
+        (
+            f"overload ({over}/s to {big:,} watchers): p99 < 1 s",
+            per_run(runs, fan("ours", over, "lat", "p99"), unit=" ms"),
+            "tutorial " + per_run(runs, fan("naive", over, "lat", "p99"), unit=" ms"),
+            ratio_text(runs, fan("ours", over, "lat", "p99"), fan("naive", over, "lat", "p99")),
+            verdict(runs, lt(fan("ours", over, "lat", "p99"), 1000)),
+        ),
+        (
+            f"overload ({over}/s to {big:,} watchers): every watcher gets the final state",
+            per_run(runs, fan("ours", over, "missing_finals"), 0) + " lost",
+            "tutorial " + per_run(runs, fan("naive", over, "missing_finals"), 0) + " lost",
+            "",
+            verdict(runs, check(fan("ours", over, "missing_finals"), lambda lost: lost == 0)),
+        ),
+        (
+            "daphne RSS per idle watcher ≤ 40 KB",
+            per_run(runs, lambda r: dig(r, "multi", "ours", "rss_per_watcher_kb"), 1, " KB"),
+            "tutorial " + per_run(runs, lambda r: dig(r, "multi", "naive", "rss_per_watcher_kb"), 1, " KB"),
+            ratio_text(
+                runs,
+                lambda r: dig(r, "multi", "ours", "rss_per_watcher_kb"),
+                lambda r: dig(r, "multi", "naive", "rss_per_watcher_kb"),
+            ),
+            verdict(runs, lt(lambda r: dig(r, "multi", "ours", "rss_per_watcher_kb"), 40.0001)),
+        ),
+        (
+            "unchanged poll (304) cheaper than celery-progress's endpoint (daphne CPU per request)",
+            per_run(runs, poll_304, unit=" µs"),
+            "celery-progress " + per_run(runs, poll_cp, unit=" µs"),
+            ratio_text(runs, poll_304, poll_cp),
+            verdict(runs, ratio_ok(poll_304, poll_cp, lambda r: r < 1)),
+        ),
+    ]
+    lines = ["| target | ours (run 1 / run 2) | anchor (same run) | ratio | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return lines

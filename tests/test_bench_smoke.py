@@ -1,0 +1,108 @@
+"""The benchmark harness (``python -m bench --quick``) runs every scenario and counts right.
+
+Correctness only, never timing: every watcher gets every final state, coalescing
+keeps the last update, every contender's frames arrive in order, the polling
+endpoints answer what they should. The celery-progress anchors, the profile
+and the charts need the ``bench`` extra, which ``dev`` (and so ``./run.sh test``)
+installs: nothing here is skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import run as bench
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results():
+    return bench.run(bench.QUICK, skip_optional=False)
+
+
+def test_every_scenario_ran(results):
+    (run,) = results["runs"]
+    assert set(run) == set(bench.SCENARIOS)
+    assert results["skipped"] == []
+
+
+def test_worker_side_costs_and_coalescing(results):
+    worker = results["runs"][0]["worker"]
+    keys = ("raw_set", "update_progress_publish", "update_progress_untracked", "async_to_sync_group_send", "launch")
+    for key in (*keys, "launch_locked", "celery_apply_async"):
+        assert worker[key]["n"] > 0, key
+    hot = worker["update_progress_hot"]
+    assert hot["last_kept"], "coalescing must keep the last update"
+    assert 1 <= hot["writes"] < hot["calls"], hot
+
+
+def _assert_complete(step, *, every_frame: bool, label: str):
+    assert step["missing_finals"] == 0, (label, step)
+    assert step["out_of_order"] == 0, (label, step)
+    assert step["errors"] == [] and step["closed"] == 0, (label, step)
+    if every_frame:
+        assert step["frames"] == step["sent"] * step["watchers"], (label, step)
+    else:  # realtime_async may skip intermediate states under load, never the final one
+        assert 0 < step["frames"] <= step["sent"] * step["watchers"], (label, step)
+
+
+def test_end_to_end_one_watcher(results):
+    e2e = results["runs"][0]["e2e"]
+    expected = {"floor", "layer", "ours", "naive"} | {"celery_progress_ws"}
+    assert expected <= set(e2e)
+    for name in expected:
+        _assert_complete(e2e[name], every_frame=True, label=name)
+        assert e2e[name]["lat"]["n"] == e2e[name]["sent"]
+
+
+def test_fan_out_every_watcher_gets_the_final_state(results):
+    fanout = results["runs"][0]["fanout"]
+    for target in ("ours", "naive"):
+        for watchers in bench.QUICK.fanout_watchers:
+            block = fanout[f"{target}/{watchers}"]
+            for rate in bench.QUICK.fanout_rates:
+                step = block[f"{rate:g}"]
+                assert step["watchers"] == watchers
+                _assert_complete(step, every_frame=target == "naive", label=f"{target}/{watchers}@{rate}")
+
+
+def test_many_tasks_and_idle_memory(results):
+    multi = results["runs"][0]["multi"]
+    for target in ("ours", "naive"):
+        assert multi[target]["watchers"] == bench.QUICK.multi_tasks * bench.QUICK.multi_per_task
+        assert multi[target]["rss_after_kb"] > 0
+        _assert_complete(multi[target]["step"], every_frame=target == "naive", label=target)
+
+
+def test_polling_endpoints(results):
+    polling = results["runs"][0]["polling"]
+    load, c = polling["load"], bench.QUICK.poll_concurrency
+    for conc in (1, c):
+        assert set(load[f"ours_json/c{conc}"]["statuses"]) == {"200"}
+        assert set(load[f"ours_json_304/c{conc}"]["statuses"]) == {"304"}
+        assert set(load[f"ours_htmx/c{conc}"]["statuses"]) == {"200"}
+        assert set(load[f"celery_progress/c{conc}"]["statuses"]) == {"200"}
+    assert polling["staleness"]["ours_htmx_1s"]["n"] > 0
+
+
+def test_client_calibration(results):
+    calibration = results["calibration"]
+    for client in ("raw", "websockets"):
+        assert calibration[client]["missing_finals"] == 0, calibration[client]
+
+
+def test_profile_and_report(results, tmp_path):
+    from bench import report
+
+    fan_out, polling = results["profiles"]
+    assert fan_out["target"] == "ours" and fan_out["missing_finals"] == 0
+    assert polling["target"] == "poll304" and polling["fps"] > 0
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Mine\n\nkept above\n\n" + report.BEGIN + "\nold\n" + report.END + "\n\nkept below\n")
+    report.write(results, out)
+    text = out.read_text()
+    assert "kept above" in text and "kept below" in text and "\nold\n" not in text
+    assert "### Targets" in text
+    for image in ("fanout.png", "worker.png", "e2e.png", "profile.png"):
+        assert (tmp_path / "bench" / image).stat().st_size > 0
