@@ -115,8 +115,10 @@ class AsyncManager:
             "locks": lock_ids,
         }
         store = _store.get_store()
-        self._refuse_unfinished(task_name)
         if lock_ids:
+            # Locks are re-entrant per task name: check the name is free before reserving under it
+            # (without locks, the CREATE write below refuses an unfinished task by itself).
+            self._refuse_unfinished(task_name)
             self._reserve(store, task_name, lock_ids)
         now = time.time()
         record = {
@@ -127,7 +129,7 @@ class AsyncManager:
             "updated_at": now,
         }
         try:
-            seq, _, _ = get_writer().commit(record, mode=_store.CREATE, meta=meta)
+            seq, queued, _ = get_writer().commit(record, mode=_store.CREATE, meta=meta)
         except BaseException:
             store.release(task_name)
             raise
@@ -151,7 +153,7 @@ class AsyncManager:
             except BaseException:
                 self._forget(task_name)
                 raise
-            self._emit("create", task_name, meta=meta, record=self.get_progress(task_name))
+            self._emit("create", task_name, meta=meta, record=queued)
 
         connection = transaction.get_connection()
         if connection.in_atomic_block:

@@ -195,7 +195,10 @@ class Writer:
                 if stored is None:
                     logger.warning("realtime_async: update_progress() for unknown task %r ignored", task)
                     return False, None
-                tracker = self._trackers[task] = _Tracker(record=json.loads(stored))
+                # Seeded once per process: later calls need neither the record nor the meta again.
+                tracker = self._trackers[task] = _Tracker(
+                    record=json.loads(stored), meta=_store.get_store().read_meta(task)
+                )
             if tracker.finished:
                 return False, tracker
             record = tracker.record
