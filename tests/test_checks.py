@@ -6,6 +6,9 @@ from django.test import override_settings
 
 REDIS = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/11"}
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+# Model checks (the dashboard's JSONFields) ask the database what it supports.
+pytestmark = pytest.mark.django_db
+
 SAFE_HOSTS = [{"address": "redis://127.0.0.1:6379/11", "socket_timeout": None}]
 
 
