@@ -23,10 +23,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "projects",  # first of the apps with templates, so its overrides (the dashboard's base.html) win
     "channels",
     "realtime_async",
     "realtime_async.contrib.dashboard",
-    "projects",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -11,7 +11,8 @@ from realtime_async.exceptions import ConflictError
 RECENT = 6
 
 
-def _recent(request: HttpRequest) -> list[str]:
+def _recent(request: HttpRequest) -> list[dict[str, str]]:
+    """The tasks this session launched, newest first, with the label of their button."""
     return request.session.get("demo_tasks", [])[-RECENT:][::-1]
 
 
@@ -40,7 +41,8 @@ def launch(request: HttpRequest) -> HttpResponse:
         task_name = launch_kind(kind, request.user)
     except ConflictError as exc:
         return JsonResponse({"error": f"Task {exc.holder} is already working on these objects."}, status=409)
-    request.session["demo_tasks"] = [*request.session.get("demo_tasks", []), task_name][-20:]
+    launched = {"task": task_name, "label": KINDS[kind]}
+    request.session["demo_tasks"] = [*request.session.get("demo_tasks", []), launched][-20:]
     if request.accepts("text/html") and not request.headers.get("X-Requested-With"):
         return redirect(request.POST.get("next") or "index")
     return JsonResponse({"task": task_name})
