@@ -74,7 +74,31 @@ def overload_rate(results: dict[str, Any]) -> str:
 
 def naive_saturation(run: dict[str, Any], watchers: int, rates: list[str]) -> float | None:
     """The tutorial consumer's best delivered frame rate at ``watchers`` over all offered rates."""
-    values = [dig(fan_step(run, "naive", watchers, rate), "fps") for rate in rates]
+    return max_fps(run, "naive", watchers, rates)
+
+
+#: A step is sustained when it delivers this share of the offered frames ...
+SUSTAINED_SHARE = 0.95
+#: ... with a p99 latency under this (ms): the fan-out targets' own bounds.
+SUSTAINED_P99_MS = 250.0
+
+
+def sustainable(run: dict[str, Any], target: str, watchers: int, rates: list[str]) -> tuple[float, str] | None:
+    """``(fps, rate)`` of the highest offered rate whose step delivered ≥ 95 % of its frames with p99 < 250 ms."""
+    best = None
+    for rate in rates:
+        step = fan_step(run, target, watchers, rate)
+        share, p99, fps = dig(step, "delivered_share"), dig(step, "lat", "p99"), dig(step, "fps")
+        if share is None or p99 is None or fps is None:
+            continue
+        if share >= SUSTAINED_SHARE and p99 < SUSTAINED_P99_MS and (best is None or fps > best[0]):
+            best = (fps, rate)
+    return best
+
+
+def max_fps(run: dict[str, Any], target: str, watchers: int, rates: list[str]) -> float | None:
+    """The best delivered frame rate at ``watchers`` over all offered rates, whatever the latency."""
+    values = [dig(fan_step(run, target, watchers, rate), "fps") for rate in rates]
     values = [v for v in values if v is not None]
     return max(values) if values else None
 

@@ -47,7 +47,7 @@ FULL = Plan(
     name="full", reps=2,
     cost_n=300, cost_gap=0.002, cost_budget=5, cost_n_group_send=150, hot_seconds=1.0, hot_max=200_000,
     launch_n=150, e2e_count=150, e2e_rate=50,
-    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 20, 100), step_seconds=2.0, min_updates=6, drain=5.0,
+    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 15, 20, 100), step_seconds=2.0, min_updates=6, drain=5.0,
     multi_tasks=100, multi_per_task=10, multi_rate=2, multi_count=6,
     poll_seconds=1.5, poll_concurrency=8, staleness_seconds=5.0,
     profile_seconds=6.0, profile_rate=10, rss_settle=1.0,

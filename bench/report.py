@@ -56,6 +56,15 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
     if results.get("skipped"):
         lines += ["Skipped: " + "; ".join(results["skipped"]), ""]
     lines += ["### Targets", ""] + targets_table(results) + [""]
+    lines += [
+        "Frame rates in the targets: the fan-out rows at 10/s are that step's figures (latency of every frame,"
+        " frames received ÷ frames offered). The *sustainable frame rate* is the frames a second delivered"
+        " (frames received ÷ the step's span) at the highest offered rate whose step still delivered ≥ 95 %"
+        " of the offered frames with a p99 under 250 ms (*max* is the best frames a second at any rate,"
+        " whatever the latency); the tutorial consumer's *saturation* is its best frames a second at any"
+        " offered rate, whatever the latency or loss. Both are read from the fan-out steps of the same run.",
+        "",
+    ]
     lines += ["### Worker-side cost per call", ""] + worker_table(runs) + [""] + img("worker.png", "worker cost")
     lines += ["### `launch_async_task`", ""] + launch_table(runs) + [""]
     lines += ["### End to end, 1 watcher", ""] + e2e_table(runs) + [""] + img("e2e.png", "end to end")

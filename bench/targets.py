@@ -11,11 +11,13 @@ from bench.figures import (
     dig,
     fan_step,
     largest_watchers,
+    max_fps,
     naive_saturation,
     overload_rate,
     per_run,
     rates_of,
     ratio_text,
+    sustainable,
     sustained_rate,
     verdict,
 )
@@ -37,6 +39,15 @@ def targets_table(results: dict[str, Any]) -> list[str]:
 
     def sat(run: dict[str, Any]) -> float | None:
         return naive_saturation(run, big, rates)
+
+    def ours_sustainable(run: dict[str, Any]) -> float | None:
+        best = sustainable(run, "ours", big, rates)
+        return best[0] if best else None
+
+    def ours_cell(run: dict[str, Any]) -> str:
+        best, top = sustainable(run, "ours", big, rates), max_fps(run, "ours", big, rates)
+        at = f"{best[0]:,.0f} fps (at {best[1]}/s)" if best else "–"
+        return at + (f", max {top:,.0f}" if top is not None else "")
 
     def poll(name: str, key: str) -> Getter:
         return lambda run: dig(run, "polling", "load", name, *key.split("."))
@@ -116,11 +127,12 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             verdict(runs, check(fan("ours", sus, "delivered_share"), lambda share: share >= 0.95)),
         ),
         (
-            f"… frames/s at {sus}/s ≥ 4× the tutorial consumer's saturation frame rate",
-            per_run(runs, fan("ours", sus, "fps"), unit=" fps"),
+            f"sustainable frame rate to {big:,} watchers (≥ 95 % delivered, p99 < 250 ms) "
+            "≥ 4× the tutorial consumer's saturation frame rate",
+            " / ".join(ours_cell(run) for run in runs),
             "tutorial max " + per_run(runs, sat, unit=" fps"),
-            ratio_text(runs, fan("ours", sus, "fps"), sat),
-            verdict(runs, ratio_ok(fan("ours", sus, "fps"), sat, lambda r: r >= 4)),
+            ratio_text(runs, ours_sustainable, sat),
+            verdict(runs, ratio_ok(ours_sustainable, sat, lambda r: r >= 4)),
         ),
         (
             f"overload ({over}/s to {big:,} watchers): p99 < 1 s",

@@ -31,9 +31,11 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 from channels.utils import await_many_dispatch
 
 from realtime_async import _store
+from realtime_async._daphne import frame_sender
 from realtime_async.async_manager import AsyncManager
 from realtime_async.conf import get_settings
 from realtime_async.fanout import Hub, LayerUnavailable, get_hub
@@ -146,6 +148,24 @@ def _frame_bytes(text: str, limit: int) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def _frame_send(send: Any) -> Any:
+    """``send`` without channels' session wrappers, for ``websocket.send`` frames only.
+
+    ``InstanceSessionWrapper.send`` touches the lazy session twice per frame and
+    then forwards anything but the message types it saves on (HTTP responses):
+    for a WebSocket frame, skipping it changes nothing but the cost. Anything
+    else (a subclass, another wrapper) is kept as it is.
+    """
+    wrapped = InstanceSessionWrapper.__dict__["send"]
+    while True:
+        wrapper: Any = getattr(send, "__self__", None)
+        if type(wrapper) is not InstanceSessionWrapper or getattr(send, "__func__", None) is not wrapped:
+            return send
+        if "websocket.send" in wrapper.save_message_types:
+            return send
+        send = wrapper.real_send
+
+
 def _read_and_authorize(user: Any, task: str, token: str | None) -> tuple[str, int, bool] | None:
     """``(record_json, seq, final)`` when ``user`` (or ``token``) may watch ``task``, else None."""
     try:
@@ -196,6 +216,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._counted: str | None = None
         self._hub: Hub | None = None
         self._bucket = _TokenBucket(1, 1)
+        #: ``send`` for progress frames (see ``_frame_send``).
+        self._send_frame: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Unlike AsyncConsumer.__call__, no layer channel per connection: the hub
@@ -204,6 +226,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        self._send_frame = frame_sender(_frame_send(send))
         try:
             await await_many_dispatch([receive], self.dispatch)
         except StopConsumer:
@@ -425,7 +448,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             sub.last_seq = seq
             sub.sent += 1
             self._sent(task, seq, final)
-            await self.send(text_data=frame)
+            await self._send_frame({"type": "websocket.send", "text": frame})
         if final:
             await self.finished(task)
 
@@ -468,7 +491,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # A subscription made meanwhile sends the task itself; a newer seq already sent wins.
             if self._closed or self._feed is None or task in self._subs or seq < seen.seq:
                 return
-            await self.send(text_data=frame)
+            await self._send_frame({"type": "websocket.send", "text": frame})
 
     def _ask(self, task: str) -> None:
         self._undecided[task] = None

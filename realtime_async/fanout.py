@@ -22,7 +22,9 @@ watches a task and follows a feed gets each update once.
 
 Progress is a state, not a log: when fan-out lags, updates waiting for it are
 replaced by newer ones of the same task (latest wins), except final states,
-which are always delivered.
+which are always delivered. A pass over many watchers yields to the event loop
+every few deliveries (so the layer keeps being read and sockets written) and,
+when a newer update of its task arrived meanwhile, goes on with that one.
 
 When the layer fails (``receive`` raises twice in a row because Redis went
 away, or a probe sent to the hub's own group does not come back because Redis
@@ -64,6 +66,10 @@ _STOP_TYPE: Final = "realtime_async.hub_stop"
 CHANNEL_PREFIX: Final = "realtime_async.hub"
 #: How many recent ``(task, seq)`` the hub remembers to drop the copies of one broadcast.
 _RECENT: Final = 1024
+#: Deliveries between two yields of the fan-out to the event loop (see ``Hub._fan_out``).
+_CHUNK: Final = 16
+#: Group memberships changed at once: redis-py's asyncio pool raises instead of waiting when empty.
+_MEMBERSHIP_CALLS: Final = 32
 
 _T = TypeVar("_T")
 _Kind = Literal["task", "feed"]
@@ -154,6 +160,7 @@ class Hub:
         self._feeds: dict[str, _Entry] = {}
         self._run: _Run | None = None
         self._lifecycle = asyncio.Lock()
+        self._membership = asyncio.Semaphore(_MEMBERSHIP_CALLS)
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -209,7 +216,8 @@ class Hub:
             if not entry.joined:
                 async with entry.lock:
                     if not entry.joined and self._run is run:
-                        await self._call(self.layer.group_add(entry.group, run.channel))
+                        async with self._membership:
+                            await self._call(self.layer.group_add(entry.group, run.channel))
                         entry.joined = True
             if self._run is not run or self._table(kind).get(key) is not entry:
                 raise LayerUnavailable("the hub restarted while joining")
@@ -232,7 +240,8 @@ class Hub:
                 # Cleared first: a watch() arriving during the discard must add again.
                 entry.joined = False
                 try:
-                    await self._call(self.layer.group_discard(entry.group, run.channel))
+                    async with self._membership:
+                        await self._call(self.layer.group_discard(entry.group, run.channel))
                 except LayerUnavailable as exc:
                     # Harmless: the membership expires with the group and unwatched tasks are dropped here.
                     logger.info("realtime_async: group_discard failed (%s)", exc)
@@ -420,24 +429,73 @@ class Hub:
         return list(watchers)
 
     async def _fan_out(self, run: _Run) -> None:
+        # Daphne's send never blocks, so without yielding a pass over 1,000 watchers
+        # would hold the loop: the reader would get one message per pass (the
+        # backlog then waits in Redis, out of latest-wins' reach) and no socket
+        # would be written before the pass ends. So the pass yields every
+        # ``_CHUNK`` deliveries, and switches to a newer update that arrived meanwhile.
+        budget = _CHUNK
         while True:
             await run.wake.wait()
             run.wake.clear()
             while run.pending:
                 task = next(iter(run.pending))
                 updates = run.pending.pop(task)
-                if self._run is not run:
-                    continue
                 for update in updates:
-                    watchers = self._watchers_of(task, update)
-                    if not watchers:
-                        continue
-                    frame = progress_frame(task, update.record)
-                    for watcher in watchers:
-                        try:
-                            await watcher.hub_deliver(task, update.seq, frame, update.final)
-                        except Exception:  # one broken connection must not starve the others
-                            logger.exception("realtime_async: delivery to a WebSocket failed")
+                    if self._run is not run:
+                        break
+                    budget = await self._deliver(run, task, update, budget)
+
+    async def _deliver(self, run: _Run, task: str, update: _Update, budget: int) -> int:
+        """Hand ``update`` to the task's watchers, yielding every ``_CHUNK`` deliveries; return the budget left.
+
+        When a newer intermediate update of the task arrives during the pass (and
+        this one is not final), the watchers not served yet get the newer one instead, then
+        those served with the older one get the newer one too: each connection
+        drops seqs at or below its last one, so order holds and nobody misses
+        the latest. A final state is never replaced: it goes to every watcher.
+        """
+        watchers = self._watchers_of(task, update)
+        frame = progress_frame(task, update.record) if watchers else ""
+        index = 0
+        while index < len(watchers):
+            watcher = watchers[index]
+            index += 1
+            try:
+                await watcher.hub_deliver(task, update.seq, frame, update.final)
+            except Exception:  # one broken connection must not starve the others
+                logger.exception("realtime_async: delivery to a WebSocket failed")
+            budget -= 1
+            if budget > 0:
+                continue
+            budget = _CHUNK
+            await asyncio.sleep(0)
+            if self._run is not run:
+                return budget
+            newer = self._newer(run, task, update)
+            if newer is not None:
+                served, update = set(watchers[:index]), newer
+                rest = self._watchers_of(task, update)
+                # The ones still waiting first, then those who got the older frame.
+                watchers = [w for w in rest if w not in served] + [w for w in rest if w in served]
+                frame, index = progress_frame(task, update.record), 0
+        return budget
+
+    @staticmethod
+    def _newer(run: _Run, task: str, update: _Update) -> _Update | None:
+        """Take the next pending update of ``task`` when it may replace ``update`` mid-pass.
+
+        Only a newer intermediate state does: a final state usually follows the
+        last update at once, and waiting one pass for it costs less than taking
+        that last update from most watchers.
+        """
+        queue = run.pending.get(task)
+        if update.final or not queue or queue[0].final or queue[0].seq <= update.seq:
+            return None
+        newer = queue.pop(0)
+        if not queue:
+            del run.pending[task]
+        return newer
 
     async def _probe(self, run: _Run) -> None:
         while True:

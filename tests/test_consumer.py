@@ -542,3 +542,21 @@ async def test_a_bug_closes_1011_and_tells_the_client_nothing(monkeypatch, caplo
     assert await recv_close(comm) == 1011  # not a crash: a close the client retries after
     assert "hunter2" in caplog.text  # in the server log only
     await comm.disconnect()
+
+
+def test_progress_frames_skip_the_session_wrappers_only():
+    from channels.sessions import InstanceSessionWrapper
+
+    async def raw(message):
+        pass
+
+    outer = InstanceSessionWrapper({"cookies": {}}, raw)
+    inner = InstanceSessionWrapper(outer.scope, outer.send)  # a second SessionMiddleware: passes through
+    assert consumers._frame_send(inner.send) is raw
+
+    class Saving(InstanceSessionWrapper):
+        save_message_types = ["http.response.start", "websocket.send"]
+
+    saving = Saving({"cookies": {}}, raw)
+    assert consumers._frame_send(saving.send) == saving.send  # a wrapper that may act on frames stays
+    assert consumers._frame_send(raw) is raw

@@ -246,3 +246,124 @@ async def test_no_channel_layer_closes_4503(monkeypatch):
     await comm.send_json_to(subscribe(name))
     assert await recv_close(comm) == CLOSE_UNAVAILABLE
     await comm.disconnect()
+
+
+# -- long passes: the reader keeps reading, newer updates overtake -----------
+class Recorder:
+    """A watcher that records the seqs it was handed; ``on_deliver`` runs inside the pass."""
+
+    def __init__(self, on_deliver=None):
+        self.seqs = []
+        self.on_deliver = on_deliver
+
+    async def hub_deliver(self, task, seq, frame, final):
+        assert json.loads(frame)["data"]["seq"] == seq
+        self.seqs.append(seq)
+        if self.on_deliver is not None:
+            self.on_deliver(seq)
+
+    async def hub_failed(self):
+        raise AssertionError("no failure expected")
+
+
+def _update(name, seq, state="running"):
+    return {"type": PROGRESS_TYPE, "task": name, "seq": seq, "state": state, "record": json.dumps({"seq": seq})}
+
+
+async def test_a_long_pass_yields_and_switches_to_the_newest_update():
+    hub = get_hub()
+    name = new_task_name("ws")
+    count = 10 * fanout._CHUNK
+    arrived = []
+
+    def arrive(seq):
+        # Mid-pass, as the reader would route it while the pass yields.
+        if seq == 1 and not arrived:
+            arrived.append(2)
+            hub._route(hub._run, _update(name, 2))
+
+    watchers = [Recorder(arrive if i == 2 else None) for i in range(count)]
+    for watcher in watchers:
+        await hub.watch(name, watcher)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    tick = asyncio.create_task(ticker())
+    hub._route(hub._run, _update(name, 1))
+    await asyncio.wait_for(_until(lambda: all(w.seqs[-1:] == [2] for w in watchers)), 3)
+    tick.cancel()
+    served_old = [w for w in watchers if 1 in w.seqs]
+    assert len(served_old) == fanout._CHUNK  # the first chunk only: the rest got seq 2 alone
+    assert all(w.seqs == [1, 2] for w in served_old)
+    assert all(w.seqs == [2] for w in watchers if w not in served_old)
+    assert ticks >= 10  # the pass let the loop run
+    for watcher in watchers:
+        await hub.unwatch(name, watcher)
+
+
+async def test_a_final_state_arriving_mid_pass_waits_for_the_pass():
+    hub = get_hub()
+    name = new_task_name("ws")
+    count = 4 * fanout._CHUNK
+
+    def arrive(seq):
+        if seq == 4:
+            hub._route(hub._run, _update(name, 5, "success"))
+
+    watchers = [Recorder(arrive if i == 0 else None) for i in range(count)]
+    for watcher in watchers:
+        await hub.watch(name, watcher)
+    hub._route(hub._run, _update(name, 4))
+    await asyncio.wait_for(_until(lambda: all(w.seqs[-1:] == [5] for w in watchers)), 3)
+    assert all(w.seqs == [4, 5] for w in watchers)  # the last update is not taken from anyone
+    for watcher in watchers:
+        await hub.unwatch(name, watcher)
+
+
+async def test_a_final_state_is_never_replaced_mid_pass():
+    hub = get_hub()
+    name = new_task_name("ws")
+    count = 4 * fanout._CHUNK
+
+    def arrive(seq):
+        if seq == 5:
+            hub._route(hub._run, _update(name, 6, "running"))  # a relaunch under the same name
+
+    watchers = [Recorder(arrive if i == 0 else None) for i in range(count)]
+    for watcher in watchers:
+        await hub.watch(name, watcher)
+    hub._route(hub._run, _update(name, 5, "success"))
+    await asyncio.wait_for(_until(lambda: all(w.seqs[-1:] == [6] for w in watchers)), 3)
+    assert all(w.seqs == [5, 6] for w in watchers)
+    for watcher in watchers:
+        await hub.unwatch(name, watcher)
+
+
+async def test_a_burst_of_subscriptions_to_many_new_tasks_closes_nobody(settings, monkeypatch, caplog):
+    """1,000 subscriptions over 100 new tasks at once: group_adds are bounded, so redis-py's pool holds.
+
+    redis-py's asyncio pool raises ``MaxConnectionsError`` instead of waiting. Here
+    the pool (100 by default) and the bound (``_MEMBERSHIP_CALLS``) are scaled down
+    together, so that the burst overflows the pool every time without the bound
+    (in-process, about 30 group_adds overlap; on a loaded daphne, up to 100).
+    """
+    assert fanout._MEMBERSHIP_CALLS + 8 <= 100  # the reader and the probe need connections too
+    monkeypatch.setattr(fanout, "_MEMBERSHIP_CALLS", 4)
+    settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "MAX_CONNECTIONS_PER_USER": 2000}
+    get_channel_layer().connection(0).connection_pool.max_connections = 12
+    alice = fake_user()
+    names = [await new_task(alice.pk) for _ in range(100)]
+    comms = await asyncio.gather(*(connected(user=alice) for _ in range(1000)))
+    await asyncio.gather(*(comm.send_json_to(subscribe(names[i % 100])) for i, comm in enumerate(comms)))
+    frames = await asyncio.gather(*(comm.receive_output(10) for comm in comms))
+    assert [f for f in frames if f["type"] != "websocket.send"] == []  # no close (4503)
+    assert all(json.loads(f["text"])["type"] == "progress" for f in frames)
+    assert {await members(name) for name in names} == {1}
+    await asyncio.gather(*(comm.disconnect() for comm in comms))
+    assert {await members(name) for name in names} == {0}
+    assert "MaxConnectionsError" not in caplog.text
