@@ -59,6 +59,7 @@ def test_a_failing_record_write_never_breaks_the_task(celery_worker_proc, manage
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
-    # The writer recovers once the database does.
+    # The writer recovers once the database does, and writes what it could not write before.
     later = manager.launch_async_task("tests.testapp.workers.steps", 1, user=owner, task_kwargs={"delay": 0})
     _record(later, "success")
+    assert _record(name, "success").percent == 100.0

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import logging
 import threading
+import time
 from typing import Any, cast
 
 from django.db import close_old_connections
@@ -53,23 +54,39 @@ class Recorder:
         with self._cond:
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
+    #: Attempts at one task's row before its events are dropped (a database down for minutes).
+    max_attempts = 8
+
     def _run(self) -> None:
+        attempts: dict[str, int] = {}
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending))
                 batch, self._pending = self._pending, {}
                 self._busy = True
-            try:
-                for task_name, payload in batch.items():
+            failed: dict[str, dict[str, Any]] = {}
+            for task_name, payload in batch.items():
+                try:
                     self._write(task_name, payload)
-            except Exception:
-                logger.exception("realtime_async: dashboard record write failed")
-                with contextlib.suppress(Exception):  # this thread must outlive any database trouble
-                    close_old_connections()
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                    attempts.pop(task_name, None)
+                except Exception:
+                    attempts[task_name] = attempts.get(task_name, 0) + 1
+                    if attempts[task_name] >= self.max_attempts:
+                        attempts.pop(task_name)
+                        logger.exception("realtime_async: dashboard record of %r dropped after retries", task_name)
+                    else:
+                        logger.exception("realtime_async: dashboard record write failed; will retry")
+                        failed[task_name] = payload
+                    with contextlib.suppress(Exception):  # this thread must outlive any database trouble
+                        close_old_connections()
+            with self._cond:
+                # A failed row goes back under whatever arrived meanwhile (newer fields win).
+                for task_name, payload in failed.items():
+                    self._pending[task_name] = {**payload, **self._pending.get(task_name, {})}
+                self._busy = False
+                self._cond.notify_all()
+            if failed:
+                time.sleep(min(5.0, 0.25 * 2 ** max(attempts.get(name, 1) for name in failed)))
 
     def _write(self, task_name: str, payload: dict[str, Any]) -> None:
         from realtime_async.contrib.dashboard.models import TaskRecord
