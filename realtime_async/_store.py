@@ -25,17 +25,30 @@ from realtime_async.conf import get_settings
 FINAL_STATES = frozenset({"success", "failure", "cancelled", "lost"})
 KEEP_FINAL, REPLACE, CREATE = 0, 1, 2
 
-# KEYS: task hash, cancel flag. ARGV: state, record body without its opening
-# brace, ttl ms, mode, meta JSON (or ""), seq floor. Mode 0 keeps a final state,
-# 1 replaces anything, 2 creates (refusing a task that exists and is not final).
+# KEYS: task hash, cancel flag, lock set, active registry, heartbeat. ARGV: state,
+# record body without its opening brace, ttl ms, mode, meta JSON (or ""), seq
+# floor, task name, "1" to end the task. Mode 0 keeps a final state, 1 replaces
+# anything, 2 creates (refusing a task that exists and is not final).
 # The floor is the last seq the writer saw: a record that Redis lost (a restart
 # without persistence) comes back above it, so seq never goes backwards.
+# Ending a task frees the locks it still holds, drops it from the registry and
+# stops its heartbeat in the same script as the final write, so whoever reads
+# a final state never finds its locks still taken.
 # Returns {seq, or -1 when a final state was kept, or -2 when a create found
 # an unfinished task; the stored record; the cancel flag}.
 _WRITE = """
+local function finish()
+  if ARGV[8] ~= '1' then return end
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    if redis.call('GET', key) == ARGV[7] then redis.call('DEL', key) end
+  end
+  redis.call('DEL', KEYS[3], KEYS[5])
+  redis.call('ZREM', KEYS[4], ARGV[7])
+end
 local cur = redis.call('HGET', KEYS[1], 'state')
 local cancel = redis.call('EXISTS', KEYS[2])
 if cur and ARGV[4] == '0' and (cur == 'success' or cur == 'failure' or cur == 'cancelled' or cur == 'lost') then
+  finish()
   return {-1, redis.call('HGET', KEYS[1], 'rec'), cancel}
 end
 if cur and ARGV[4] == '2' and not (cur == 'success' or cur == 'failure' or cur == 'cancelled' or cur == 'lost') then
@@ -51,6 +64,7 @@ local rec = '{"seq":' .. seq .. ',' .. ARGV[2]
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rec', rec)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+finish()
 return {seq, rec, cancel}
 """
 
@@ -111,14 +125,25 @@ class Store:
     """The operations the manager needs; see ``_RedisStore`` for the semantics."""
 
     def write_state(
-        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = "", floor: int = 0
+        self,
+        task: str,
+        state: str,
+        body: str,
+        *,
+        ttl: float,
+        mode: int = 0,
+        meta: str = "",
+        floor: int = 0,
+        end: bool = False,
     ) -> tuple[int, str, bool]:
         """Store a record above seq ``floor``; return ``(seq, stored_record_json, cancel_requested)``.
 
         Final states are sticky: in mode 0 (``KEEP_FINAL``) a task that already has
         one keeps it and ``seq`` is -1, so a late progress call cannot undo it.
         Mode 1 (``REPLACE``) always writes; mode 2 (``CREATE``) refuses, with
-        ``seq`` -2, a task that exists and is not final.
+        ``seq`` -2, a task that exists and is not final. With ``end``, the same
+        atomic step releases the task's locks, drops it from the active registry
+        and stops its heartbeat, whether or not the state was written.
         """
         raise NotImplementedError
 
@@ -183,11 +208,19 @@ class _RedisStore(Store):
         return f"{self.prefix}:{kind}:{task}"
 
     def write_state(
-        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = "", floor: int = 0
+        self,
+        task: str,
+        state: str,
+        body: str,
+        *,
+        ttl: float,
+        mode: int = 0,
+        meta: str = "",
+        floor: int = 0,
+        end: bool = False,
     ) -> tuple[int, str, bool]:
-        seq, rec, cancel = self._write(
-            keys=[self._k("t", task), self._k("c", task)], args=[state, body, _ms(ttl), mode, meta, floor]
-        )
+        keys = [self._k("t", task), self._k("c", task), self._k("tl", task), self._k("a", "tasks"), self._k("hb", task)]
+        seq, rec, cancel = self._write(keys=keys, args=[state, body, _ms(ttl), mode, meta, floor, task, int(end)])
         return int(seq), rec.decode() if isinstance(rec, bytes) else (rec or ""), bool(cancel)
 
     def read_state(self, task: str) -> str | None:
@@ -265,12 +298,23 @@ class _CacheStore(Store):
         return f"realtime_async:{kind}:{task}"
 
     def write_state(
-        self, task: str, state: str, body: str, *, ttl: float, mode: int = 0, meta: str = "", floor: int = 0
+        self,
+        task: str,
+        state: str,
+        body: str,
+        *,
+        ttl: float,
+        mode: int = 0,
+        meta: str = "",
+        floor: int = 0,
+        end: bool = False,
     ) -> tuple[int, str, bool]:
         with self.mutex:
             entry = self.cache.get(self._k("t", task)) or {"seq": 0}
             final = entry.get("state") in FINAL_STATES
             if final and mode == KEEP_FINAL:
+                if end:
+                    self._end(task)
                 return -1, entry["rec"], self.is_cancelled(task)
             if "state" in entry and not final and mode == CREATE:
                 return -2, entry["rec"], self.is_cancelled(task)
@@ -282,7 +326,14 @@ class _CacheStore(Store):
             if meta:
                 entry["meta"] = meta
             self.cache.set(self._k("t", task), entry, ttl)
+            if end:
+                self._end(task)
             return entry["seq"], entry["rec"], self.is_cancelled(task)
+
+    def _end(self, task: str) -> None:
+        self.release(task)
+        self.remove_active(task)
+        self.stop_heartbeat(task)
 
     def read_state(self, task: str) -> str | None:
         entry = self.cache.get(self._k("t", task))

@@ -251,7 +251,7 @@ class AsyncManager:
         base: dict[str, Any] | None = None,
         event_payload: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Write a final state, release locks and the registry entry, emit the event.
+        """Write a final state, releasing locks, registry entry and heartbeat in the same step; emit the event.
 
         Returns the stored record, or None when the task was already final.
         """
@@ -262,13 +262,12 @@ class AsyncManager:
             record["message"] = message
         if state == "success":
             record["percent"] = 100.0
-        store = _store.get_store()
-        seq, stored, _ = self._retrying(f"final state of {task_name!r}", lambda: get_writer().commit(record))
-        self._retrying(f"release of {task_name!r}", lambda: self._release_all(store, task_name))
+        seq, stored, _ = self._retrying(f"final state of {task_name!r}", lambda: get_writer().commit(record, end=True))
         if seq < 0:
             return None
         event = {"success": "complete", "cancelled": "cancel"}.get(state, "fail")
-        self._emit(event, task_name, meta=store.read_meta(task_name), record=stored, **(event_payload or {}))
+        meta = _store.get_store().read_meta(task_name)
+        self._emit(event, task_name, meta=meta, record=stored, **(event_payload or {}))
         return stored
 
     #: Seconds ``finish`` keeps retrying a final write while Redis is away (a restart, a failover).
@@ -287,12 +286,6 @@ class AsyncManager:
                 logger.warning("realtime_async: %s failed (%s); retrying", what, type(exc).__name__)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-    @staticmethod
-    def _release_all(store: _store.Store, task_name: str) -> None:
-        store.release(task_name)
-        store.remove_active(task_name)
-        store.stop_heartbeat(task_name)
 
     # -- locks -----------------------------------------------------------
     def add_conflict_ids(self, task_name: str, conflict_ids: ConflictIds) -> bool:

@@ -127,8 +127,13 @@ class Writer:
         mode: int = _store.KEEP_FINAL,
         meta: dict[str, Any] | None = None,
         wait: bool = False,
+        end: bool = False,
     ) -> tuple[int, dict[str, Any] | None, bool]:
-        """Write ``record`` now and broadcast it; return ``(seq, stored_record, cancel_requested)``."""
+        """Write ``record`` now and broadcast it; return ``(seq, stored_record, cancel_requested)``.
+
+        ``end`` releases the task's locks, registry entry and heartbeat atomically
+        with the write (see ``Store.write_state``); ``AsyncManager.finish`` uses it.
+        """
         settings = get_settings()
         task, state = record["task"], record["state"]
         ttl = settings.final_state_ttl if state in FINAL_STATES else settings.progress_ttl
@@ -138,7 +143,7 @@ class Writer:
         # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
             seq, stored, cancel = _store.get_store().write_state(
-                task, state, body, ttl=ttl, mode=mode, meta=meta_json, floor=record.get("seq") or 0
+                task, state, body, ttl=ttl, mode=mode, meta=meta_json, floor=record.get("seq") or 0, end=end
             )
             if seq > 0:
                 # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import multiprocessing
+import time
 import uuid
 from collections import defaultdict
 
@@ -141,10 +143,78 @@ def test_running_task_renews_locks_past_their_ttl(celery_worker_proc, manager):
     # LOCK_TTL is 3 s in the test settings and the heartbeat renews every second.
     name = manager.launch_async_task("tests.testapp.workers.sleep_then_finish", 7, conflict_ids={"testapp.Thing": {50}})
     wait_for(lambda: manager.get_progress(name)["state"] == "running", 30, what="running")
-    import time
-
     time.sleep(5)  # past the 3 s TTL
     assert manager.check_conflict({"testapp.Thing": {50}}) == {"testapp.thing": {"50": name}}
     assert not manager.add_conflict_ids(_name(), {"testapp.Thing": {50}})
     wait_for(lambda: manager.get_progress(name)["state"] == "success", 30, what="success")
     assert manager.check_conflict({"testapp.Thing": {50}}) == {}
+
+
+def _launch_holding(manager, lock_id: int) -> str:
+    """A running task with one lock, a registry entry and a heartbeat, as a worker's would be."""
+    from realtime_async import _store
+    from realtime_async.progress import get_writer
+
+    name = _name()
+    assert manager.add_conflict_ids(name, {"testapp.Thing": {lock_id}})
+    get_writer().commit({"task": name, "state": "running", "created_at": time.time()}, mode=_store.CREATE)
+    _store.get_store().add_active(name)
+    _store.get_store().renew(name, lock_ttl=30, heartbeat_ttl=30, state_ttl=60)
+    return name
+
+
+@pytest.mark.parametrize("store_kind", ["redis", "cache"])
+def test_finish_ends_the_task_in_the_final_write_itself(manager, monkeypatch, settings, store_kind):
+    # The locks, registry entry and heartbeat go in the same step as the final
+    # state: the separate store calls are broken here, and finishing still frees everything.
+    from realtime_async import _store
+
+    if store_kind == "cache":
+        settings.CACHES = {**settings.CACHES, "ra-local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+        settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "CACHE_ALIAS": "ra-local"}
+        assert isinstance(_store.get_store(), _store._CacheStore)
+    store_class = type(_store.get_store())
+    name = _launch_holding(manager, 60)
+    assert _store.get_store().is_alive(name) and name in manager.active_tasks()
+
+    def broken(*args, **kwargs):
+        raise AssertionError("finish must not need a separate release step")
+
+    if store_kind == "redis":  # the local-cache store does its steps under one process-wide mutex instead
+        for method in ("release", "remove_active", "stop_heartbeat"):
+            monkeypatch.setattr(store_class, method, broken)
+    stored = manager.finish(name, "success", result={"ok": True})
+    monkeypatch.undo()
+    assert stored is not None and stored["state"] == "success"
+    assert manager.check_conflict({"testapp.Thing": {60}}) == {}
+    assert _store.get_store().task_locks(name) == []
+    assert name not in manager.active_tasks()
+    assert not _store.get_store().is_alive(name)
+
+
+def test_a_reader_that_sees_a_final_state_never_finds_its_locks_taken(manager):
+    # Another process polls the way a launcher waiting to start the next task would.
+    import threading
+
+    from realtime_async import _store
+
+    rounds, seen = 25, []
+    for i in range(rounds):
+        name = _launch_holding(manager, 100 + i)
+        stop = threading.Event()
+
+        def poll(name=name, lock=100 + i, stop=stop):
+            deadline = time.monotonic() + 10
+            while not stop.is_set() and time.monotonic() < deadline:
+                state = json.loads(_store.get_store().read_state(name))["state"]
+                if state == "success":
+                    seen.append(manager.check_conflict({"testapp.Thing": {lock}}))
+                    return
+
+        reader = threading.Thread(target=poll)
+        reader.start()
+        manager.finish(name, "success")
+        reader.join(15)
+        stop.set()
+    assert len(seen) == rounds
+    assert seen == [{}] * rounds
