@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.core.cache import caches
@@ -27,8 +27,9 @@ KEEP_FINAL, REPLACE, CREATE = 0, 1, 2
 
 # KEYS: task hash, cancel flag, lock set, active registry, heartbeat. ARGV: state,
 # record body without its opening brace, ttl ms, mode, meta JSON (or ""), seq
-# floor, task name, "1" to end the task. Mode 0 keeps a final state, 1 replaces
-# anything, 2 creates (refusing a task that exists and is not final).
+# floor, task name, "1" to end the task, then the pub/sub channels to publish
+# the stored record to. Mode 0 keeps a final state, 1 replaces anything, 2
+# creates (refusing a task that exists and is not final).
 # The floor is the last seq the writer saw: a record that Redis lost (a restart
 # without persistence) comes back above it, so seq never goes backwards.
 # Ending a task frees the locks it still holds, drops it from the registry and
@@ -65,6 +66,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rec', rec)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 finish()
+for i = 9, #ARGV do redis.call('PUBLISH', ARGV[i], rec) end
 return {seq, rec, cancel}
 """
 
@@ -122,7 +124,7 @@ def _ms(seconds: float) -> int:
 
 
 class Store:
-    """The operations the manager needs; see ``_RedisStore`` for the semantics."""
+    """The operations the manager needs; see ``RedisStore`` for the semantics."""
 
     def write_state(
         self,
@@ -135,6 +137,7 @@ class Store:
         meta: str = "",
         floor: int = 0,
         end: bool = False,
+        publish: Sequence[str] = (),
     ) -> tuple[int, str, bool]:
         """Store a record above seq ``floor``; return ``(seq, stored_record_json, cancel_requested)``.
 
@@ -143,7 +146,10 @@ class Store:
         Mode 1 (``REPLACE``) always writes; mode 2 (``CREATE``) refuses, with
         ``seq`` -2, a task that exists and is not final. With ``end``, the same
         atomic step releases the task's locks, drops it from the active registry
-        and stops its heartbeat, whether or not the state was written.
+        and stops its heartbeat, whether or not the state was written. A record
+        written is also published, in the same step, to the pub/sub channel of
+        each group in ``publish`` (``RedisStore.broadcast_channel``); stores
+        without pub/sub ignore it.
         """
         raise NotImplementedError
 
@@ -194,7 +200,7 @@ class Store:
         raise NotImplementedError
 
 
-class _RedisStore(Store):
+class RedisStore(Store):
     def __init__(self, client: Any, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
@@ -203,9 +209,16 @@ class _RedisStore(Store):
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._lock_prefix = f"{prefix}:l:"
+        db = client.connection_pool.connection_kwargs.get("db") or 0
+        self._broadcast_prefix = f"{prefix}:bc:{db}:"
 
     def _k(self, kind: str, task: str) -> str:
         return f"{self.prefix}:{kind}:{task}"
+
+    def broadcast_channel(self, group: str) -> str:
+        """The pub/sub channel that ``write_state`` publishes ``group``'s records to."""
+        # Pub/sub ignores the database number, which keys have: it goes into the name.
+        return f"{self._broadcast_prefix}{group}"
 
     def write_state(
         self,
@@ -218,9 +231,11 @@ class _RedisStore(Store):
         meta: str = "",
         floor: int = 0,
         end: bool = False,
+        publish: Sequence[str] = (),
     ) -> tuple[int, str, bool]:
         keys = [self._k("t", task), self._k("c", task), self._k("tl", task), self._k("a", "tasks"), self._k("hb", task)]
-        seq, rec, cancel = self._write(keys=keys, args=[state, body, _ms(ttl), mode, meta, floor, task, int(end)])
+        args = [state, body, _ms(ttl), mode, meta, floor, task, int(end), *map(self.broadcast_channel, publish)]
+        seq, rec, cancel = self._write(keys=keys, args=args)
         return int(seq), rec.decode() if isinstance(rec, bytes) else (rec or ""), bool(cancel)
 
     def read_state(self, task: str) -> str | None:
@@ -308,6 +323,7 @@ class _CacheStore(Store):
         meta: str = "",
         floor: int = 0,
         end: bool = False,
+        publish: Sequence[str] = (),
     ) -> tuple[int, str, bool]:
         with self.mutex:
             entry = self.cache.get(self._k("t", task)) or {"seq": 0}
@@ -442,7 +458,7 @@ def get_store() -> Store:
                 cache = caches[alias]
                 client = redis_client_for(cache)
                 if client is not None:
-                    store = _RedisStore(client, cache.make_key("realtime_async"))
+                    store = RedisStore(client, cache.make_key("realtime_async"))
                 else:
                     store = _CacheStore(alias)
                 _stores.clear()

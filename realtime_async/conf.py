@@ -23,6 +23,8 @@ MAX_MESSAGE_BYTES          largest client WebSocket message accepted        ``40
 MAX_MESSAGES_PER_SECOND    sustained client message rate per connection    ``20``
 MAX_CONNECTIONS_PER_USER   WebSocket connections per user per process       ``20``
 POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
+FAST_BROADCAST             also publish each write over the cache's Redis   ``True``
+                           pub/sub, for the servers' hubs (see ``fanout``)
 ========================== =============================================== ==========
 """
 
@@ -59,6 +61,7 @@ class Settings:
     max_messages_per_second: float = 20
     max_connections_per_user: int = 20
     poll_interval: float = 1.0
+    fast_broadcast: bool = True
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -67,6 +70,10 @@ class Settings:
                 raise ImproperlyConfiguredError(
                     f"REALTIME_ASYNC[{field.name.upper()!r}] must be a positive number, got {value!r}."
                 )
+        if not isinstance(self.fast_broadcast, bool):
+            raise ImproperlyConfiguredError(
+                f"REALTIME_ASYNC['FAST_BROADCAST'] must be True or False, got {self.fast_broadcast!r}."
+            )
         if self.heartbeat_timeout is None:
             object.__setattr__(self, "heartbeat_timeout", 3 * self.heartbeat_interval)
         assert self.heartbeat_timeout is not None

@@ -32,6 +32,13 @@ restarted and forgot the groups), every watcher is told to close with 4503 so it
 reconnects and resubscribes (the cache holds the truth), and the hub starts
 afresh on next use.
 
+With ``FAST_BROADCAST`` (the default) and the cache on Redis, the hub also
+subscribes to the Redis pub/sub channels of its groups (``_pubsub``), to which
+the core's write script publishes each record as it writes it: an update then
+reaches the hub one ``PUBLISH`` after the write, and its copy through the layer,
+a millisecond or so later, is dropped like any other copy. The layer remains
+what delivery relies on: the pub/sub path only makes it sooner.
+
 Each hub lives on one event loop: channels_redis refuses to receive on two
 loops at once, and daphne runs one loop per process.
 """
@@ -49,6 +56,8 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 
 from channels.layers import get_channel_layer
 
+from realtime_async import _store
+from realtime_async._pubsub import Subscriber, async_pool_for
 from realtime_async.conf import get_settings
 from realtime_async.naming import STAFF_FEED_GROUP, group_for_task, group_for_user
 from realtime_async.progress import FINAL_STATES
@@ -123,6 +132,8 @@ class _Run:
     probe_token: str = ""
     probe_answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     probe_now: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: The pub/sub fast path (``FAST_BROADCAST``), when the store has one.
+    subscriber: Subscriber | None = None
 
 
 def _parse_update(message: dict[str, Any]) -> tuple[str, _Update] | None:
@@ -219,6 +230,8 @@ class Hub:
                         async with self._membership:
                             await self._call(self.layer.group_add(entry.group, run.channel))
                         entry.joined = True
+                        if run.subscriber is not None:
+                            await run.subscriber.add(entry.group)
             if self._run is not run or self._table(kind).get(key) is not entry:
                 raise LayerUnavailable("the hub restarted while joining")
         except BaseException:
@@ -239,6 +252,8 @@ class Hub:
             if entry.joined and run is not None:
                 # Cleared first: a watch() arriving during the discard must add again.
                 entry.joined = False
+                if run.subscriber is not None:
+                    await run.subscriber.discard(entry.group)
                 try:
                     async with self._membership:
                         await self._call(self.layer.group_discard(entry.group, run.channel))
@@ -275,8 +290,22 @@ class Hub:
                 asyncio.create_task(self._fan_out(run), name="realtime_async-hub-fan-out"),
                 asyncio.create_task(self._probe(run), name="realtime_async-hub-probe"),
             ]
+            run.subscriber = self._subscriber(run)
+            if run.subscriber is not None:
+                run.tasks.append(asyncio.create_task(run.subscriber.run(), name="realtime_async-hub-pubsub"))
             self._run = run
             return run
+
+    def _subscriber(self, run: _Run) -> Subscriber | None:
+        store = _store.get_store()
+        if not get_settings().fast_broadcast or not isinstance(store, _store.RedisStore):
+            return None
+        return Subscriber(
+            async_pool_for(store.client),
+            store.broadcast_channel,
+            run.probe_group,
+            lambda data: self._route_published(run, data),
+        )
 
     async def _stop_if_idle(self) -> None:
         async with self._lifecycle:
@@ -395,6 +424,27 @@ class Hub:
             run.wake.set()
         elif kind == _PROBE_TYPE and message.get("token") == run.probe_token:
             run.probe_answered.set()
+
+    def _route_published(self, run: _Run, data: bytes) -> None:
+        """Route a record that the write script published (see ``_pubsub``)."""
+        try:
+            record = data.decode()
+            fields = json.loads(record)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            fields = None
+        if not isinstance(fields, dict):
+            logger.debug("realtime_async: malformed published record dropped")
+            return
+        self._route(
+            run,
+            {
+                "type": PROGRESS_TYPE,
+                "task": fields.get("task"),
+                "seq": fields.get("seq"),
+                "state": fields.get("state"),
+                "record": record,
+            },
+        )
 
     def _feeds_of(self, record: str) -> tuple[str, ...]:
         """The followed feed groups an update of ``record`` belongs to."""

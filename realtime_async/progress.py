@@ -140,16 +140,27 @@ class Writer:
         body = encode_record_body(record)
         meta_json = json.dumps(meta, cls=DjangoJSONEncoder) if meta is not None else ""
         sent = None
+        # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
+        groups: tuple[str, ...] = (group_for_task(task), STAFF_FEED_GROUP)
+        if record.get("owner") is not None:
+            groups += (group_for_user(record["owner"]),)
+        # The write script publishes the record to the servers' hubs itself (see ``fanout``);
+        # the groups get it too, through the channel layer, for every other consumer.
+        publish = groups if settings.fast_broadcast else ()
         # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
             seq, stored, cancel = _store.get_store().write_state(
-                task, state, body, ttl=ttl, mode=mode, meta=meta_json, floor=record.get("seq") or 0, end=end
+                task,
+                state,
+                body,
+                ttl=ttl,
+                mode=mode,
+                meta=meta_json,
+                floor=record.get("seq") or 0,
+                end=end,
+                publish=publish,
             )
             if seq > 0:
-                # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
-                groups: tuple[str, ...] = (group_for_task(task), STAFF_FEED_GROUP)
-                if record.get("owner") is not None:
-                    groups += (group_for_user(record["owner"]),)
                 message = {
                     "type": "realtime_async.progress",
                     "task": task,

@@ -46,3 +46,9 @@ def test_cached_and_reset_on_setting_changed():
 def test_not_a_dict():
     with override_settings(REALTIME_ASYNC=["nope"]), pytest.raises(ImproperlyConfiguredError):
         get_settings()
+
+
+@pytest.mark.parametrize("value", [0, 1, "yes", None])
+def test_fast_broadcast_must_be_a_bool(value):
+    with override_settings(REALTIME_ASYNC={"FAST_BROADCAST": value}), pytest.raises(ImproperlyConfiguredError):
+        get_settings()

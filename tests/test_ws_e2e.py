@@ -212,7 +212,7 @@ async def test_channel_layer_failure_closes_4503_then_service_resumes(alice):
         client = redis.Redis.from_url(url)
         layer = RedisChannelLayer(hosts=[{"address": url, "socket_timeout": None}], prefix=layer_prefix)
         try:
-            store = _store._RedisStore(client, cache.make_key("realtime_async"))
+            store = _store.RedisStore(client, cache.make_key("realtime_async"))
             body = encode_record_body({"task": name, "state": state, "updated_at": time.time()})
             seq, stored, _ = store.write_state(name, state, body, ttl=60, mode=mode)
             message = {"type": "realtime_async.progress", "task": name, "seq": seq, "state": state, "record": stored}
@@ -242,3 +242,38 @@ async def test_channel_layer_failure_closes_4503_then_service_resumes(alice):
             assert "Traceback" not in daphne.output()
         finally:
             daphne.stop()
+
+
+async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alice_cookie):
+    # The fast path is on by default: daphne's hub subscribes to the channel the write script publishes to.
+    import os
+
+    from realtime_async._pubsub import CLIENT_NAME_PREFIX
+
+    name = await new_task(alice.pk, state="running")
+    store = _store.get_store()
+    channel = store.broadcast_channel(group_for_task(name))
+
+    def subscribers() -> int:
+        return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
+
+    async with ws(daphne_port, task_url(name), alice_cookie) as conn:
+        assert (await recv(conn))["data"]["state"] == "running"
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(subscribers) != 1:
+            assert time.monotonic() < deadline, "daphne's hub never subscribed"
+            await asyncio.sleep(0.05)
+        hubs = [
+            client
+            for client in await asyncio.to_thread(store.client.client_list, _type="pubsub")
+            if client.get("name", "").startswith(CLIENT_NAME_PREFIX)
+            and client["name"] != f"{CLIENT_NAME_PREFIX}{os.getpid()}"
+        ]
+        assert hubs and all(int(client["sub"]) >= 2 for client in hubs)  # its control channel and the task's
+        seq = await acommit(name, "success", alice.pk)
+        frame = await recv(conn)
+        assert (frame["data"]["seq"], frame["data"]["state"]) == (seq, "success")
+    deadline = time.monotonic() + 10
+    while await asyncio.to_thread(subscribers) != 0:
+        assert time.monotonic() < deadline, "daphne's hub never unsubscribed"
+        await asyncio.sleep(0.05)

@@ -1,0 +1,228 @@
+"""The pub/sub fast path: the write script publishes each record, hubs subscribe, the layer stays the safety net."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+import redis
+from channels.layers import get_channel_layer
+
+from realtime_async import _store, fanout
+from realtime_async._pubsub import CLIENT_NAME_PREFIX, async_pool_for
+from realtime_async.fanout import PROGRESS_TYPE, get_hub
+from realtime_async.naming import STAFF_FEED_GROUP, group_for_task, group_for_user, new_task_name
+from tests.ws_helpers import acommit, commit, connected, fake_user, new_task, recv, stop_hub, subscribe
+
+
+@pytest.fixture
+async def hub_cleanup():
+    yield
+    await stop_hub()
+
+
+class MutedLayer:
+    """The real channel layer, except that the hub's receive drops progress messages while ``muted``."""
+
+    def __init__(self, real):
+        self.real = real
+        self.muted = False
+        self.dropped = 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    async def receive(self, channel):
+        while True:
+            message = await self.real.receive(channel)
+            if self.muted and message.get("type") == PROGRESS_TYPE:
+                self.dropped += 1
+                continue
+            return message
+
+
+@pytest.fixture
+def muted(monkeypatch, hub_cleanup):
+    layer = MutedLayer(get_channel_layer())
+    monkeypatch.setattr(fanout, "get_channel_layer", lambda alias: layer)
+    return layer
+
+
+def _numsub(group: str) -> int:
+    store = _store.get_store()
+    channel = store.broadcast_channel(group)
+    return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
+
+
+async def _until(predicate, within: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def _hub_connections() -> list[dict]:
+    """This process's hub pub/sub connections, as Redis lists them."""
+    name = f"{CLIENT_NAME_PREFIX}{os.getpid()}"
+    return [c for c in _store.get_store().client.client_list(_type="pubsub") if c.get("name") == name]
+
+
+def test_the_write_script_publishes_each_written_record_to_its_groups():
+    store = _store.get_store()
+    name, owner = new_task_name("ps"), 4242
+    groups = (group_for_task(name), STAFF_FEED_GROUP, group_for_user(owner))
+    channels = [store.broadcast_channel(group) for group in groups]
+    db = store.client.connection_pool.connection_kwargs.get("db") or 0
+    # Pub/sub spans a server's databases; the names must not.
+    assert all(channel.startswith(f"{store.prefix}:bc:{db}:") for channel in channels)
+    listener = store.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(*channels)
+    try:
+        seq = commit(name, "running", owner, mode=_store.CREATE, percent=5)
+        final = commit(name, "success", owner)
+        assert commit(name, "running", owner, percent=99) == -1  # a kept final state is not published again
+        received, deadline = [], time.monotonic() + 5
+        while len(received) < 6 and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.5)
+            if message is not None:
+                received.append((message["channel"].decode(), json.loads(message["data"])))
+        assert listener.get_message(timeout=0.3) is None
+    finally:
+        listener.close()
+    stored_final = json.loads(store.read_state(name))
+    assert sorted((channel, record["seq"]) for channel, record in received) == sorted(
+        (channel, s) for channel in channels for s in (seq, final)
+    )
+    assert [record for _, record in received if record["seq"] == final] == [stored_final] * 3
+
+
+async def test_updates_reach_watchers_by_pubsub_alone(muted):
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    comm = await connected(user=alice)
+    await comm.send_json_to(subscribe(name))
+    assert (await recv(comm))["data"]["state"] == "queued"
+    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    muted.muted = True
+    seq = await acommit(name, "running", alice.pk, percent=40)
+    frame = await recv(comm)
+    assert frame["data"]["seq"] == seq and frame["data"]["percent"] == 40
+    await _until(lambda: muted.dropped >= 1, what="the layer's copy")  # it did come, and was not needed
+    await comm.disconnect()
+    await _until(lambda: _numsub(group_for_task(name)) == 0, what="the unsubscription")
+
+
+async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_cleanup):
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    comm = await connected(user=alice)
+    await comm.send_json_to(subscribe(name))
+    first = (await recv(comm))["data"]["seq"]
+    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    for percent in range(10, 60, 10):
+        await acommit(name, "running", alice.pk, percent=percent)
+    final = await acommit(name, "success", alice.pk)
+    seqs = [(await recv(comm))["data"]["seq"] for _ in range(final - first)]
+    assert seqs == list(range(first + 1, final + 1))
+    assert await comm.receive_nothing(0.5)  # the copies through the layer were dropped
+    await comm.disconnect()
+
+
+async def test_a_killed_pubsub_connection_loses_nothing_and_comes_back(muted, caplog):
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    comm = await connected(user=alice)
+    await comm.send_json_to(subscribe(name))
+    await recv(comm)
+    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    killed = [c["id"] for c in await asyncio.to_thread(_hub_connections)]
+    assert len(killed) == 1
+    await asyncio.to_thread(_store.get_store().client.client_kill_filter, _id=killed[0])
+    # Meanwhile the layer delivers, and nobody is closed.
+    seq = await acommit(name, "running", alice.pk, percent=20)
+    assert (await recv(comm))["data"]["seq"] == seq
+    # The subscriber reconnects and subscribes again to what the hub is in.
+    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the subscription again")
+    assert [c["id"] for c in await asyncio.to_thread(_hub_connections)] != killed
+    muted.muted = True
+    seq = await acommit(name, "running", alice.pk, percent=30)
+    assert (await recv(comm))["data"]["seq"] == seq  # by pub/sub, the layer being muted
+    assert "pub/sub connection lost" in caplog.text
+    await comm.disconnect()
+
+
+async def test_feeds_are_published_too(muted):
+    alice, staff = fake_user(), fake_user(staff=True)
+    mine, everyone = await connected(user=alice), await connected(user=staff)
+    for comm in (mine, everyone):
+        await comm.send_json_to({"v": 1, "type": "subscribe_feed"})
+        await comm.send_json_to({"v": 1, "type": "ping", "id": "settled"})  # answered once the feed is followed
+        assert await recv(comm) == {"v": 1, "type": "pong", "id": "settled"}
+    await _until(lambda: _numsub(group_for_user(alice.pk)) == 1 and _numsub(STAFF_FEED_GROUP) == 1, what="feeds")
+    muted.muted = True
+    name = await new_task(alice.pk)
+    for comm in (mine, everyone):
+        frame = await recv(comm)
+        assert (frame["type"], frame["task"], frame["data"]["state"]) == ("progress", name, "queued")
+    for comm in (mine, everyone):
+        await comm.disconnect()
+
+
+async def test_without_fast_broadcast_nothing_is_published_and_the_layer_delivers(settings, hub_cleanup):
+    settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "FAST_BROADCAST": False}
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    comm = await connected(user=alice)
+    await comm.send_json_to(subscribe(name))
+    await recv(comm)
+    assert get_hub()._run.subscriber is None
+    assert await asyncio.to_thread(_numsub, group_for_task(name)) == 0
+    store = _store.get_store()
+    listener = store.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(store.broadcast_channel(group_for_task(name)))
+    try:
+        seq = await acommit(name, "running", alice.pk, percent=50)
+        assert (await recv(comm))["data"]["seq"] == seq
+        assert await asyncio.to_thread(listener.get_message, timeout=0.3) is None
+    finally:
+        listener.close()
+    await comm.disconnect()
+
+
+async def test_a_published_record_is_checked_like_any_layer_message(hub_cleanup):
+    # Whoever can PUBLISH on the cache's Redis can also group_send: the same checks apply.
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    comm = await connected(user=alice)
+    await comm.send_json_to(subscribe(name))
+    await recv(comm)
+    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    store, channel = _store.get_store(), _store.get_store().broadcast_channel(group_for_task(name))
+    for junk in (b"\xff\xfe", b"not json", b"[1, 2]", json.dumps({"task": name, "seq": "9"}).encode(), b"[" * 5000):
+        await asyncio.to_thread(store.client.publish, channel, junk)
+    seq = await acommit(name, "running", alice.pk, percent=70)
+    assert (await recv(comm))["data"]["seq"] == seq  # the hub lived on
+    assert await comm.receive_nothing(0.3)
+    await comm.disconnect()
+
+
+def test_async_pool_keeps_the_server_and_login_of_the_cache_client():
+    import redis.asyncio.connection as aio
+
+    tcp = async_pool_for(redis.Redis(host="10.1.2.3", port=6390, db=4, username="u", password="p", socket_timeout=3))
+    assert tcp.connection_class is aio.Connection
+    kwargs = tcp.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["username"], kwargs["password"]) == (
+        "10.1.2.3", 6390, 4, "u", "p",
+    )  # fmt: skip
+    assert "socket_timeout" not in kwargs  # a subscriber waits as long as it likes
+    assert kwargs["client_name"].startswith(CLIENT_NAME_PREFIX)
+    unix = async_pool_for(redis.Redis(unix_socket_path="/run/redis.sock", password="p"))
+    assert unix.connection_class is aio.UnixDomainSocketConnection
+    assert (unix.connection_kwargs["path"], unix.connection_kwargs["password"]) == ("/run/redis.sock", "p")
+    tls = async_pool_for(redis.Redis.from_url("rediss://:p@cache.internal:6380/2", ssl_cert_reqs="required"))
+    assert tls.connection_class is aio.SSLConnection
+    assert (tls.connection_kwargs["host"], tls.connection_kwargs["ssl_cert_reqs"]) == ("cache.internal", "required")
