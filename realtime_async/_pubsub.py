@@ -118,6 +118,8 @@ class Subscriber:
 
     #: Seconds a connection or subscription attempt may take.
     timeout: float = 5.0
+    #: Seconds ``add`` waits for Redis to confirm a subscription; the layer alone delivers until it does.
+    confirm_timeout: float = 1.0
     #: Longest wait between two reconnection attempts.
     max_backoff: float = 5.0
 
@@ -133,26 +135,46 @@ class Subscriber:
         self._control = self.control.encode()
         self._on_message = on_message
         self._wanted: set[str] = set()
+        self._confirmed: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pubsub: Any = None
+        #: True from a lost connection until the next one is confirmed: ``add`` does not wait meanwhile.
+        self._failing = False
         self._warned_at = 0.0
-        #: Set while subscribed (to ``control`` and everything wanted at the time).
+        #: Set while connected (Redis confirmed the ``control`` subscription).
         self.connected = asyncio.Event()
 
-    @property
-    def channels(self) -> frozenset[str]:
-        """The channels this subscriber is, or will be once connected, subscribed to."""
-        return frozenset(self._wanted)
+    def subscribed(self, group: str) -> bool:
+        """Whether Redis confirmed the subscription to ``group``'s channel on the current connection."""
+        return self._channel_of(group).encode() in self._confirmed
 
     async def add(self, group: str) -> None:
-        """Subscribe to ``group``'s channel (now, or on the next connection); never raises."""
+        """Subscribe to ``group``'s channel and wait (briefly) until Redis confirms it; never raises.
+
+        Updates published after it returns reach this subscriber, unless the
+        connection is away: then the reader subscribes again once it is back.
+        """
         channel = self._channel_of(group)
+        key = channel.encode()
         self._wanted.add(channel)
-        await self._command("subscribe", channel)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(waiter)
+        try:
+            await self._command("subscribe", channel)
+            if not self._failing:
+                await asyncio.wait({waiter}, timeout=self.confirm_timeout)
+        finally:
+            waiters = self._waiters.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(key, None)
 
     async def discard(self, group: str) -> None:
         """Unsubscribe from ``group``'s channel; never raises."""
         channel = self._channel_of(group)
         self._wanted.discard(channel)
+        self._confirmed.discard(channel.encode())
         await self._command("unsubscribe", channel)
 
     async def _command(self, name: str, channel: str) -> None:
@@ -177,30 +199,47 @@ class Subscriber:
                     if self._pubsub is None:
                         async with asyncio.timeout(self.timeout):
                             await self._connect()
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    message = await self._pubsub.get_message(timeout=1.0)
                 except Exception as exc:
                     if _cancelling():
                         raise  # redis-py can turn a cancellation into a timeout or a connection error
+                    self._failing = True
                     self._warn("connection lost", exc)
                     await self._drop()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.max_backoff)
                     continue
                 delay = 0.1
-                if message is None or message.get("type") != "message" or message.get("channel") == self._control:
-                    continue
-                try:
-                    self._on_message(message["data"])
-                except Exception:
-                    logger.exception("realtime_async: a pub/sub update could not be routed")
+                if message is not None:
+                    self._handle(message)
+                    # redis-py returns buffered messages without yielding: let the hub's fan-out
+                    # run between two, so that "latest wins" only drops what it is really behind on.
+                    await asyncio.sleep(0)
         finally:
             await self._drop()
             await _close(self._client)
             with contextlib.suppress(Exception):
                 await self._pool.disconnect()
 
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind, channel = message.get("type"), message.get("channel")
+        if kind == "subscribe" and isinstance(channel, bytes):
+            if channel == self._control:
+                self._failing = False
+                self.connected.set()
+            elif channel.decode() in self._wanted:
+                self._confirmed.add(channel)
+            for waiter in self._waiters.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == "message" and channel != self._control:
+            try:
+                self._on_message(message["data"])
+            except Exception:
+                logger.exception("realtime_async: a pub/sub update could not be routed")
+
     async def _connect(self) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._client.pubsub()
         try:
             await pubsub.subscribe(self.control)
         except BaseException:
@@ -212,10 +251,10 @@ class Subscriber:
         wanted = sorted(self._wanted)
         if wanted:
             await pubsub.subscribe(*wanted)
-        self.connected.set()
 
     async def _drop(self) -> None:
         self.connected.clear()
+        self._confirmed.clear()
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await _close(pubsub)

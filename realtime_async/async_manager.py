@@ -8,6 +8,7 @@ workers, consumers and views all resolve the same class.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import time
 import weakref
@@ -206,8 +207,6 @@ class AsyncManager:
 
     def get_progress(self, task_name: str) -> dict[str, Any] | None:
         """The task's state record, or None for an unknown (or expired) task."""
-        import json
-
         try:
             validate_task_name(task_name)
         except ValueError:

@@ -134,6 +134,8 @@ class _Run:
     probe_now: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     #: The pub/sub fast path (``FAST_BROADCAST``), when the store has one.
     subscriber: Subscriber | None = None
+    #: Loop time of the last renewal of the run's group memberships (see ``Hub._renew``).
+    renewed: float = 0.0
 
 
 def _parse_update(message: dict[str, Any]) -> tuple[str, _Update] | None:
@@ -146,13 +148,23 @@ def _parse_update(message: dict[str, Any]) -> tuple[str, _Update] | None:
     return task, _Update(seq, state in FINAL_STATES, record)
 
 
-def _owner(record: str) -> object:
-    """The record's ``owner``, or None when it has none (or is not the JSON object it should be)."""
-    try:
-        owner = json.loads(record).get("owner")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return owner if isinstance(owner, (int, str)) and not isinstance(owner, bool) else None
+def _owner(message: dict[str, Any], record: str) -> object:
+    """The update's ``owner``: the message's (the core sends it), else the record's; None when it has none.
+
+    Which feeds get an update matters for routing only: each connection asks
+    ``can_view`` about the record itself before it forwards a feed update.
+    """
+    owner = message.get("owner")
+    if not _is_owner(owner):
+        try:
+            owner = json.loads(record).get("owner")
+        except (ValueError, AttributeError, RecursionError):
+            return None
+    return owner if _is_owner(owner) else None
+
+
+def _is_owner(value: object) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 class Hub:
@@ -162,6 +174,8 @@ class Hub:
     probe_interval: float = 20.0
     #: Seconds a channel layer call (or a probe's round trip) may take before the layer counts as failed.
     layer_timeout: float = 10.0
+    #: Longest time between two renewals of the hub's group memberships (see ``_renew``).
+    renew_interval: float = 3600.0
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
@@ -290,6 +304,7 @@ class Hub:
                 asyncio.create_task(self._fan_out(run), name="realtime_async-hub-fan-out"),
                 asyncio.create_task(self._probe(run), name="realtime_async-hub-probe"),
             ]
+            run.renewed = self.loop.time()
             run.subscriber = self._subscriber(run)
             if run.subscriber is not None:
                 run.tasks.append(asyncio.create_task(run.subscriber.run(), name="realtime_async-hub-pubsub"))
@@ -408,7 +423,7 @@ class Hub:
                 logger.debug("realtime_async: malformed progress message dropped")
                 return
             task, update = parsed
-            feeds = self._feeds_of(update.record) if self._feeds else ()
+            feeds = self._feeds_of(message, update.record) if self._feeds else ()
             if task not in self._entries and not feeds:
                 return
             if self._seen_recently(run, task, update):
@@ -442,15 +457,16 @@ class Hub:
                 "task": fields.get("task"),
                 "seq": fields.get("seq"),
                 "state": fields.get("state"),
+                "owner": fields.get("owner"),
                 "record": record,
             },
         )
 
-    def _feeds_of(self, record: str) -> tuple[str, ...]:
-        """The followed feed groups an update of ``record`` belongs to."""
+    def _feeds_of(self, message: dict[str, Any], record: str) -> tuple[str, ...]:
+        """The followed feed groups an update (``message`` carrying ``record``) belongs to."""
         feeds: tuple[str, ...] = (STAFF_FEED_GROUP,) if STAFF_FEED_GROUP in self._feeds else ()
-        if len(self._feeds) > len(feeds):  # some user follows their own feed: decode the owner
-            owner = _owner(record)
+        if len(self._feeds) > len(feeds):  # some user follows their own feed
+            owner = _owner(message, record)
             group = group_for_user(owner) if owner is not None else None
             if group in self._feeds:
                 feeds += (group,)
@@ -547,11 +563,35 @@ class Hub:
             del run.pending[task]
         return newer
 
+    async def _renew(self, run: _Run) -> None:
+        """Add the hub to its groups again before channels_redis' ``group_expiry`` drops it.
+
+        The layer forgets a member ``group_expiry`` seconds (a day by default)
+        after it was added, however active: without this, a task watched for
+        longer would stop getting updates, and the probe group would expire
+        and close every watcher with 4503 once a day.
+        """
+        expiry = getattr(self.layer, "group_expiry", None)
+        interval = min(self.renew_interval, expiry / 4) if isinstance(expiry, (int, float)) else self.renew_interval
+        if self._run is not run or self.loop.time() - run.renewed < interval:
+            return
+        run.renewed = self.loop.time()
+        groups = [run.probe_group]
+        groups += [entry.group for entry in (*self._entries.values(), *self._feeds.values()) if entry.joined]
+        for group in groups:
+            async with self._membership:
+                await self._call(self.layer.group_add(group, run.channel))
+
     async def _probe(self, run: _Run) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.probe_interval):
                     await run.probe_now.wait()
+            try:
+                await self._renew(run)
+            except LayerUnavailable as exc:
+                await self._fail(run, exc)
+                return
             run.probe_now.clear()
             run.probe_token = uuid.uuid4().hex
             run.probe_answered.clear()

@@ -25,6 +25,7 @@ from realtime_async.protocol import (
     CLOSE_UNAVAILABLE,
 )
 from tests.ws_helpers import (
+    BAD_REQUEST_MESSAGES,
     MULTI,
     acommit,
     commit,
@@ -39,19 +40,6 @@ from tests.ws_helpers import (
 )
 
 NOT_FOUND = {"v": 1, "type": "error", "code": "not_found", "message": "No such task."}
-PUBLIC_MESSAGES = {
-    "Malformed JSON.",
-    "A message must be a JSON object.",
-    "Unsupported or missing protocol version v.",
-    "Unknown message type.",
-    "Unknown field.",
-    "Invalid or missing field: task.",
-    "Invalid field: seq.",
-    "Invalid field: token.",
-    "Invalid field: id.",
-    "Binary frames are not supported.",
-    "Only ping is accepted on a per-task URL.",
-}
 
 
 @pytest.fixture(autouse=True)
@@ -363,7 +351,7 @@ async def test_hostile_frames_get_bad_request_and_the_connection_lives_on():
         await comm.send_input({"type": "websocket.receive", "text": text})
         reply = await recv(comm)
         assert reply["type"] == "error" and reply["code"] == "bad_request", (text, reply)
-        assert reply["message"] in PUBLIC_MESSAGES, reply
+        assert reply["message"] in BAD_REQUEST_MESSAGES, reply
     for frame in ({"type": "websocket.receive", "bytes": b"\x00\x01"}, {"type": "websocket.receive"}):
         await comm.send_input(frame)
         assert (await recv(comm))["message"] == "Binary frames are not supported."

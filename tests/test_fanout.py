@@ -238,6 +238,32 @@ async def test_a_lost_group_membership_is_found_by_the_probe(flaky, monkeypatch)
     await comm.disconnect()
 
 
+async def test_group_memberships_are_renewed_before_the_layer_expires_them(monkeypatch, settings):
+    # A layer that forgets members after 2 s, as channels_redis does after group_expiry (a day by default).
+    from channels_redis.core import RedisChannelLayer
+
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    layer = RedisChannelLayer(**config, group_expiry=2)
+    monkeypatch.setattr(fanout, "get_channel_layer", lambda alias: layer)
+    monkeypatch.setattr(fanout.Hub, "probe_interval", 0.2)
+    alice = fake_user()
+    name = await new_task(alice.pk)
+    comm = await connected(user=alice)
+    await comm.send_json_to(subscribe(name))
+    await recv(comm)
+    await asyncio.sleep(3.5)  # past the expiry: only renewed memberships are still there
+    record = json.dumps({"seq": 50, "task": name, "state": "running"})
+    # Through the layer only (a group_send, not a commit): the pub/sub path cannot bring it.
+    await layer.group_send(
+        group_for_task(name), {"type": PROGRESS_TYPE, "task": name, "seq": 50, "state": "running", "record": record}
+    )
+    assert (await recv(comm))["data"]["seq"] == 50
+    assert get_hub().running  # the probe group was renewed too: no 4503
+    await comm.disconnect()
+    await stop_hub()
+    await layer.close_pools()
+
+
 async def test_no_channel_layer_closes_4503(monkeypatch):
     monkeypatch.setattr(fanout, "get_channel_layer", lambda alias: None)
     alice = fake_user()

@@ -49,25 +49,14 @@ from realtime_async.protocol import (
     parse_client_message,
 )
 from tests.services import start_daphne
-from tests.ws_helpers import MULTI, commit, connected, fake_user, stop_hub, task_path
+from tests.ws_helpers import BAD_REQUEST_MESSAGES, MULTI, commit, connected, fake_user, stop_hub, task_path
 
 _LIMITS = get_settings()
 LIMIT = _LIMITS.max_message_bytes
 #: A connection's first burst of messages: MAX_MESSAGES_PER_SECOND + MAX_SUBSCRIPTIONS.
 BURST = int(_LIMITS.max_messages_per_second + _LIMITS.max_subscriptions)
 #: Every ``message`` an error frame may carry: fixed texts, never the client's input.
-PUBLIC_ERRORS = {
-    "Malformed JSON.",
-    "A message must be a JSON object.",
-    "Unsupported or missing protocol version v.",
-    "Unknown message type.",
-    "Unknown field.",
-    "Invalid or missing field: task.",
-    "Invalid field: seq.",
-    "Invalid field: token.",
-    "Invalid field: id.",
-    "Binary frames are not supported.",
-    "Only ping is accepted on a per-task URL.",
+PUBLIC_ERRORS = BAD_REQUEST_MESSAGES | {
     "No such task.",
     "No feed without a signed-in user.",
     "Too many subscriptions on this connection.",

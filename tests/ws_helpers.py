@@ -18,6 +18,22 @@ from realtime_async.progress import get_writer
 from realtime_async.routing import websocket_urlpatterns
 
 MULTI = "/ws/realtime-async/"
+#: Every ``message`` a ``bad_request`` error may carry: fixed texts, never the client's input.
+BAD_REQUEST_MESSAGES = frozenset(
+    {
+        "Malformed JSON.",
+        "A message must be a JSON object.",
+        "Unsupported or missing protocol version v.",
+        "Unknown message type.",
+        "Unknown field.",
+        "Invalid or missing field: task.",
+        "Invalid field: seq.",
+        "Invalid field: token.",
+        "Invalid field: id.",
+        "Binary frames are not supported.",
+        "Only ping is accepted on a per-task URL.",
+    }
+)
 _pks = itertools.count(2_000_000)
 
 
