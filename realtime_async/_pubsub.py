@@ -135,18 +135,11 @@ class Subscriber:
         self._control = self.control.encode()
         self._on_message = on_message
         self._wanted: set[str] = set()
-        self._confirmed: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pubsub: Any = None
         #: True from a lost connection until the next one is confirmed: ``add`` does not wait meanwhile.
         self._failing = False
         self._warned_at = 0.0
-        #: Set while connected (Redis confirmed the ``control`` subscription).
-        self.connected = asyncio.Event()
-
-    def subscribed(self, group: str) -> bool:
-        """Whether Redis confirmed the subscription to ``group``'s channel on the current connection."""
-        return self._channel_of(group).encode() in self._confirmed
 
     async def add(self, group: str) -> None:
         """Subscribe to ``group``'s channel and wait (briefly) until Redis confirms it; never raises.
@@ -174,7 +167,6 @@ class Subscriber:
         """Unsubscribe from ``group``'s channel; never raises."""
         channel = self._channel_of(group)
         self._wanted.discard(channel)
-        self._confirmed.discard(channel.encode())
         await self._command("unsubscribe", channel)
 
     async def _command(self, name: str, channel: str) -> None:
@@ -226,9 +218,6 @@ class Subscriber:
         if kind == "subscribe" and isinstance(channel, bytes):
             if channel == self._control:
                 self._failing = False
-                self.connected.set()
-            elif channel.decode() in self._wanted:
-                self._confirmed.add(channel)
             for waiter in self._waiters.pop(channel, ()):
                 if not waiter.done():
                     waiter.set_result(None)
@@ -253,8 +242,6 @@ class Subscriber:
             await pubsub.subscribe(*wanted)
 
     async def _drop(self) -> None:
-        self.connected.clear()
-        self._confirmed.clear()
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await _close(pubsub)
