@@ -177,7 +177,8 @@ class Subscriber:
             async with asyncio.timeout(self.timeout):
                 await getattr(pubsub, name)(channel)
         except Exception as exc:  # the reader finds the connection broken and starts a new one
-            self._warn(f"{name} failed", exc)
+            if self._pubsub is pubsub:  # else the reader dropped it meanwhile (a stop, a reconnect): nothing to say
+                self._warn(f"{name} failed", exc)
 
     async def run(self) -> None:
         """Read until cancelled, reconnecting with backoff; hand each message's data to ``on_message``."""

@@ -57,8 +57,15 @@ def task_path(name: str, query: str = "") -> str:
 
 
 def commit(name: str, state: str, owner: Any = None, *, mode: int = _store.KEEP_FINAL, **fields: Any) -> int:
-    """Write a record as the core does (stored, then broadcast to the task's group); return its seq."""
-    seq, _, _ = get_writer().commit({"task": name, "state": state, "owner": owner, **fields}, mode=mode)
+    """Write a record as the core does (stored, then broadcast to the task's group); return its seq.
+
+    It returns once the channel layer has the broadcast too: with the pub/sub
+    fast path the update may reach a watcher before that, and the sender thread
+    must not run on behind the test (hypothesis, for one, refuses a strategy
+    during which another thread draws from ``random``, as channels_redis does).
+    """
+    record = {"task": name, "state": state, "owner": owner, **fields}
+    seq, _, _ = get_writer().commit(record, mode=mode, wait=True)
     return seq
 
 
