@@ -64,6 +64,18 @@ async def _until(predicate, within: float = 5.0, what: str = "condition") -> Non
         await asyncio.sleep(0.02)
 
 
+async def _watching(user):
+    """A new task of ``user``'s and a connection subscribed to it; returns ``(name, comm, snapshot)``."""
+    name = await new_task(user.pk)
+    comm = await connected(user=user)
+    await comm.send_json_to(subscribe(name))
+    return name, comm, (await recv(comm))["data"]
+
+
+async def _hub_subscribed(name: str) -> None:
+    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+
+
 def _hub_connections() -> list[dict]:
     """This process's hub pub/sub connections, as Redis lists them."""
     name = f"{CLIENT_NAME_PREFIX}{os.getpid()}"
@@ -101,11 +113,9 @@ def test_the_write_script_publishes_each_written_record_to_its_groups():
 
 async def test_updates_reach_watchers_by_pubsub_alone(muted):
     alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    assert (await recv(comm))["data"]["state"] == "queued"
-    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    name, comm, snapshot = await _watching(alice)
+    assert snapshot["state"] == "queued"
+    await _hub_subscribed(name)
     muted.muted = True
     seq = await acommit(name, "running", alice.pk, percent=40)
     frame = await recv(comm)
@@ -117,11 +127,9 @@ async def test_updates_reach_watchers_by_pubsub_alone(muted):
 
 async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_cleanup):
     alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    first = (await recv(comm))["data"]["seq"]
-    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    name, comm, snapshot = await _watching(alice)
+    first = snapshot["seq"]
+    await _hub_subscribed(name)
     for percent in range(10, 60, 10):
         await acommit(name, "running", alice.pk, percent=percent)
     final = await acommit(name, "success", alice.pk)
@@ -134,11 +142,8 @@ async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_
 @pytest.mark.reliability
 async def test_a_killed_pubsub_connection_loses_nothing_and_comes_back(muted, caplog, reliability):
     alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
-    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    name, comm, _ = await _watching(alice)
+    await _hub_subscribed(name)
     killed = [c["id"] for c in await asyncio.to_thread(_hub_connections)]
     assert len(killed) == 1
     await asyncio.to_thread(_store.get_store().client.client_kill_filter, _id=killed[0])
@@ -181,10 +186,7 @@ async def test_feeds_are_published_too(muted):
 async def test_without_fast_broadcast_nothing_is_published_and_the_layer_delivers(settings, hub_cleanup):
     settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "FAST_BROADCAST": False}
     alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
+    name, comm, _ = await _watching(alice)
     assert get_hub()._run.subscriber is None
     assert await asyncio.to_thread(_numsub, group_for_task(name)) == 0
     store = _store.get_store()
@@ -202,11 +204,8 @@ async def test_without_fast_broadcast_nothing_is_published_and_the_layer_deliver
 async def test_a_published_record_is_checked_like_any_layer_message(hub_cleanup):
     # Whoever can PUBLISH on the cache's Redis can also group_send: the same checks apply.
     alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
-    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    name, comm, _ = await _watching(alice)
+    await _hub_subscribed(name)
     store, channel = _store.get_store(), _store.get_store().broadcast_channel(group_for_task(name))
     for junk in (b"\xff\xfe", b"not json", b"[1, 2]", json.dumps({"task": name, "seq": "9"}).encode(), b"[" * 5000):
         await asyncio.to_thread(store.client.publish, channel, junk)
