@@ -53,8 +53,10 @@ def cleanup(manager: AsyncManager, *, dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             continue
         if record is not None and state not in FINAL_STATES:
+            # The final write releases the locks and the registry entry in the same step.
             manager.finish(name, "lost", error=LOST_ERROR, event_payload={"reason": reason})
-        store.release(name)
-        store.remove_active(name)
+        else:
+            store.release(name)
+            store.remove_active(name)
         manager._emit("cleanup", name, record=manager.get_progress(name), reason=reason)
     return {"active": len(names), "cleaned": cleaned, "skipped": skipped, "dry_run": dry_run}

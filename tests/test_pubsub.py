@@ -15,7 +15,17 @@ from realtime_async import _store, fanout
 from realtime_async._pubsub import CLIENT_NAME_PREFIX, async_pool_for
 from realtime_async.fanout import PROGRESS_TYPE, get_hub
 from realtime_async.naming import STAFF_FEED_GROUP, group_for_task, group_for_user, new_task_name
-from tests.ws_helpers import acommit, commit, connected, fake_user, new_task, recv, stop_hub, subscribe
+from tests.ws_helpers import (
+    acommit,
+    commit,
+    connected,
+    fake_user,
+    new_task,
+    pubsub_subscribers,
+    recv,
+    stop_hub,
+    subscribe,
+)
 
 
 @pytest.fixture
@@ -51,12 +61,6 @@ def muted(monkeypatch, hub_cleanup):
     return layer
 
 
-def _numsub(group: str) -> int:
-    store = _store.get_store()
-    channel = store.broadcast_channel(group)
-    return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
-
-
 async def _until(predicate, within: float = 5.0, what: str = "condition") -> None:
     deadline = time.monotonic() + within
     while not await asyncio.to_thread(predicate):
@@ -73,7 +77,7 @@ async def _watching(user):
 
 
 async def _hub_subscribed(name: str) -> None:
-    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the hub's subscription")
+    await _until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the hub's subscription")
 
 
 def _hub_connections() -> list[dict]:
@@ -122,7 +126,7 @@ async def test_updates_reach_watchers_by_pubsub_alone(muted):
     assert frame["data"]["seq"] == seq and frame["data"]["percent"] == 40
     await _until(lambda: muted.dropped >= 1, what="the layer's copy")  # it did come, and was not needed
     await comm.disconnect()
-    await _until(lambda: _numsub(group_for_task(name)) == 0, what="the unsubscription")
+    await _until(lambda: pubsub_subscribers(group_for_task(name)) == 0, what="the unsubscription")
 
 
 async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_cleanup):
@@ -151,7 +155,7 @@ async def test_a_killed_pubsub_connection_loses_nothing_and_comes_back(muted, ca
     seq = await acommit(name, "running", alice.pk, percent=20)
     assert (await recv(comm))["data"]["seq"] == seq
     # The subscriber reconnects and subscribes again to what the hub is in.
-    await _until(lambda: _numsub(group_for_task(name)) == 1, what="the subscription again")
+    await _until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the subscription again")
     assert [c["id"] for c in await asyncio.to_thread(_hub_connections)] != killed
     muted.muted = True
     seq = await acommit(name, "running", alice.pk, percent=30)
@@ -173,7 +177,10 @@ async def test_feeds_are_published_too(muted):
         await comm.send_json_to({"v": 1, "type": "subscribe_feed"})
         await comm.send_json_to({"v": 1, "type": "ping", "id": "settled"})  # answered once the feed is followed
         assert await recv(comm) == {"v": 1, "type": "pong", "id": "settled"}
-    await _until(lambda: _numsub(group_for_user(alice.pk)) == 1 and _numsub(STAFF_FEED_GROUP) == 1, what="feeds")
+    await _until(
+        lambda: pubsub_subscribers(group_for_user(alice.pk)) == 1 and pubsub_subscribers(STAFF_FEED_GROUP) == 1,
+        what="feeds",
+    )
     muted.muted = True
     name = await new_task(alice.pk)
     for comm in (mine, everyone):
@@ -188,7 +195,7 @@ async def test_without_fast_broadcast_nothing_is_published_and_the_layer_deliver
     alice = fake_user()
     name, comm, _ = await _watching(alice)
     assert get_hub()._run.subscriber is None
-    assert await asyncio.to_thread(_numsub, group_for_task(name)) == 0
+    assert await asyncio.to_thread(pubsub_subscribers, group_for_task(name)) == 0
     store = _store.get_store()
     listener = store.client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(store.broadcast_channel(group_for_task(name)))

@@ -24,7 +24,7 @@ from realtime_async.naming import group_for_task, new_task_name
 from realtime_async.progress import encode_record_body
 from realtime_async.protocol import CLOSE_FINAL, CLOSE_NOT_FOUND, CLOSE_UNAVAILABLE
 from tests.services import private_redis, start_daphne
-from tests.ws_helpers import acommit, new_task, subscribe
+from tests.ws_helpers import acommit, new_task, pubsub_subscribers, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -252,15 +252,11 @@ async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alic
 
     name = await new_task(alice.pk, state="running")
     store = _store.get_store()
-    channel = store.broadcast_channel(group_for_task(name))
-
-    def subscribers() -> int:
-        return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
-
+    group = group_for_task(name)
     async with ws(daphne_port, task_url(name), alice_cookie) as conn:
         assert (await recv(conn))["data"]["state"] == "running"
         deadline = time.monotonic() + 10
-        while await asyncio.to_thread(subscribers) != 1:
+        while await asyncio.to_thread(pubsub_subscribers, group) != 1:
             assert time.monotonic() < deadline, "daphne's hub never subscribed"
             await asyncio.sleep(0.05)
         hubs = [
@@ -274,6 +270,6 @@ async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alic
         frame = await recv(conn)
         assert (frame["data"]["seq"], frame["data"]["state"]) == (seq, "success")
     deadline = time.monotonic() + 10
-    while await asyncio.to_thread(subscribers) != 0:
+    while await asyncio.to_thread(pubsub_subscribers, group) != 0:
         assert time.monotonic() < deadline, "daphne's hub never unsubscribed"
         await asyncio.sleep(0.05)

@@ -117,6 +117,13 @@ async def stop_hub() -> None:
         await wait_received()
 
 
+def pubsub_subscribers(group: str) -> int:
+    """How many connections Redis counts on ``group``'s pub/sub channel (the fast path's hubs)."""
+    store = _store.get_store()
+    channel = store.broadcast_channel(group)
+    return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
+
+
 async def group_send(name: str, message: dict[str, Any]) -> None:
     from realtime_async.naming import group_for_task
 
