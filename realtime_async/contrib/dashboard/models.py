@@ -33,6 +33,9 @@ class TaskRecord(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    #: The ``seq`` of the state record last written here: events of one run from several
+    #: processes can reach the database out of order, and an older one must not win.
+    seq = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

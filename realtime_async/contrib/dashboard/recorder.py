@@ -16,13 +16,27 @@ import threading
 import time
 from typing import Any, cast
 
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 
 from realtime_async.broadcast import per_process
 
 __all__ = ["Recorder", "get_recorder", "on_task_lifecycle"]
 
 logger = logging.getLogger("realtime_async")
+
+
+#: The columns that come from the state record (the rest is launch metadata).
+_RECORD_VALUES = frozenset(
+    {"seq", "state", "message", "percent", "result", "error", "created_at", "started_at", "finished_at"}
+)
+
+
+def _older(values: dict[str, Any], row: Any) -> bool:
+    """Whether ``values`` hold an older state than ``row``: of an earlier run under the name, or of its run."""
+    created, stored = values.get("created_at"), row.created_at
+    if created is not None and stored is not None and created != stored:
+        return bool(created < stored)
+    return bool(values["seq"] < row.seq)
 
 
 def _when(timestamp: float | None) -> datetime.datetime | None:
@@ -75,7 +89,7 @@ class Recorder:
                         attempts.pop(task_name)
                         logger.exception("realtime_async: dashboard record of %r dropped after retries", task_name)
                     else:
-                        logger.exception("realtime_async: dashboard record write failed; will retry")
+                        logger.exception("realtime_async: dashboard record of %r failed; will retry", task_name)
                         failed[task_name] = payload
                     with contextlib.suppress(Exception):  # this thread must outlive any database trouble
                         close_old_connections()
@@ -89,12 +103,42 @@ class Recorder:
                 time.sleep(min(5.0, 0.25 * 2 ** max(attempts.get(name, 1) for name in failed)))
 
     def _write(self, task_name: str, payload: dict[str, Any]) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db import IntegrityError
+
+        values = self._values(payload)
+        try:
+            self._save(task_name, values)
+        except IntegrityError:
+            # The owner was deleted while the task ran: keep the row (and its owner_label), unlinked.
+            owner_id = values.get("owner_id")
+            if owner_id is None or get_user_model()._default_manager.filter(pk=owner_id).exists():
+                raise
+            self._save(task_name, {**values, "owner_id": None})
+
+    @staticmethod
+    def _save(task_name: str, values: dict[str, Any]) -> None:
         from realtime_async.contrib.dashboard.models import TaskRecord
 
+        with transaction.atomic():
+            row = TaskRecord.objects.select_for_update().filter(task_name=task_name).first()
+            if row is not None and "seq" in values and _older(values, row):
+                # A newer state of the same run is there already (written by another process).
+                values = {key: value for key, value in values.items() if key not in _RECORD_VALUES}
+            if row is None:
+                TaskRecord.objects.create(task_name=task_name, **values)
+                return
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.save()
+
+    @staticmethod
+    def _values(payload: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         record = payload.get("record") or {}
         if record:
             values.update(
+                seq=record.get("seq") or 0,
                 state=record["state"],
                 message=record.get("message") or "",
                 percent=record.get("percent"),
@@ -110,7 +154,7 @@ class Recorder:
         for key in ("affected_objects", "task_kwargs"):
             if key in payload:
                 values[key] = payload[key]
-        TaskRecord.objects.update_or_create(task_name=task_name, defaults=values)
+        return values
 
 
 def get_recorder() -> Recorder:
