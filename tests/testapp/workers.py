@@ -63,12 +63,16 @@ def touch_file(path, *, task_key=None, manager_class=None, **kwargs):
 
 
 def hold_and_check(path, seconds, *, task_key=None, manager_class=None, **kwargs):
-    """Writes its pid, works for ``seconds``, then reports whether it still holds its locks."""
+    """Writes its pid, works for ``seconds`` of its own running time, then reports whether it still holds its locks.
+
+    Steps are counted, not a wall-clock deadline: a SIGSTOP freezes one step, so
+    the worker still runs for nearly ``seconds`` after SIGCONT, and its heartbeat
+    beats in that time however long the freeze lasted.
+    """
     manager = AsyncManager.resolve_manager(manager_class)
     with open(path, "w") as fh:
         fh.write(str(os.getpid()))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    for _ in range(round(seconds / 0.1)):
         manager.update_progress(task_key, "working on the locked objects")
         time.sleep(0.1)
     return {"held": manager.holds_locks(task_key)}
