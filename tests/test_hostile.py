@@ -407,8 +407,13 @@ def test_frames_the_server_refuses_before_the_app(daphne, reliability):
             ("over MAX_MESSAGE_BYTES", "x" * (LIMIT + 1), None),
         ]:
             async with ws(port) as conn:
-                await conn.send(payload, text=text)
-                codes[label] = await close_code(conn)
+                try:
+                    await conn.send(payload, text=text)
+                except ConnectionClosed:
+                    # daphne can drop the connection while a 1 MiB frame is still being written.
+                    codes[label] = received_close(conn)
+                else:
+                    codes[label] = await close_code(conn)
         await bystander.until(bystander.update())
         return await bystander.finish()
 

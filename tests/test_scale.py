@@ -12,7 +12,9 @@ import pytest
 from tests.fault_helpers import driver, watch
 from tests.services import private_redis, start_daphne, start_worker
 
-pytestmark = [pytest.mark.slow, pytest.mark.reliability]
+# The servers, workers and drivers record into the session's database, which
+# pytest-django creates only for a run that holds a database test; see test_faults.
+pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
 
 def test_two_servers_two_workers(reliability):
