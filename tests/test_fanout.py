@@ -23,6 +23,7 @@ from tests.ws_helpers import (
     stop_hub,
     subscribe,
     task_path,
+    watching,
 )
 
 
@@ -108,11 +109,7 @@ async def test_many_local_watchers_share_one_group_membership():
 
 
 async def test_anyone_may_group_send_to_the_task_group():
-    alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
+    name, comm, _ = await watching(fake_user())
     record = json.dumps({"seq": 9, "task": name, "state": "running", "note": "from elsewhere"})
     for junk in ({"type": PROGRESS_TYPE, "task": name, "seq": "10", "record": record},
                  {"type": PROGRESS_TYPE, "task": name, "seq": 11, "record": {"seq": 11}},
@@ -208,10 +205,7 @@ async def test_receive_failure_closes_watchers_4503_and_the_hub_restarts(flaky):
 async def test_one_failed_receive_with_groups_intact_disturbs_nobody(flaky, caplog):
     """A pooled connection to a restarted server fails once; the probe shows nothing was lost."""
     alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
+    name, comm, _ = await watching(alice)
     flaky.failing_receives = 1
     await acommit(name, "running", alice.pk)  # wakes the reader, whose receive then fails once
     assert (await recv(comm))["data"]["seq"] == 2
@@ -226,11 +220,7 @@ async def test_one_failed_receive_with_groups_intact_disturbs_nobody(flaky, capl
 async def test_a_lost_group_membership_is_found_by_the_probe(flaky, monkeypatch):
     monkeypatch.setattr(fanout.Hub, "probe_interval", 0.2)
     monkeypatch.setattr(fanout.Hub, "layer_timeout", 0.5)
-    alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
+    name, comm, _ = await watching(fake_user())
     await asyncio.sleep(0.6)  # probes come back: all is well
     assert get_hub().running
     flaky.drop_probes = True
@@ -246,11 +236,7 @@ async def test_group_memberships_are_renewed_before_the_layer_expires_them(monke
     layer = RedisChannelLayer(**config, group_expiry=2)
     monkeypatch.setattr(fanout, "get_channel_layer", lambda alias: layer)
     monkeypatch.setattr(fanout.Hub, "probe_interval", 0.2)
-    alice = fake_user()
-    name = await new_task(alice.pk)
-    comm = await connected(user=alice)
-    await comm.send_json_to(subscribe(name))
-    await recv(comm)
+    name, comm, _ = await watching(fake_user())
     await asyncio.sleep(3.5)  # past the expiry: only renewed memberships are still there
     record = json.dumps({"seq": 50, "task": name, "state": "running"})
     # Through the layer only (a group_send, not a commit): the pub/sub path cannot bring it.

@@ -24,7 +24,7 @@ from tests.ws_helpers import (
     pubsub_subscribers,
     recv,
     stop_hub,
-    subscribe,
+    watching,
 )
 
 
@@ -68,14 +68,6 @@ async def _until(predicate, within: float = 5.0, what: str = "condition") -> Non
         await asyncio.sleep(0.02)
 
 
-async def _watching(user):
-    """A new task of ``user``'s and a connection subscribed to it; returns ``(name, comm, snapshot)``."""
-    name = await new_task(user.pk)
-    comm = await connected(user=user)
-    await comm.send_json_to(subscribe(name))
-    return name, comm, (await recv(comm))["data"]
-
-
 async def _hub_subscribed(name: str) -> None:
     await _until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the hub's subscription")
 
@@ -117,7 +109,7 @@ def test_the_write_script_publishes_each_written_record_to_its_groups():
 
 async def test_updates_reach_watchers_by_pubsub_alone(muted):
     alice = fake_user()
-    name, comm, snapshot = await _watching(alice)
+    name, comm, snapshot = await watching(alice)
     assert snapshot["state"] == "queued"
     await _hub_subscribed(name)
     muted.muted = True
@@ -131,7 +123,7 @@ async def test_updates_reach_watchers_by_pubsub_alone(muted):
 
 async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_cleanup):
     alice = fake_user()
-    name, comm, snapshot = await _watching(alice)
+    name, comm, snapshot = await watching(alice)
     first = snapshot["seq"]
     await _hub_subscribed(name)
     for percent in range(10, 60, 10):
@@ -146,7 +138,7 @@ async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_
 @pytest.mark.reliability
 async def test_a_killed_pubsub_connection_loses_nothing_and_comes_back(muted, caplog, reliability):
     alice = fake_user()
-    name, comm, _ = await _watching(alice)
+    name, comm, _ = await watching(alice)
     await _hub_subscribed(name)
     killed = [c["id"] for c in await asyncio.to_thread(_hub_connections)]
     assert len(killed) == 1
@@ -193,7 +185,7 @@ async def test_feeds_are_published_too(muted):
 async def test_without_fast_broadcast_nothing_is_published_and_the_layer_delivers(settings, hub_cleanup):
     settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "FAST_BROADCAST": False}
     alice = fake_user()
-    name, comm, _ = await _watching(alice)
+    name, comm, _ = await watching(alice)
     assert get_hub()._run.subscriber is None
     assert await asyncio.to_thread(pubsub_subscribers, group_for_task(name)) == 0
     store = _store.get_store()
@@ -211,7 +203,7 @@ async def test_without_fast_broadcast_nothing_is_published_and_the_layer_deliver
 async def test_a_published_record_is_checked_like_any_layer_message(hub_cleanup):
     # Whoever can PUBLISH on the cache's Redis can also group_send: the same checks apply.
     alice = fake_user()
-    name, comm, _ = await _watching(alice)
+    name, comm, _ = await watching(alice)
     await _hub_subscribed(name)
     store, channel = _store.get_store(), _store.get_store().broadcast_channel(group_for_task(name))
     for junk in (b"\xff\xfe", b"not json", b"[1, 2]", json.dumps({"task": name, "seq": "9"}).encode(), b"[" * 5000):

@@ -94,6 +94,14 @@ async def recv(comm: WebsocketCommunicator, within: float = 3) -> dict[str, Any]
     return json.loads(await comm.receive_from(within))  # type: ignore[no-any-return]
 
 
+async def watching(user: Any) -> tuple[str, WebsocketCommunicator, dict[str, Any]]:
+    """A new task of ``user``'s and a connection subscribed to it; returns ``(name, comm, snapshot)``."""
+    name = await new_task(user.pk)
+    comm = await connected(user=user)
+    await comm.send_json_to(subscribe(name))
+    return name, comm, (await recv(comm))["data"]
+
+
 async def recv_close(comm: WebsocketCommunicator, within: float = 3) -> int:
     """The close code the server sent next (skipping nothing: a data frame fails the test)."""
     out = await comm.receive_output(within)
