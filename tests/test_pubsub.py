@@ -24,6 +24,7 @@ from tests.ws_helpers import (
     pubsub_subscribers,
     recv,
     stop_hub,
+    until,
     watching,
 )
 
@@ -61,15 +62,8 @@ def muted(monkeypatch, hub_cleanup):
     return layer
 
 
-async def _until(predicate, within: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(predicate):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def _hub_subscribed(name: str) -> None:
-    await _until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the hub's subscription")
+    await until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the hub's subscription")
 
 
 def _hub_connections() -> list[dict]:
@@ -116,9 +110,9 @@ async def test_updates_reach_watchers_by_pubsub_alone(muted):
     seq = await acommit(name, "running", alice.pk, percent=40)
     frame = await recv(comm)
     assert frame["data"]["seq"] == seq and frame["data"]["percent"] == 40
-    await _until(lambda: muted.dropped >= 1, what="the layer's copy")  # it did come, and was not needed
+    await until(lambda: muted.dropped >= 1, what="the layer's copy")  # it did come, and was not needed
     await comm.disconnect()
-    await _until(lambda: pubsub_subscribers(group_for_task(name)) == 0, what="the unsubscription")
+    await until(lambda: pubsub_subscribers(group_for_task(name)) == 0, what="the unsubscription")
 
 
 async def test_each_update_reaches_a_watcher_once_though_it_comes_both_ways(hub_cleanup):
@@ -147,7 +141,7 @@ async def test_a_killed_pubsub_connection_loses_nothing_and_comes_back(muted, ca
     seq = await acommit(name, "running", alice.pk, percent=20)
     assert (await recv(comm))["data"]["seq"] == seq
     # The subscriber reconnects and subscribes again to what the hub is in.
-    await _until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the subscription again")
+    await until(lambda: pubsub_subscribers(group_for_task(name)) == 1, what="the subscription again")
     assert [c["id"] for c in await asyncio.to_thread(_hub_connections)] != killed
     muted.muted = True
     seq = await acommit(name, "running", alice.pk, percent=30)
@@ -169,7 +163,7 @@ async def test_feeds_are_published_too(muted):
         await comm.send_json_to({"v": 1, "type": "subscribe_feed"})
         await comm.send_json_to({"v": 1, "type": "ping", "id": "settled"})  # answered once the feed is followed
         assert await recv(comm) == {"v": 1, "type": "pong", "id": "settled"}
-    await _until(
+    await until(
         lambda: pubsub_subscribers(group_for_user(alice.pk)) == 1 and pubsub_subscribers(STAFF_FEED_GROUP) == 1,
         what="feeds",
     )

@@ -24,7 +24,7 @@ from realtime_async.naming import group_for_task, new_task_name
 from realtime_async.progress import encode_record_body
 from realtime_async.protocol import CLOSE_FINAL, CLOSE_NOT_FOUND, CLOSE_UNAVAILABLE
 from tests.services import private_redis, start_daphne
-from tests.ws_helpers import acommit, new_task, pubsub_subscribers, subscribe
+from tests.ws_helpers import acommit, new_task, pubsub_subscribers, subscribe, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,10 +255,7 @@ async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alic
     group = group_for_task(name)
     async with ws(daphne_port, task_url(name), alice_cookie) as conn:
         assert (await recv(conn))["data"]["state"] == "running"
-        deadline = time.monotonic() + 10
-        while await asyncio.to_thread(pubsub_subscribers, group) != 1:
-            assert time.monotonic() < deadline, "daphne's hub never subscribed"
-            await asyncio.sleep(0.05)
+        await until(lambda: pubsub_subscribers(group) == 1, 10, what="daphne's hub to subscribe")
         hubs = [
             client
             for client in await asyncio.to_thread(store.client.client_list, _type="pubsub")
@@ -269,7 +266,4 @@ async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alic
         seq = await acommit(name, "success", alice.pk)
         frame = await recv(conn)
         assert (frame["data"]["seq"], frame["data"]["state"]) == (seq, "success")
-    deadline = time.monotonic() + 10
-    while await asyncio.to_thread(pubsub_subscribers, group) != 0:
-        assert time.monotonic() < deadline, "daphne's hub never unsubscribed"
-        await asyncio.sleep(0.05)
+    await until(lambda: pubsub_subscribers(group) == 0, 10, what="daphne's hub to unsubscribe")

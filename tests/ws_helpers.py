@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -123,6 +125,14 @@ async def stop_hub() -> None:
     wait_received = getattr(get_channel_layer(), "wait_received", None)
     if wait_received is not None:
         await wait_received()
+
+
+async def until(predicate: Callable[[], object], within: float = 5.0, what: str = "condition") -> None:
+    """Wait until ``predicate`` (a blocking call, run in a thread) is true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 def pubsub_subscribers(group: str) -> int:
