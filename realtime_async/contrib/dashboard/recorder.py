@@ -16,7 +16,8 @@ import threading
 import time
 from typing import Any, cast
 
-from django.db import close_old_connections, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, close_old_connections, transaction
 
 from realtime_async.broadcast import per_process
 
@@ -103,9 +104,6 @@ class Recorder:
                 time.sleep(min(5.0, 0.25 * 2 ** max(attempts.get(name, 1) for name in failed)))
 
     def _write(self, task_name: str, payload: dict[str, Any]) -> None:
-        from django.contrib.auth import get_user_model
-        from django.db import IntegrityError
-
         values = self._values(payload)
         try:
             self._save(task_name, values)
