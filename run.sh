@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for newcomers and CI:
-#   ./run.sh test    create .venv, install everything, run ruff, mypy and the whole test suite
+#   ./run.sh test    create .venv, install everything, run ruff, mypy, the JS unit tests and the whole test suite
 #   ./run.sh demo    run the demo project (see README)
 #   ./run.sh bench   the benchmark suite (under 10 minutes; --quick for seconds); writes docs/benchmarks.md
 #   ./run.sh lint    ruff and mypy only
@@ -34,10 +34,12 @@ ensure_venv() {
 }
 
 ensure_system_packages() {
-    # The browser tests drive Debian's chromium; the fault tests start private redis-servers.
+    # The browser tests drive Debian's chromium; the fault tests start private redis-servers;
+    # the JS unit tests run on node's own test runner.
     local missing=()
     command -v chromium >/dev/null || missing+=(chromium)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v node >/dev/null || missing+=(nodejs)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             echo "==> installing ${missing[*]} with apt-get"
@@ -71,6 +73,11 @@ case "${1:-}" in
         ensure_venv
         ensure_redis
         lint
+        if [ $# -eq 0 ]; then
+            echo "==> JS unit tests (node --test)"
+            node --test tests/js/
+        fi
+        # pytest runs tests/unit first, then tests/integration, then tests/system (tests/conftest.py).
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     lint)

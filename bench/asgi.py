@@ -19,7 +19,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path  # noqa: E402
 
 from bench.naive import NaiveProgressConsumer  # noqa: E402
+from realtime_async._delivery import backpressure  # noqa: E402
 from realtime_async.routing import websocket_urlpatterns  # noqa: E402
+
+if os.environ.get("RA_BENCH_BACKPRESSURE") == "0":
+    # The slow-readers scenario's "before" figures: every frame written to its connection as it comes.
+    backpressure.ENABLED = False
 
 routes = [
     *websocket_urlpatterns,

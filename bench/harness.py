@@ -119,12 +119,12 @@ class Bench:
         return f"{label}-{self.step_counter}"
 
     @contextlib.contextmanager
-    def daphne(self, label: str, kind: str = "daphne") -> Iterator[Server]:
-        """A fresh server for a block (full runs, and any uvicorn) or the long-lived daphne (quick runs)."""
-        if not self.plan.fresh_daphne and kind == "daphne":
+    def daphne(self, label: str, kind: str = "daphne", **env: str) -> Iterator[Server]:
+        """A fresh server for a block (full runs, any uvicorn, extra ``env``) or the long-lived daphne (quick runs)."""
+        if not self.plan.fresh_daphne and kind == "daphne" and not env:
             yield self.service
             return
-        server = Server({**self.env, "RA_BENCH_RESULT_BACKEND": "1"}, f"{kind}-{label}", kind)
+        server = Server({**self.env, "RA_BENCH_RESULT_BACKEND": "1", **env}, f"{kind}-{label}", kind)
         try:
             yield server
         finally:

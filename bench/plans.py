@@ -41,6 +41,12 @@ class Plan:
     calibration_watchers: int
     calibration_rate: float
     max_seconds: float  # the whole run stops starting scenarios after this
+    slow_stalled: int  # slow readers: clients that stop reading, each subscribed to every task
+    slow_tasks: int
+    slow_bystanders: int  # reading clients, one task each, measured meanwhile
+    slow_rate: float  # updates a second per task
+    slow_seconds: float  # how long updates flow while the stalled clients read nothing
+    slow_message_chars: int  # each update's message (the demo: 600 characters)
 
 
 FULL = Plan(
@@ -54,6 +60,7 @@ FULL = Plan(
     profile_targets=("ours@daphne", "naive@daphne", "ours@uvicorn", "poll304@daphne"),
     split_at=500, fresh_daphne=True,
     calibration_watchers=1000, calibration_rate=5, max_seconds=560,
+    slow_stalled=20, slow_tasks=50, slow_bystanders=10, slow_rate=10, slow_seconds=15.0, slow_message_chars=600,
 )  # fmt: skip
 QUICK = Plan(
     name="quick", reps=1,
@@ -65,4 +72,5 @@ QUICK = Plan(
     profile_seconds=1.0, profile_rate=10, rss_settle=0.2, profile_targets=("ours@daphne", "poll304@daphne"),
     split_at=20, fresh_daphne=False,
     calibration_watchers=20, calibration_rate=10, max_seconds=120,
+    slow_stalled=3, slow_tasks=5, slow_bystanders=2, slow_rate=10, slow_seconds=1.5, slow_message_chars=600,
 )  # fmt: skip

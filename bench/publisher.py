@@ -31,11 +31,11 @@ from django.test.utils import override_settings  # noqa: E402
 from bench import celery as _celery  # noqa: E402,F401 - makes the bench's Celery app the current one
 from bench.agent import serve  # noqa: E402
 from bench.naive import EVENT_TYPE, naive_group  # noqa: E402
-from realtime_async import _store  # noqa: E402
+from realtime_async._core.naming import group_for_task  # noqa: E402
+from realtime_async._core.store import get_store  # noqa: E402
+from realtime_async._writing.sender import broadcast, wait_sent  # noqa: E402
+from realtime_async._writing.writer import get_writer  # noqa: E402
 from realtime_async.async_manager import AsyncManager  # noqa: E402
-from realtime_async.broadcast import broadcast, wait_sent  # noqa: E402
-from realtime_async.naming import group_for_task  # noqa: E402
-from realtime_async.progress import get_writer  # noqa: E402
 
 #: What update_progress is compared with: a state record of about the same size.
 _RECORD_LIKE = json.dumps({"seq": 1, "task": "x" * 30, "state": "running", "message": "Step 3/5", "data": {"t": 0}})
@@ -105,7 +105,7 @@ def _new_task(manager: AsyncManager, prefix: str) -> str:
 
 
 def _start(manager: AsyncManager, task: str) -> None:
-    """Mark ``task`` running and track it in this process, as ``realtime_async.tasks.run`` does before
+    """Mark ``task`` running and track it in this process, as ``realtime_async._writing.worker.run`` does before
     calling the task's function (its heartbeat aside): ``update_progress`` then has the launch metadata
     at hand instead of reading it from Redis at every write."""
     record = manager.get_progress(task)
@@ -113,8 +113,9 @@ def _start(manager: AsyncManager, task: str) -> None:
     now = time.time()
     record.update(state="running", started_at=now, updated_at=now)
     writer = get_writer()
-    _, stored, _ = writer.commit(record)
-    writer.track(stored, _store.get_store().read_meta(task))
+    stored = writer.commit(record).record()
+    assert stored is not None
+    writer.track(stored, get_store().read_meta(task))
 
 
 def _started_task(manager: AsyncManager, prefix: str) -> str:
@@ -233,17 +234,21 @@ def create_tasks(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_ours(cmd: dict[str, Any]) -> dict[str, Any]:
-    """update_progress on every task at ``rate`` a second, ``count`` times, then finish them all."""
+    """update_progress on every task at ``rate`` a second, ``count`` times, then finish them all.
+
+    ``message_chars`` pads each update's message to that length (the slow-readers scenario's 600).
+    """
     manager = _manager()
     tasks: list[str] = cmd["tasks"]
-    count, rate = cmd["count"], cmd["rate"]
+    count, rate, pad = cmd["count"], cmd["rate"], cmd.get("message_chars", 0)
     deadline = time.monotonic() + count / rate * 2 + 10
     times: list[float] = []
     with _rate(cmd.get("progress_rate", 1e9)):
         t0 = time.time()
         for i, j in _pace(count, rate, deadline, len(tasks)):
             now = time.time()
-            manager.update_progress(tasks[j], f"t={now:.6f}", current=i + 1, total=count, data={"t": now, "i": i})
+            message = f"t={now:.6f}".ljust(pad, ".")
+            manager.update_progress(tasks[j], message, current=i + 1, total=count, data={"t": now, "i": i})
             if j == 0:
                 times.append(now)
         published = time.time()
@@ -399,7 +404,7 @@ def jitter_updates(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_stats(cmd: dict[str, Any]) -> dict[str, Any]:
-    return {"keys": _redis.dbsize(), "prefix": _store.get_store().prefix}
+    return {"keys": _redis.dbsize(), "prefix": get_store().prefix}
 
 
 COMMANDS = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import slow_readers
 from bench.charts import charts
 from bench.figures import largest_watchers
 from bench.tables import (
@@ -82,6 +83,7 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         if watchers == big:
             lines += img("fanout.png", "fan-out")
     lines += ["### 100 tasks × 10 watchers, and daphne RSS per idle watcher", ""] + multi_table(results) + [""]
+    lines += slow_readers.section(results) + [""]
     lines += ["### Polling endpoints", ""] + polling_table(results) + [""]
     lines += ["### Load client calibration", ""] + calibration_table(results) + [""]
     lines += ["### daphne profile during the fan-out", ""]
@@ -106,7 +108,7 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
 PREAMBLE = """# Benchmarks
 
 `./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (under ten
-minutes; `--quick` for a seconds-long smoke version, which `tests/test_bench_smoke.py` runs).
+minutes; `--quick` for a seconds-long smoke version, which `tests/system/test_bench_smoke.py` runs).
 It starts what it needs on loopback (a private `redis-server` on a free port, daphne, a publisher
 process standing in for a Celery worker, client processes), runs every scenario twice and rewrites
 the generated part of this page and `docs/bench/*.png`. Raw results go to `.artifacts/`.
@@ -139,6 +141,11 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   (`ws/realtime-async/`, one subscription per connection) and the tutorial consumer.
 - **100 tasks × 10 watchers** at 2 updates a second per task, and daphne's RSS per idle watcher:
   RSS after 1,000 connections subscribed and idle minus RSS with one, divided by 1,000.
+- **Clients that stop reading**: 20 clients subscribed to the same 50 tasks read nothing for 15 s
+  while each task is updated 10 times a second with a 600-character message: daphne's RSS growth
+  and the latency of 10 reading bystanders, on a fresh daphne without per-connection backpressure
+  (the behaviour before it) and with it (`bench/slow_readers.py`; `--only slow_readers` rewrites
+  just that section of this page).
 - **Polling endpoints**: latency with one client and requests per second with eight (keep-alive
   HTTP/1.1), and daphne's CPU per request: our JSON answer, the same with a matching
   `If-None-Match` (304), the htmx fragment, and celery-progress's `get_progress`.
@@ -159,10 +166,17 @@ app, and without the per-user connection cap (every client comes from 127.0.0.1)
 
 
 def write(results: dict[str, Any], out: Path) -> None:
+    text = out.read_text() if out.exists() else ""
+    runs = results["runs"]
+    if runs and all(set(run) == {"slow_readers"} for run in runs) and slow_readers.BEGIN in text:
+        # ``--only slow_readers``: its own section, the rest of the page (and the charts) as they were.
+        head, _, rest = text.partition(slow_readers.BEGIN)
+        _, _, tail = rest.partition(slow_readers.END)
+        out.write_text(head + "\n".join(slow_readers.section(results)) + tail)
+        return
     folder = out.parent / "bench"
     images = charts(results, folder)
     generated = render(results, images, "bench/")
-    text = out.read_text() if out.exists() else ""
     if BEGIN in text and END in text:
         head, _, rest = text.partition(BEGIN)
         _, _, tail = rest.partition(END)

@@ -9,8 +9,9 @@ every scenario (twice in a full run, once with ``--quick``), then writes
 Scenarios (see ``docs/benchmarks.md``): worker-side cost, launch cost,
 end-to-end latency with one watcher, fan-out to 1/100/1,000 watchers at
 increasing rates, 100 tasks x 10 watchers with daphne's RSS per idle watcher,
-polling endpoints; then a py-spy profile of daphne during the 1,000-watcher
-fan-out. Every anchor runs in the same run as what it anchors.
+polling endpoints, clients that stop reading (with and without backpressure);
+then a py-spy profile of daphne during the 1,000-watcher fan-out. Every anchor runs
+in the same run as what it anchors.
 """
 
 from __future__ import annotations

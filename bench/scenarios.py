@@ -10,9 +10,10 @@ from typing import Any
 from bench import profile
 from bench.agent import ARTIFACTS, ROOT, BenchError, call_all
 from bench.harness import MULTI_PATH, Bench, connect, log, proc_cpu, proc_rss_kb, run_step, subscribe, updates_for
+from bench.slow_readers import scenario_slow_readers
 from bench.stats import latency_summary, merge_steps, staleness
 
-SCENARIOS = ("worker", "e2e", "fanout", "multi", "polling")
+SCENARIOS = ("worker", "e2e", "fanout", "multi", "polling", "slow_readers")
 
 
 def scenario_worker(b: Bench, rep: int) -> dict[str, Any]:
@@ -388,4 +389,5 @@ SCENARIO_FUNCS = {
     "fanout": scenario_fanout,
     "multi": scenario_multi,
     "polling": scenario_polling,
+    "slow_readers": scenario_slow_readers,
 }

@@ -6,6 +6,8 @@ points at the benchmark's private redis-server). Differences:
 - the default ``AsyncManager`` (the test project's records every lifecycle event in Redis);
 - no dashboard app (its signal receiver writes rows), no test app;
 - no per-user or per-address connection cap: every load client comes from 127.0.0.1;
+- ``STALLED_CLOSE_AFTER`` from ``RA_BENCH_STALLED_CLOSE_AFTER`` when set (``none``: never close),
+  for the slow-readers scenario;
 - with ``RA_BENCH_LAYER=pubsub``, channels_redis' pub/sub layer instead of its default one;
 - a Celery result backend only when ``RA_BENCH_RESULT_BACKEND`` is set: celery-progress
   needs one, realtime_async does not, and with one every ``apply_async`` also subscribes
@@ -28,6 +30,9 @@ REALTIME_ASYNC = {
     "MAX_CONNECTIONS_PER_USER": 1_000_000,
     "MAX_SUBSCRIPTIONS": 1000,
 }
+
+if _stalled := os.environ.get("RA_BENCH_STALLED_CLOSE_AFTER"):
+    REALTIME_ASYNC["STALLED_CLOSE_AFTER"] = None if _stalled == "none" else float(_stalled)
 
 if os.environ.get("RA_BENCH_LAYER") == "pubsub":
     # An experiment (``python -m bench --layer pubsub``): groups over Redis pub/sub, one PUBLISH per

@@ -21,6 +21,7 @@ from bench.figures import (
     sustained_rate,
     verdict,
 )
+from bench.slow_readers import RSS_TARGET_MB, bystander, growth_mb
 
 
 def targets_table(results: dict[str, Any]) -> list[str]:
@@ -70,6 +71,7 @@ def targets_table(results: dict[str, Any]) -> list[str]:
         return ok
 
     c = results["plan"]["poll_concurrency"]
+    stalled, stall_s = results["plan"].get("slow_stalled", "–"), f"{results['plan'].get('slow_seconds', 0):g}"
     poll_304, poll_cp = (
         poll(f"ours_json_304/c{c}", "daphne_us_per_request"),
         poll(f"celery_progress/c{c}", "daphne_us_per_request"),
@@ -158,6 +160,20 @@ def targets_table(results: dict[str, Any]) -> list[str]:
                 lambda r: dig(r, "multi", "naive", "rss_per_watcher_kb"),
             ),
             verdict(runs, lt(lambda r: dig(r, "multi", "ours", "rss_per_watcher_kb"), 40.0001)),
+        ),
+        (
+            f"{stalled} clients that stop reading for {stall_s} s: daphne RSS growth < {RSS_TARGET_MB} MB",
+            per_run(runs, growth_mb("backpressure"), unit=" MB"),
+            "without backpressure " + per_run(runs, growth_mb("none"), unit=" MB"),
+            ratio_text(runs, growth_mb("backpressure"), growth_mb("none")),
+            verdict(runs, lt(growth_mb("backpressure"), RSS_TARGET_MB)),
+        ),
+        (
+            "… meanwhile the reading bystanders' median latency < 50 ms",
+            per_run(runs, bystander("backpressure", "median"), unit=" ms"),
+            "without backpressure " + per_run(runs, bystander("none", "median"), unit=" ms"),
+            ratio_text(runs, bystander("backpressure", "median"), bystander("none", "median")),
+            verdict(runs, lt(bystander("backpressure", "median"), 50)),
         ),
         (
             "unchanged poll (304) cheaper than celery-progress's endpoint (daphne CPU per request)",

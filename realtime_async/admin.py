@@ -27,6 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from realtime_async._core.access import visible_record
 from realtime_async.async_manager import AsyncManager
 from realtime_async.exceptions import ConflictError
 
@@ -115,9 +116,8 @@ class AsyncActionsMixin(_Base):
 
     def async_progress_view(self, request: HttpRequest, task_name: str) -> HttpResponse:
         """The live progress page; the same permission rule as every transport."""
-        manager = AsyncManager.resolve_manager()
-        record = manager.get_progress(task_name)
-        if record is None or not manager.can_view(request.user, record):
+        record = visible_record(AsyncManager.resolve_manager(), request.user, task_name)
+        if record is None:
             raise Http404("No such task.")
         opts = self.model._meta
         context = {

@@ -11,6 +11,8 @@ class RealtimeAsyncConfig(AppConfig):
 
     def ready(self) -> None:
         from realtime_async import checks  # noqa: F401 - registers the system checks
+        from realtime_async._core import store
         from realtime_async.conf import reset_on_setting_changed
 
         setting_changed.connect(reset_on_setting_changed, dispatch_uid="realtime_async.conf")
+        setting_changed.connect(store.reset, dispatch_uid="realtime_async.store")

@@ -11,75 +11,61 @@ import datetime
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from django.core import signing
 from django.db import transaction
 from django.urls import URLPattern, path
-from django.utils.module_loading import import_string
 
-from realtime_async import _store
+from realtime_async._core import managers
+from realtime_async._core.locks import ConflictIds, from_lock_ids, to_lock_ids
+from realtime_async._core.naming import new_task_name, validate_task_name
+from realtime_async._core.records import State, StateRecord, is_final
+from realtime_async._core.store import Store, WriteMode, get_store
+from realtime_async._writing.cleanup import cleanup
+from realtime_async._writing.launch import OnCommit, callable_path, user_info
+from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
 from realtime_async.exceptions import ConflictError, TaskCancelled
-from realtime_async.locks import ConflictIds, from_lock_ids, to_lock_ids
-from realtime_async.naming import new_task_name, validate_task_name
-from realtime_async.progress import FINAL_STATES, get_writer
 from realtime_async.signals import task_lifecycle
+from realtime_async.tasks import run_async_task
+from realtime_async.views import cancel_view, progress_view
 
-if TYPE_CHECKING:
-    from django.contrib.auth.base_user import AbstractBaseUser
-    from django.contrib.auth.models import AnonymousUser
-
-    User = AbstractBaseUser | AnonymousUser
-
-__all__ = ["LIFECYCLE_EVENTS", "AsyncManager"]
+__all__ = ["AsyncManager", "LifecycleEvent"]
 
 logger = logging.getLogger("realtime_async")
 _T = TypeVar("_T")
 
-LIFECYCLE_EVENTS = ("create", "start", "progress", "complete", "fail", "cancel", "cleanup")
+#: The events of ``async_task_lifecycle`` and the ``task_lifecycle`` signal.
+LifecycleEvent = Literal["create", "start", "progress", "complete", "fail", "cancel", "cleanup"]
 _WATCH_SALT = "realtime_async.watch"
 
 
-def _callable_path(func: str | Callable[..., Any]) -> str:
-    if isinstance(func, str):
-        return func
-    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-    if not module or "<" in qualname:
-        raise ValueError(f"{func!r} cannot be imported by a worker: pass a module-level function or its dotted path.")
-    return f"{module}.{qualname}"
-
-
-def _user_info(user: Any) -> dict[str, Any] | None:
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    return {"id": user.pk, "label": str(user)}
-
-
 class AsyncManager:
-    """Launches tasks on Celery and keeps their state, locks and lifecycle consistent."""
+    """Launches tasks on Celery and keeps their state, locks and lifecycle consistent.
+
+    ``AsyncManager()`` makes an instance of the configured class
+    (``ASYNC_MANAGER_CLASS_PATH``): the project's hooks and permissions apply
+    wherever the base class is used. An instance of a subclass, or an explicit
+    ``manager_class=``, is used as given.
+    """
+
+    def __new__(cls) -> AsyncManager:
+        if cls is AsyncManager:
+            cls = managers.configured_class()
+        return super().__new__(cls)
 
     # -- resolving -------------------------------------------------------
     @classmethod
     def resolve_manager(cls, manager_class: type[AsyncManager] | str | None = None) -> AsyncManager:
         """An instance of ``manager_class`` (a class or dotted path), else of the configured class."""
-        candidate: object = manager_class or get_settings().async_manager_class_path
-        if isinstance(candidate, str):
-            try:
-                candidate = import_string(candidate)
-            except ImportError:
-                logger.error("realtime_async: cannot import manager %r; using AsyncManager", candidate)
-                candidate = AsyncManager
-        if not (isinstance(candidate, type) and issubclass(candidate, AsyncManager)):
-            logger.error("realtime_async: %r is not an AsyncManager subclass; using AsyncManager", candidate)
-            candidate = AsyncManager
-        return candidate()
+        return managers.resolve_manager(manager_class)
 
     @classmethod
     def class_path(cls) -> str:
-        return f"{cls.__module__}.{cls.__qualname__}"
+        """The dotted path workers import this class by."""
+        return managers.class_path(cls)
 
     # -- launching -------------------------------------------------------
     def launch_async_task(
@@ -101,13 +87,11 @@ class AsyncManager:
         Raises ``ConflictError`` when another task holds any of ``conflict_ids``
         and ``ValueError`` when ``task_name`` belongs to a task still unfinished.
         """
-        from realtime_async.tasks import run_async_task
-
         task_name = validate_task_name(task_name) if task_name is not None else new_task_name()
         lock_ids = to_lock_ids(conflict_ids)
-        func_path = _callable_path(func)
+        func_path = callable_path(func)
         manager_path = manager_class if isinstance(manager_class, str) else (manager_class or type(self)).class_path()
-        owner = _user_info(user)
+        owner = user_info(user)
         meta = {
             "user": owner,
             "affected_objects": [str(obj) for obj in affected_objects or ()],
@@ -115,14 +99,14 @@ class AsyncManager:
             "func": func_path,
             "locks": lock_ids,
         }
-        store = _store.get_store()
+        store = get_store()
         if lock_ids:
             # Locks are re-entrant per task name: check the name is free before reserving under it
             # (without locks, the CREATE write below refuses an unfinished task by itself).
             self._refuse_unfinished(task_name)
             self._reserve(store, task_name, lock_ids)
         now = time.time()
-        record = {
+        record: StateRecord = {
             "task": task_name,
             "state": "queued",
             "owner": owner["id"] if owner else None,
@@ -130,12 +114,13 @@ class AsyncManager:
             "updated_at": now,
         }
         try:
-            seq, queued, _ = get_writer().commit(record, mode=_store.CREATE, meta=meta)
+            created = get_writer().commit(record, mode=WriteMode.CREATE, meta=meta)
         except BaseException:
             store.release(task_name)
             raise
-        if seq == -2:  # a launch of the same name won a race; its locks are its own
+        if not created.written:  # a launch of the same name won a race; its locks are its own
             raise ValueError(f"Task name {task_name!r} belongs to a task that has not finished.")
+        queued = created.record()
         store.add_active(task_name)
 
         options = {"task_id": task_name, "queue": queue, "countdown": countdown, **celery_options}
@@ -158,24 +143,24 @@ class AsyncManager:
 
         connection = transaction.get_connection()
         if connection.in_atomic_block:
-            transaction.on_commit(_OnCommit(enqueue, lambda: self._forget(task_name)))
+            transaction.on_commit(OnCommit(enqueue, lambda: self._forget(task_name)))
         else:
             enqueue()
         return task_name
 
     def _refuse_unfinished(self, task_name: str) -> None:
         record = self.get_progress(task_name)
-        if record is not None and record["state"] not in FINAL_STATES:
+        if record is not None and not is_final(record):
             raise ValueError(f"Task name {task_name!r} belongs to a task that has not finished.")
 
-    def _reserve(self, store: _store.Store, task_name: str, lock_ids: list[str]) -> None:
+    def _reserve(self, store: Store, task_name: str, lock_ids: list[str]) -> None:
         held = store.acquire(task_name, lock_ids, get_settings().lock_ttl)
         if held:
             raise ConflictError(task_name, from_lock_ids(held))
 
     def _forget(self, task_name: str) -> None:
         """Undo a launch that will never run: locks, record and registry entry."""
-        store = _store.get_store()
+        store = get_store()
         store.release(task_name)
         store.delete_task(task_name)
         store.remove_active(task_name)
@@ -203,20 +188,20 @@ class AsyncManager:
         if tracker.cancel_requested and not tracker.finished:
             raise TaskCancelled(task_key)
         if written:
-            self._emit("progress", task_key, meta=tracker.meta, record=dict(tracker.record))
+            self._emit("progress", task_key, meta=tracker.meta, record=tracker.record.copy())
 
-    def get_progress(self, task_name: str) -> dict[str, Any] | None:
+    def get_progress(self, task_name: str) -> StateRecord | None:
         """The task's state record, or None for an unknown (or expired) task."""
         try:
             validate_task_name(task_name)
         except ValueError:
             return None
-        stored = _store.get_store().read_state(task_name)
+        stored = get_store().read_state(task_name)
         return json.loads(stored) if stored else None
 
     def is_cancelled(self, task_key: str) -> bool:
         """Whether someone asked for ``task_key`` to be cancelled."""
-        return _store.get_store().is_cancelled(task_key)
+        return get_store().is_cancelled(task_key)
 
     def cancel(self, task_name: str, user: Any = None) -> bool:
         """Cancel a task the ``user`` may cancel; return False when it is unknown, final or forbidden.
@@ -225,13 +210,11 @@ class AsyncManager:
         ends ``cancelled`` at its next ``update_progress`` call.
         """
         record = self.get_progress(task_name)
-        if record is None or record["state"] in FINAL_STATES or not self.can_cancel(user, record):
+        if record is None or is_final(record) or not self.can_cancel(user, record):
             return False
-        store = _store.get_store()
+        store = get_store()
         store.set_cancel(task_name, get_settings().final_state_ttl)
         if record["state"] == "queued":
-            from realtime_async.tasks import run_async_task
-
             try:
                 run_async_task.app.control.revoke(task_name)
             except Exception:  # the cancel flag still stops it before it runs
@@ -242,30 +225,33 @@ class AsyncManager:
     def finish(
         self,
         task_name: str,
-        state: str,
+        state: State,
         *,
         message: str | None = None,
         result: Any = None,
         error: str | None = None,
-        base: dict[str, Any] | None = None,
+        base: StateRecord | None = None,
         event_payload: dict[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> StateRecord | None:
         """Write a final state, releasing locks, registry entry and heartbeat in the same step; emit the event.
 
         Returns the stored record, or None when the task was already final.
         """
-        record = dict(base or get_writer().finish(task_name) or self.get_progress(task_name) or {"task": task_name})
+        found = base or get_writer().finish(task_name) or self.get_progress(task_name)
+        record: StateRecord = found.copy() if found else {"task": task_name}
         now = time.time()
-        record.update(state=state, updated_at=now, finished_at=now, eta=None, result=result, error=error)
+        record.update({"updated_at": now, "finished_at": now, "eta": None, "result": result, "error": error})
+        record["state"] = state
         if message is not None:
             record["message"] = message
         if state == "success":
             record["percent"] = 100.0
-        seq, stored, _ = self._retrying(f"final state of {task_name!r}", lambda: get_writer().commit(record, end=True))
-        if seq < 0:
+        written = self._retrying(f"final state of {task_name!r}", lambda: get_writer().commit(record, end=True))
+        stored = written.record()
+        if not written.written or stored is None:
             return None
-        event = {"success": "complete", "cancelled": "cancel"}.get(state, "fail")
-        meta = _store.get_store().read_meta(task_name)
+        event: LifecycleEvent = "complete" if state == "success" else "cancel" if state == "cancelled" else "fail"
+        meta = get_store().read_meta(task_name)
         self._emit(event, task_name, meta=meta, record=stored, **(event_payload or {}))
         return stored
 
@@ -291,7 +277,7 @@ class AsyncManager:
         """Reserve every object or none; True when ``task_name`` now holds them all."""
         validate_task_name(task_name)
         lock_ids = to_lock_ids(conflict_ids)
-        return not lock_ids or not _store.get_store().acquire(task_name, lock_ids, get_settings().lock_ttl)
+        return not lock_ids or not get_store().acquire(task_name, lock_ids, get_settings().lock_ttl)
 
     def remove_conflict_ids(self, task_name: str, conflict_ids: ConflictIds | None = None) -> int:
         """Release the given objects (all of the task's when None); return how many were freed.
@@ -299,33 +285,35 @@ class AsyncManager:
         Only locks ``task_name`` still holds are released: one that expired and
         was taken by another task stays with that task.
         """
-        return _store.get_store().release(task_name, to_lock_ids(conflict_ids) or None)
+        return get_store().release(task_name, to_lock_ids(conflict_ids) or None)
 
     def check_conflict(self, conflict_ids: ConflictIds) -> dict[str, dict[str, str]]:
         """Who holds what: ``{"app_label.model": {"pk": task_name}}`` for the held ones."""
-        return from_lock_ids(_store.get_store().holders(to_lock_ids(conflict_ids)))
+        return from_lock_ids(get_store().holders(to_lock_ids(conflict_ids)))
 
     def holds_locks(self, task_name: str) -> bool:
         """Whether ``task_name`` still holds every lock it reserved (check before writing)."""
-        store = _store.get_store()
+        store = get_store()
         mine = store.task_locks(task_name)
         held = store.holders(mine)
         return all(held.get(lock) == task_name for lock in mine)
 
     def remove_active_task(self, task_name: str) -> None:
         """Drop a task from the registry of active tasks (its record stays)."""
-        _store.get_store().remove_active(task_name)
+        get_store().remove_active(task_name)
 
     def active_tasks(self) -> list[str]:
         """Names of tasks launched and not yet finished, oldest first."""
-        return _store.get_store().active()
+        return get_store().active()
 
     # -- lifecycle and permissions --------------------------------------
-    def async_task_lifecycle(self, event: str, task_name: str, **payload: Any) -> None:
+    def async_task_lifecycle(self, event: LifecycleEvent, task_name: str, **payload: Any) -> None:
         """Called on create, start, progress, complete, fail, cancel and cleanup; override it."""
 
-    def _emit(self, event: str, task_name: str, *, meta: dict[str, Any] | None = None, **payload: Any) -> None:
-        meta = meta if meta is not None else _store.get_store().read_meta(task_name)
+    def _emit(
+        self, event: LifecycleEvent, task_name: str, *, meta: dict[str, Any] | None = None, **payload: Any
+    ) -> None:
+        meta = meta if meta is not None else get_store().read_meta(task_name)
         payload = {
             "user": meta.get("user"),
             "affected_objects": meta.get("affected_objects", []),
@@ -340,7 +328,7 @@ class AsyncManager:
             if isinstance(error, Exception):
                 logger.error("realtime_async: %r failed for %s of %r", receiver, event, task_name, exc_info=error)
 
-    def can_view(self, user: Any, record: dict[str, Any]) -> bool:
+    def can_view(self, user: Any, record: StateRecord) -> bool:
         """Whether ``user`` may watch the task of ``record``: its owner and staff by default."""
         if user is None or not getattr(user, "is_authenticated", False):
             return False
@@ -348,7 +336,7 @@ class AsyncManager:
             return True
         return record.get("owner") is not None and str(record["owner"]) == str(user.pk)
 
-    def can_cancel(self, user: Any, record: dict[str, Any]) -> bool:
+    def can_cancel(self, user: Any, record: StateRecord) -> bool:
         """Whether ``user`` may cancel the task of ``record``: the same rule as ``can_view``."""
         return self.can_view(user, record)
 
@@ -371,42 +359,13 @@ class AsyncManager:
     @classmethod
     def get_url(cls, name: str = "async-progress") -> URLPattern:
         """The polling endpoint's URL pattern, to add to a project's ``urlpatterns``."""
-        from realtime_async.views import progress_view
-
         return path("realtime-async/progress/<str:task_name>/", progress_view, name=name)
 
     @classmethod
     def get_cancel_url(cls, name: str = "async-cancel") -> URLPattern:
         """The cancel endpoint's URL pattern (POST with CSRF), to add to ``urlpatterns``."""
-        from realtime_async.views import cancel_view
-
         return path("realtime-async/cancel/<str:task_name>/", cancel_view, name=name)
 
     def cleanup_completed_tasks(self, *, dry_run: bool = False) -> dict[str, Any]:
-        """Find lost tasks and stale registry entries; see ``realtime_async.cleanup``."""
-        from realtime_async.cleanup import cleanup
-
+        """Find lost tasks and stale registry entries; see ``realtime_async._writing.cleanup``."""
         return cleanup(self, dry_run=dry_run)
-
-
-class _OnCommit:
-    """An on-commit callback that also learns about the rollback that drops it.
-
-    Django keeps on-commit callbacks in a list it empties on rollback without
-    calling them; once nothing refers to this object any more, the finalizer
-    runs ``on_drop`` unless the callback ran. CPython frees it at once.
-    """
-
-    def __init__(self, callback: Callable[[], None], on_drop: Callable[[], None]) -> None:
-        self.callback = callback
-        self.called = [False]
-        weakref.finalize(self, _OnCommit._dropped, self.called, on_drop)
-
-    def __call__(self) -> None:
-        self.called[0] = True
-        self.callback()
-
-    @staticmethod
-    def _dropped(called: list[bool], on_drop: Callable[[], None]) -> None:
-        if not called[0]:
-            on_drop()

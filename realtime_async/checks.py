@@ -11,6 +11,8 @@
   than ``HUB_CAPACITY`` messages; the layer drops what does not fit.
 - ``realtime_async.W003``: Celery's soft time limit, hard time limit and the
   broker's visibility timeout are not in increasing order.
+- ``realtime_async.W004``: ``CELERY_BEAT_SCHEDULE`` names a ``realtime_async.*``
+  task that realtime_async does not define (a typo, or a name from an old release).
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from realtime_async._core.naming import CLEANUP_TASK_NAME, HUB_CHANNEL_PREFIX, RUN_TASK_NAME
+from realtime_async.conf import get_settings
 from realtime_async.exceptions import ImproperlyConfiguredError
 
-__all__ = ["HUB_CAPACITY", "check_cache", "check_channel_layer", "check_settings", "check_time_limits"]
+__all__ = [
+    "HUB_CAPACITY",
+    "check_beat_schedule",
+    "check_cache",
+    "check_channel_layer",
+    "check_settings",
+    "check_time_limits",
+]
 
 _PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -39,8 +50,6 @@ HUB_CAPACITY = 1000
 
 
 def _settings_or_error() -> tuple[Any, list[CheckMessage]]:
-    from realtime_async.conf import get_settings
-
     try:
         return get_settings(), []
     except ImproperlyConfiguredError as exc:
@@ -144,18 +153,16 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
 def _check_hub_capacity(config: dict[str, Any]) -> list[CheckMessage]:
     from channels.layers import BaseChannelLayer
 
-    from realtime_async.fanout import CHANNEL_PREFIX
-
     # Sized the way channels_redis sizes its channels (glob patterns, first match wins).
     sizing = BaseChannelLayer(capacity=config.get("capacity", 100))
     sizing.channel_capacity = sizing.compile_capacities(config.get("channel_capacity") or {})
-    if sizing.get_capacity(f"{CHANNEL_PREFIX}.example!channel") >= HUB_CAPACITY:
+    if sizing.get_capacity(f"{HUB_CHANNEL_PREFIX}.example!channel") >= HUB_CAPACITY:
         return []
     return [
         Warning(
-            f"The fan-out hub's channel ({CHANNEL_PREFIX}*) holds fewer than {HUB_CAPACITY} messages; "
+            f"The fan-out hub's channel ({HUB_CHANNEL_PREFIX}*) holds fewer than {HUB_CAPACITY} messages; "
             "a burst of updates beyond that is dropped by the channel layer.",
-            hint=f'Add "channel_capacity": {{"{CHANNEL_PREFIX}*": {HUB_CAPACITY}}} to the layer\'s CONFIG.',
+            hint=f'Add "channel_capacity": {{"{HUB_CHANNEL_PREFIX}*": {HUB_CAPACITY}}} to the layer\'s CONFIG.',
             id="realtime_async.W002",
         )
     ]
@@ -197,3 +204,39 @@ def check_time_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
                 )
             ]
     return []
+
+
+#: Every Celery task realtime_async defines (``realtime_async.tasks``), by name.
+_TASK_NAMES = (RUN_TASK_NAME, CLEANUP_TASK_NAME)
+
+
+@register()
+def check_beat_schedule(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Each ``realtime_async.*`` task in the beat schedule is one that workers register.
+
+    Workers register realtime_async's tasks when ``autodiscover_tasks()`` imports
+    ``realtime_async.tasks``; a schedule entry naming any other
+    ``realtime_async.*`` task is refused by every worker, at every beat.
+    """
+    from celery import current_app
+
+    schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None) or current_app.conf.beat_schedule or {}
+    unknown = sorted(
+        {
+            str(entry.get("task"))
+            for entry in schedule.values()
+            if isinstance(entry, dict)
+            and str(entry.get("task", "")).startswith("realtime_async.")
+            and entry.get("task") not in _TASK_NAMES
+        }
+    )
+    if not unknown:
+        return []
+    return [
+        Warning(
+            f"CELERY_BEAT_SCHEDULE names {', '.join(map(repr, unknown))}, which realtime_async does not define; "
+            "workers refuse it as an unregistered task.",
+            hint=f"Schedule {_TASK_NAMES[1]!r}. To see what a worker knows: celery -A <project> inspect registered.",
+            id="realtime_async.W004",
+        )
+    ]

@@ -25,6 +25,9 @@ MAX_CONNECTIONS_PER_USER   WebSocket connections per user per process       ``20
 POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
 FAST_BROADCAST             also publish each write over the cache's Redis   ``True``
                            pub/sub, for the servers' hubs (see ``fanout``)
+STALLED_CLOSE_AFTER        seconds a WebSocket client may read nothing      ``10``
+                           while updates wait before it is closed (4408;
+                           daphne only; None: never)
 ========================== =============================================== ==========
 """
 
@@ -38,14 +41,17 @@ from django.conf import settings
 
 from realtime_async.exceptions import ImproperlyConfiguredError
 
-__all__ = ["Settings", "get_settings", "reset_on_setting_changed"]
+__all__ = ["DEFAULT_MANAGER_CLASS_PATH", "Settings", "get_settings", "reset_on_setting_changed"]
+
+#: The manager class used where ``ASYNC_MANAGER_CLASS_PATH`` names none.
+DEFAULT_MANAGER_CLASS_PATH = "realtime_async.async_manager.AsyncManager"
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Parsed ``REALTIME_ASYNC`` values; see the module docstring."""
 
-    async_manager_class_path: str = "realtime_async.async_manager.AsyncManager"
+    async_manager_class_path: str = DEFAULT_MANAGER_CLASS_PATH
     cache_alias: str = "default"
     channel_layer_alias: str = "default"
     progress_ttl: float = 3600
@@ -53,7 +59,8 @@ class Settings:
     lock_ttl: float = 3600
     queued_timeout: float = 86400
     heartbeat_interval: float = 10
-    heartbeat_timeout: float | None = None
+    #: Derived as ``3 * heartbeat_interval`` by ``get_settings`` when not given.
+    heartbeat_timeout: float = 30
     progress_rate: float = 10
     watch_token_max_age: float = 3600
     max_subscriptions: int = 50
@@ -62,6 +69,8 @@ class Settings:
     max_connections_per_user: int = 20
     poll_interval: float = 1.0
     fast_broadcast: bool = True
+    #: Seconds a connection's transport may stay full before it is closed with 4408 (None: never).
+    stalled_close_after: float | None = 10.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -74,19 +83,15 @@ class Settings:
             raise ImproperlyConfiguredError(
                 f"REALTIME_ASYNC['FAST_BROADCAST'] must be True or False, got {self.fast_broadcast!r}."
             )
-        if self.heartbeat_timeout is None:
-            object.__setattr__(self, "heartbeat_timeout", 3 * self.heartbeat_interval)
-        assert self.heartbeat_timeout is not None
+        stalled = self.stalled_close_after
+        if stalled is not None and (isinstance(stalled, bool) or not isinstance(stalled, (int, float)) or stalled <= 0):
+            raise ImproperlyConfiguredError(
+                f"REALTIME_ASYNC['STALLED_CLOSE_AFTER'] must be a positive number or None, got {stalled!r}."
+            )
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ImproperlyConfiguredError(
                 "REALTIME_ASYNC['HEARTBEAT_TIMEOUT'] must be longer than HEARTBEAT_INTERVAL."
             )
-
-    @property
-    def liveness_timeout(self) -> float:
-        """``HEARTBEAT_TIMEOUT`` as a number (it is derived when unset)."""
-        assert self.heartbeat_timeout is not None
-        return self.heartbeat_timeout
 
 
 _FIELDS = {field.name.upper(): field.name for field in dataclasses.fields(Settings)}
@@ -104,13 +109,15 @@ def get_settings() -> Settings:
             f"Unknown REALTIME_ASYNC key(s) {', '.join(map(repr, unknown))}; "
             f"valid keys are {', '.join(sorted(_FIELDS))}."
         )
-    return Settings(**{_FIELDS[key]: value for key, value in raw.items()})
+    values = {_FIELDS[key]: value for key, value in raw.items()}
+    if "heartbeat_timeout" not in values:
+        interval = values.get("heartbeat_interval", Settings.heartbeat_interval)
+        if isinstance(interval, (int, float)):  # else __post_init__ says what is wrong with it
+            values["heartbeat_timeout"] = 3 * interval
+    return Settings(**values)
 
 
 def reset_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    """Forget cached settings and connections; connected in ``AppConfig.ready``."""
-    if setting in ("REALTIME_ASYNC", "CACHES", "CHANNEL_LAYERS"):
+    """Forget the cached settings; connected in ``AppConfig.ready`` (beside the store's own reset)."""
+    if setting == "REALTIME_ASYNC":
         get_settings.cache_clear()
-        from realtime_async import _store
-
-        _store.reset()

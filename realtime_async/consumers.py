@@ -19,11 +19,7 @@ snapshot answering a ``subscribe``, which is always sent.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
-import json
 import logging
-import time
 from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,22 +27,27 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.sessions import InstanceSessionWrapper
 from channels.utils import await_many_dispatch
 
-from realtime_async import _store
-from realtime_async._daphne import frame_sender
-from realtime_async.async_manager import AsyncManager
+from realtime_async._core.access import cancel_outcome
+from realtime_async._core.managers import resolve_manager
+from realtime_async._core.naming import STAFF_FEED_GROUP, group_for_user, validate_task_name
+from realtime_async._core.process import Throttled
+from realtime_async._delivery.feed import FeedMixin
+from realtime_async._delivery.hub import Hub, LayerUnavailable, get_hub
+from realtime_async._delivery.limits import ConnectionCounter, TokenBucket, connection_key, frame_bytes
+from realtime_async._delivery.sending import progress_sender
+from realtime_async._delivery.subscription import Subscription, read_snapshot
 from realtime_async.conf import get_settings
-from realtime_async.fanout import Hub, LayerUnavailable, get_hub
-from realtime_async.naming import STAFF_FEED_GROUP, group_for_user, validate_task_name
-from realtime_async.progress import FINAL_STATES
 from realtime_async.protocol import (
     CLOSE_FINAL,
     CLOSE_NOT_FOUND,
     CLOSE_RATE_LIMITED,
+    CLOSE_STALLED,
     CLOSE_TOO_LARGE,
     CLOSE_UNAVAILABLE,
+    FORBIDDEN_MESSAGE,
+    NOT_FOUND_MESSAGE,
     BadRequest,
     Cancel,
     ClientMessage,
@@ -61,162 +62,33 @@ from realtime_async.protocol import (
     pong_frame,
     progress_frame,
 )
-from realtime_async.views import FORBIDDEN_MESSAGE, cancel_outcome
 
 __all__ = ["ProgressConsumer", "TaskProgressConsumer"]
 
 logger = logging.getLogger("realtime_async")
+# During an outage every reconnecting client fails the same way: one line every ten seconds.
+_log = Throttled(logger)
 
-_NOT_FOUND = "No such task."
 _NO_FEED = "No feed without a signed-in user."
 _INTERNAL_ERROR = 1011
-#: Tasks one connection remembers (last seq sent, the feed's permission); the least recent are forgotten.
-_REMEMBERED_TASKS = 4096
-_warned_at = 0.0
 #: Open connections per user (or per client address, for anonymous ones) in this process.
-_connections: collections.Counter[str] = collections.Counter()
+_connections = ConnectionCounter()
 
 
-@dataclasses.dataclass(eq=False)
-class _Subscription:
-    last_seq: int = 0
-    #: Frames sent for this task, so a repeated subscribe can tell whether it was answered.
-    sent: int = 0
-    #: Authorised; until then the hub's frames wait in ``held``.
-    ready: bool = False
-    held: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
-    #: The watch token the client subscribed with: it shows the task, it never lets the client cancel it.
-    token: str | None = None
-
-
-@dataclasses.dataclass(eq=False)
-class _Seen:
-    """What one connection knows of one task across its subscription and its feed."""
-
-    #: The last seq sent on this connection (either way), or refused by the feed.
-    seq: int = 0
-    #: Final states passed: each ends a run, and the next run under the name is asked about again.
-    runs: int = 0
-    #: ``can_view``'s answer for the feed, for the task's current run; None until asked.
-    allowed: bool | None = None
-    #: Feed updates waiting for that answer.
-    held: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
-
-
-class _TokenBucket:
-    """``rate`` messages a second sustained, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens = rate, burst, burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-def _connection_key(scope: dict[str, Any]) -> str:
-    user = scope.get("user")
-    if user is not None and getattr(user, "is_authenticated", False):
-        return f"user:{user.pk}"
-    # Anonymous watchers (watch tokens) are told apart by address; behind a proxy
-    # that is the proxy's unless the server sets the client from proxy headers.
-    client = scope.get("client") or ("",)
-    return f"anon:{client[0]}"
-
-
-def _warn(message: str, *args: object) -> None:
-    # During an outage every reconnecting client fails the same way: one line every ten seconds.
-    global _warned_at
-    now = time.monotonic()
-    if now - _warned_at > 10:
-        _warned_at = now
-        logger.warning(message, *args)
-    else:
-        logger.debug(message, *args)
-
-
-def _frame_bytes(text: str, limit: int) -> int:
-    # Exact UTF-8 length only when the character count leaves any doubt.
-    if len(text) > limit or len(text) * 4 <= limit:
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _frame_send(send: Any) -> Any:
-    """``send`` without channels' session wrappers, for ``websocket.send`` frames only.
-
-    ``InstanceSessionWrapper.send`` touches the lazy session twice per frame and
-    then forwards anything but the message types it saves on (HTTP responses):
-    for a WebSocket frame, skipping it changes nothing but the cost. Anything
-    else (a subclass, another wrapper) is kept as it is.
-    """
-    wrapped = InstanceSessionWrapper.__dict__["send"]
-    while True:
-        wrapper: Any = getattr(send, "__self__", None)
-        if type(wrapper) is not InstanceSessionWrapper or getattr(send, "__func__", None) is not wrapped:
-            return send
-        if "websocket.send" in wrapper.save_message_types:
-            return send
-        send = wrapper.real_send
-
-
-def _read_and_authorize(user: Any, task: str, token: str | None) -> tuple[str, int, bool] | None:
-    """``(record_json, seq, final)`` when ``user`` (or ``token``) may watch ``task``, else None."""
-    try:
-        stored = _store.get_store().read_state(task)
-    except Exception as exc:
-        raise LayerUnavailable(f"cache read failed ({type(exc).__name__})") from exc
-    if stored is None:
-        return None
-    try:
-        record = json.loads(stored)
-        seq, final = int(record["seq"]), record.get("state") in FINAL_STATES
-        manager = AsyncManager.resolve_manager()
-        allowed = manager.can_view(user, record) or (token is not None and manager.check_watch_token(token, task))
-    except Exception:  # a broken hook or record must not let anyone in, nor crash the socket
-        logger.exception("realtime_async: permission check for %r failed; access refused", task)
-        return None
-    return (stored, seq, final) if allowed else None
-
-
-def _can_view_each(user: Any, frames: dict[str, str]) -> dict[str, bool]:
-    """``can_view`` of each task's record, read from one of its progress frames; a failing hook refuses."""
-    manager = AsyncManager.resolve_manager()
-    answers = {}
-    for task, frame in frames.items():
-        try:
-            answers[task] = bool(manager.can_view(user, json.loads(frame)["data"]))
-        except Exception:
-            logger.exception("realtime_async: permission check for %r failed; access refused", task)
-            answers[task] = False
-    return answers
-
-
-class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+class ProgressConsumer(FeedMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     """``ws/realtime-async/``: subscribe to tasks (up to ``MAX_SUBSCRIPTIONS``), follow the feed, cancel tasks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._subs: dict[str, _Subscription] = {}
-        #: The feed groups followed (None: no feed), and per task what was sent or decided.
-        self._feed: tuple[str, ...] | None = None
-        self._seen: dict[str, _Seen] = {}
-        #: Tasks whose feed updates wait for ``can_view``, asked by ``_decider`` a batch at a time.
-        self._undecided: dict[str, None] = {}
-        self._decider: asyncio.Task[None] | None = None
+        self._subs: dict[str, Subscription] = {}
+        self._init_feed()
         self._closed = False
         # Frames of one connection go out one at a time, each checked against the last seq sent.
         self._send_lock = asyncio.Lock()
         self._counted: str | None = None
         self._hub: Hub | None = None
-        self._bucket = _TokenBucket(1, 1)
-        #: ``send`` for progress frames (see ``_frame_send``).
+        self._bucket = TokenBucket(1, 1)
+        #: Sends this connection's frames, with backpressure on daphne (see ``_delivery.sending``).
         self._send_frame: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -226,7 +98,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        self._send_frame = frame_sender(_frame_send(send))
+        self._send_frame = progress_sender(send, self._stalled)
         try:
             await await_many_dispatch([receive], self.dispatch)
         except StopConsumer:
@@ -259,16 +131,15 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Called when a client connects: accept it unless its user has too many connections."""
         settings = get_settings()
         # Bursts large enough to resubscribe everything at once after a reconnect.
-        self._bucket = _TokenBucket(
+        self._bucket = TokenBucket(
             settings.max_messages_per_second, settings.max_messages_per_second + settings.max_subscriptions
         )
         # Accept first: only an open socket can carry a close code to the client.
         await self.accept()
-        key = _connection_key(self.scope)
-        if _connections[key] >= settings.max_connections_per_user:
+        key = connection_key(self.scope)
+        if not _connections.acquire(key, settings.max_connections_per_user):
             await self._close(CLOSE_RATE_LIMITED)
             return
-        _connections[key] += 1
         self._counted = key
 
     async def disconnect(self, code: int) -> None:
@@ -283,7 +154,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         text, data = message.get("text"), message.get("bytes")
         limit = get_settings().max_message_bytes
-        size = _frame_bytes(text, limit) if text is not None else len(data or b"")
+        size = frame_bytes(text, limit) if text is not None else len(data or b"")
         if size > limit:
             await self._close(CLOSE_TOO_LARGE)
             return
@@ -322,12 +193,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if len(self._subs) >= get_settings().max_subscriptions:
             await self._send_error("limit", "Too many subscriptions on this connection.", task)
             return
-        sub = self._subs[task] = _Subscription()
+        sub = self._subs[task] = Subscription()
         try:
             self._hub = self._hub or get_hub()
             await self._hub.watch(task, self)
         except LayerUnavailable as exc:
-            _warn("realtime_async: cannot watch %r (%s); closing with 4503", task, exc)
+            _log.warning("realtime_async: cannot watch %r (%s); closing with 4503", task, exc)
             await self._close(CLOSE_UNAVAILABLE)
             return
         # Joined before this read, so nothing between the snapshot and the stream is missed.
@@ -351,7 +222,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             for group in groups:
                 await self._hub.watch_feed(group, self)
         except LayerUnavailable as exc:
-            _warn("realtime_async: cannot follow the feed (%s); closing with 4503", exc)
+            _log.warning("realtime_async: cannot follow the feed (%s); closing with 4503", exc)
             await self._close(CLOSE_UNAVAILABLE)
 
     async def unsubscribe_feed(self) -> None:
@@ -364,23 +235,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return (STAFF_FEED_GROUP,)
         return (group_for_user(user.pk),)
 
-    async def _leave_feed(self) -> None:
-        groups, self._feed = self._feed, None
-        if groups is None:
-            return
-        self._undecided.clear()
-        for seen in self._seen.values():
-            seen.held.clear()
-        if self._hub is not None:
-            for group in groups:
-                await self._hub.unwatch_feed(group, self)
-
     async def cancel(self, request: Cancel) -> None:
         """Called when a client asks to cancel a task; accepted, it is not answered (``cancelled`` follows)."""
         task = request.task
         sub = self._subs.get(task)
         token = sub.token if sub is not None and sub.ready else None
-        outcome = await database_sync_to_async(cancel_outcome)(self.scope.get("user"), task, token=token)
+        user = self.scope.get("user")
+        outcome = await database_sync_to_async(lambda: cancel_outcome(resolve_manager(), user, task, token=token))()
         if outcome == "not_found":
             await self.not_found(task)
         elif outcome == "forbidden":
@@ -388,7 +249,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def not_found(self, task: str) -> None:
         """Called when ``task`` is unknown or not for this user (the same answer, so names cannot be probed)."""
-        await self._send_error("not_found", _NOT_FOUND, task)
+        await self._send_error("not_found", NOT_FOUND_MESSAGE, task)
 
     async def finished(self, task: str) -> None:
         """Called after a task's final state was sent: the subscription ends (it stops counting)."""
@@ -414,13 +275,17 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Called by the hub when it lost the channel layer: the client must reconnect and resubscribe."""
         await self._close(CLOSE_UNAVAILABLE)
 
+    def _stalled(self) -> None:
+        """Called (daphne only) when the client read nothing for ``STALLED_CLOSE_AFTER`` s: it must resubscribe."""
+        self._stall_close = asyncio.create_task(self._guarded(self._close(CLOSE_STALLED)))
+
     # -- internals -------------------------------------------------------
-    async def _send_current(self, task: str, sub: _Subscription, token: str | None, *, baseline: int | None) -> bool:
+    async def _send_current(self, task: str, sub: Subscription, token: str | None, *, baseline: int | None) -> bool:
         """Send the stored state; False (and the subscription ended) when the task is gone or refused."""
         try:
-            loaded = await database_sync_to_async(_read_and_authorize)(self.scope.get("user"), task, token)
+            loaded = await database_sync_to_async(read_snapshot)(self.scope.get("user"), task, token)
         except LayerUnavailable as exc:
-            _warn("realtime_async: cannot read %r (%s); closing with 4503", task, exc)
+            _log.warning("realtime_async: cannot read %r (%s); closing with 4503", task, exc)
             await self._close(CLOSE_UNAVAILABLE)
             return False
         if loaded is None:
@@ -437,7 +302,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return True
 
     async def _emit(
-        self, task: str, sub: _Subscription, seq: int, frame: str, final: bool, *, baseline: int | None = None
+        self, task: str, sub: Subscription, seq: int, frame: str, final: bool, *, baseline: int | None = None
     ) -> None:
         async with self._send_lock:
             if self._closed or self._subs.get(task) is not sub:
@@ -448,93 +313,11 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             sub.last_seq = seq
             sub.sent += 1
             self._sent(task, seq, final)
-            await self._send_frame({"type": "websocket.send", "text": frame})
+            await self._send_frame({"type": "websocket.send", "text": frame}, task, final)
         if final:
             await self.finished(task)
 
     # -- the feed ----------------------------------------------------------
-    def _remember(self, task: str) -> _Seen:
-        seen = self._seen.pop(task, None) or _Seen()
-        self._seen[task] = seen  # now the most recent
-        if len(self._seen) > _REMEMBERED_TASKS:
-            del self._seen[next(iter(self._seen))]
-        return seen
-
-    def _sent(self, task: str, seq: int, final: bool) -> None:
-        seen = self._remember(task)
-        seen.seq = max(seen.seq, seq)
-        if final:
-            seen.runs += 1
-            seen.allowed = None  # a new run under the same name may be someone else's: ask again
-
-    async def _feed_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
-        seen = self._remember(task)
-        if seq <= seen.seq or any(seq <= held for held, _, _ in seen.held):
-            return  # sent already (through the feed or a subscription), or older than that
-        if seen.allowed is None or seen.held:
-            # Latest wins while waiting, except a final state (as for a subscription).
-            seen.held[:] = [item for item in seen.held if item[2]]
-            seen.held.append((seq, frame, final))
-            if seen.allowed is None:
-                self._ask(task)
-            return
-        await self._admit(task, seen, seq, frame, final)
-
-    async def _admit(self, task: str, seen: _Seen, seq: int, frame: str, final: bool) -> None:
-        """Send a feed update when the task's run is allowed; remember its seq either way, so copies are dropped."""
-        allowed = seen.allowed
-        # Before any await: a final state ends the run at once, so what follows is asked about again.
-        self._sent(task, seq, final)
-        if not allowed:
-            return
-        async with self._send_lock:
-            # A subscription made meanwhile sends the task itself; a newer seq already sent wins.
-            if self._closed or self._feed is None or task in self._subs or seq < seen.seq:
-                return
-            await self._send_frame({"type": "websocket.send", "text": frame})
-
-    def _ask(self, task: str) -> None:
-        self._undecided[task] = None
-        if self._decider is None or self._decider.done():
-            self._decider = asyncio.create_task(self._guarded(self._decide()), name="realtime_async-feed-permissions")
-
-    async def _decide(self) -> None:
-        """Ask ``can_view`` about the tasks the feed holds updates of, off the event loop, a batch at a time.
-
-        The hub's fan-out never waits for it, and tasks that show up while a
-        batch is being decided are asked about together in the next one.
-        """
-        while self._undecided and self._feed is not None and not self._closed:
-            batch, runs = {}, {}
-            for task in self._undecided:
-                seen = self._seen.get(task)
-                if seen is not None and seen.allowed is None and seen.held:
-                    batch[task], runs[task] = seen.held[0][1], seen.runs
-            self._undecided.clear()
-            if not batch:
-                continue
-            answers = await database_sync_to_async(_can_view_each)(self.scope.get("user"), batch)
-            for task, allowed in answers.items():
-                seen = self._seen.get(task)
-                if seen is None or seen.allowed is not None or self._feed is None:
-                    continue
-                if seen.runs == runs[task]:
-                    seen.allowed = allowed
-                    await self._release(task, seen)
-                else:  # the run ended meanwhile (its final state went out through a subscription)
-                    seen.held[:] = [item for item in seen.held if item[0] > seen.seq]
-                    if seen.held:
-                        self._ask(task)
-
-    async def _release(self, task: str, seen: _Seen) -> None:
-        """Send (or drop, when refused) the updates held while ``can_view`` was asked, up to the run's end."""
-        while seen.held and seen.allowed is not None:
-            seq, frame, final = seen.held.pop(0)
-            if seq > seen.seq:
-                await self._admit(task, seen, seq, frame, final)
-        if seen.held:
-            self._ask(task)  # a new run followed the final state
-
     async def _guarded(self, work: Awaitable[None]) -> None:
         try:
             await work
@@ -550,7 +333,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _send_text(self, frame: str) -> None:
         async with self._send_lock:
             if not self._closed:
-                await self.send(text_data=frame)
+                await self._send_frame.control({"type": "websocket.send", "text": frame})
 
     async def _send_error(self, code: ErrorCode, message: str, task: str | None = None) -> None:
         await self._send_text(error_frame(code, message, task))
@@ -560,6 +343,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self._closed = True
         async with self._send_lock:
+            self._send_frame.flush()  # what waits for a slow client goes first
             await self.close(code)
         await self._unwatch_all()
 
@@ -573,9 +357,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def _release_connection(self) -> None:
         key, self._counted = self._counted, None
         if key is not None:
-            _connections[key] -= 1
-            if _connections[key] <= 0:
-                del _connections[key]
+            _connections.release(key)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._closed = True

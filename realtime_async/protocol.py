@@ -1,8 +1,10 @@
-"""The WebSocket wire protocol, version 1: client message parsing, server frames, close codes.
+"""The wire protocol, version 1: client message parsing, every envelope the server sends, close codes.
 
 ``docs/protocol.md`` is the contract and ``protocol.schema.json`` describes the
 same messages; the tests check that this parser accepts exactly what the
-schema accepts. Nothing here touches Django, the cache or the channel layer.
+schema accepts. Every envelope of every transport (WebSocket frames, polling
+and cancel answers) is built here, with ``PROTOCOL_VERSION``. Nothing here
+touches the cache or the channel layer.
 """
 
 from __future__ import annotations
@@ -11,17 +13,22 @@ import dataclasses
 import json
 from typing import Any, Final, Literal
 
-from realtime_async.naming import validate_task_name
+from django.core.serializers.json import DjangoJSONEncoder
+
+from realtime_async._core.naming import validate_task_name
 
 __all__ = [
     "CLOSE_FINAL",
     "CLOSE_NOT_FOUND",
     "CLOSE_RATE_LIMITED",
+    "CLOSE_STALLED",
     "CLOSE_TOO_LARGE",
     "CLOSE_UNAVAILABLE",
+    "FORBIDDEN_MESSAGE",
     "MAX_ID_LENGTH",
     "MAX_SEQ",
     "MAX_TOKEN_LENGTH",
+    "NOT_FOUND_MESSAGE",
     "PROTOCOL_VERSION",
     "BadRequest",
     "Cancel",
@@ -34,9 +41,11 @@ __all__ = [
     "SubscribeFeed",
     "Unsubscribe",
     "UnsubscribeFeed",
+    "cancel_accepted_frame",
     "error_frame",
     "parse_client_message",
     "pong_frame",
+    "progress_envelope",
     "progress_frame",
 ]
 
@@ -48,10 +57,17 @@ CLOSE_FINAL: Final = 1000
 CLOSE_TOO_LARGE: Final = 4400
 #: Per-task URL: no such task, or not allowed (the same answer).
 CLOSE_NOT_FOUND: Final = 4404
+#: The client read nothing for ``STALLED_CLOSE_AFTER`` seconds while updates waited; retry and resubscribe.
+CLOSE_STALLED: Final = 4408
 #: A message flood, or too many connections for one user.
 CLOSE_RATE_LIMITED: Final = 4429
 #: The channel layer or the cache failed; retry and resubscribe.
 CLOSE_UNAVAILABLE: Final = 4503
+
+#: The public text of every ``not_found`` answer: unknown and forbidden tasks alike.
+NOT_FOUND_MESSAGE: Final = "No such task."
+#: The public text of every ``forbidden`` answer to a cancel.
+FORBIDDEN_MESSAGE: Final = "You may not cancel this task."
 
 #: Largest ``seq`` a client may send: JavaScript numbers stay exact up to here.
 MAX_SEQ: Final = 2**53 - 1
@@ -223,17 +239,31 @@ def parse_client_message(text: str) -> ClientMessage:
     return Subscribe(task, seq, token)
 
 
+def _dumps(content: dict[str, Any]) -> str:
+    return json.dumps(content, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
 def progress_frame(task: str, record_json: str) -> str:
-    """A ``progress`` frame around a record that is already JSON text (it is not parsed again)."""
-    return '{"v":1,"type":"progress","task":' + json.dumps(task) + ',"data":' + record_json + "}"
+    """A ``progress`` envelope around a record that is already JSON text (it is not parsed again)."""
+    return f'{{"v":{PROTOCOL_VERSION},"type":"progress","task":{json.dumps(task)},"data":{record_json}}}'
+
+
+def progress_envelope(task: str, record: dict[str, Any]) -> str:
+    """A ``progress`` envelope around a decoded record (the polling endpoint's answer)."""
+    return _dumps({"v": PROTOCOL_VERSION, "type": "progress", "task": task, "data": record})
 
 
 def error_frame(code: ErrorCode, message: str, task: str | None = None) -> str:
-    """An ``error`` frame; ``message`` must be a fixed public text, never exception text."""
+    """An ``error`` envelope; ``message`` must be a fixed public text, never exception text."""
     content: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "error", "code": code, "message": message}
     if task is not None:
         content["task"] = task
-    return json.dumps(content, separators=(",", ":"))
+    return _dumps(content)
+
+
+def cancel_accepted_frame(task: str) -> str:
+    """The cancel endpoint's ``202`` answer: the ``cancelled`` state follows as progress."""
+    return _dumps({"v": PROTOCOL_VERSION, "type": "cancel", "task": task, "accepted": True})
 
 
 def pong_frame(ident: str | int | None) -> str:
@@ -241,4 +271,4 @@ def pong_frame(ident: str | int | None) -> str:
     content: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "pong"}
     if ident is not None:
         content["id"] = ident
-    return json.dumps(content, separators=(",", ":"))
+    return _dumps(content)

@@ -11,30 +11,36 @@ Every answer is marked never to be cached: the state changes under the same URL.
 
 ``POST <prefix>/realtime-async/cancel/<task_name>/`` (with Django's CSRF token)
 cancels a task: ``202`` when accepted, ``404`` for unknown and invisible tasks
-alike, ``403`` when ``can_cancel`` refuses. ``cancel_outcome`` decides, for this
-view and for the WebSocket ``cancel`` message.
+alike, ``403`` when ``can_cancel`` refuses. ``_core.access`` decides, for these
+views as for every other transport.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from typing import Any, Final, Literal
+from collections.abc import Callable
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
-from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 
-from realtime_async.async_manager import AsyncManager
-from realtime_async.progress import FINAL_STATES
-from realtime_async.widgets import render_fragment, visible_record
+from realtime_async._core.access import cancel_outcome, visible_record
+from realtime_async._core.managers import resolve_manager
+from realtime_async._core.records import StateRecord, is_final
+from realtime_async.protocol import (
+    FORBIDDEN_MESSAGE,
+    NOT_FOUND_MESSAGE,
+    cancel_accepted_frame,
+    error_frame,
+    progress_envelope,
+)
+from realtime_async.widgets import render_fragment
 
-__all__ = ["FORBIDDEN_MESSAGE", "CancelOutcome", "cancel_outcome", "cancel_view", "progress_view"]
+__all__ = ["cancel_view", "progress_view"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -42,31 +48,32 @@ _JSON = "application/json"
 _HTML = "text/html; charset=utf-8"
 _MAX_LABEL = 200
 # No task name in it: a 404 says nothing about the name it answers.
-_NOT_FOUND_JSON = '{"v":1,"type":"error","code":"not_found","message":"No such task."}'
-#: The public reason of every ``forbidden`` answer to a cancel.
-FORBIDDEN_MESSAGE: Final = "You may not cancel this task."
-_FORBIDDEN_JSON = json.dumps(
-    {"v": 1, "type": "error", "code": "forbidden", "message": FORBIDDEN_MESSAGE}, separators=(",", ":")
-)
-
-CancelOutcome = Literal["accepted", "forbidden", "not_found"]
+_NOT_FOUND_JSON = error_frame("not_found", NOT_FOUND_MESSAGE)
+_FORBIDDEN_JSON = error_frame("forbidden", FORBIDDEN_MESSAGE)
 
 
-@never_cache
+def _every_answer(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Mark every answer of ``view``, its ``405`` included, as never cached and varying with the viewer.
+
+    ``Cookie`` always: the session decides, and a header set only when the
+    session was read would tell a forbidden task from an unknown one.
+    """
+    return never_cache(vary_on_headers("Accept", "HX-Request", "Cookie")(view))
+
+
+@_every_answer
 @require_GET
 def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
     """The task's state record as JSON or an htmx fragment; 404 for unknown and forbidden tasks alike."""
     as_html = _wants_html(request)
     token = request.GET.get("token") or None
     try:
-        record = visible_record(task_name, user=getattr(request, "user", None), token=token)
+        record = visible_record(resolve_manager(), getattr(request, "user", None), task_name, token=token)
     except Exception:  # the store is down, or a custom can_view() failed: no detail for the client
         logger.exception("realtime_async: polling %.200r failed", task_name)
-        response = HttpResponse("Service unavailable.", status=503, content_type="text/plain; charset=utf-8")
-        response["Retry-After"] = "2"
-        return _vary(response)
+        return _unavailable()
     if record is None:
-        return _vary(_not_found(as_html))
+        return _not_found(as_html)
 
     label = request.GET.get("label", "")[:_MAX_LABEL] or None
     # The fragment holds its own URL (query string included) and label, so they
@@ -75,66 +82,34 @@ def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
     if etag in (matches := _if_none_match(request)) or "*" in matches:
         not_modified = HttpResponseNotModified()
         not_modified["ETag"] = etag
-        return _vary(not_modified)
+        return not_modified
 
     if as_html:
         body: str = render_fragment(task_name, record, htmx_url=request.get_full_path(), label=label)
         content_type = _HTML
     else:
-        envelope = {"v": 1, "type": "progress", "task": task_name, "data": record}
-        body = json.dumps(envelope, cls=DjangoJSONEncoder, separators=(",", ":"))
+        body = progress_envelope(task_name, dict(record))
         content_type = _JSON
-    final = record.get("state") in FINAL_STATES
-    response = (HttpResponseStopPolling if final else HttpResponse)(body, content_type=content_type)
+    response = (HttpResponseStopPolling if is_final(record) else HttpResponse)(body, content_type=content_type)
     response["ETag"] = etag
-    return _vary(response)
+    return response
 
 
-@never_cache
+@_every_answer
 @require_POST
 def cancel_view(request: HttpRequest, task_name: str) -> HttpResponse:
     """Cancel the task: 202 when accepted, 404 for unknown and invisible tasks alike, 403 when refused."""
     token = request.GET.get("token") or None
     try:
-        outcome = cancel_outcome(getattr(request, "user", None), task_name, token=token)
+        outcome = cancel_outcome(resolve_manager(), getattr(request, "user", None), task_name, token=token)
     except Exception:  # the store or the broker is down, or a hook failed: no detail for the client
         logger.exception("realtime_async: cancelling %.200r failed", task_name)
-        response = HttpResponse("Service unavailable.", status=503, content_type="text/plain; charset=utf-8")
-        response["Retry-After"] = "2"
-        return _vary(response)
+        return _unavailable()
     if outcome == "not_found":
-        return _vary(HttpResponse(_NOT_FOUND_JSON, status=404, content_type=_JSON))
+        return HttpResponse(_NOT_FOUND_JSON, status=404, content_type=_JSON)
     if outcome == "forbidden":
-        return _vary(HttpResponse(_FORBIDDEN_JSON, status=403, content_type=_JSON))
-    body = json.dumps({"v": 1, "type": "cancel", "task": task_name, "accepted": True}, separators=(",", ":"))
-    return _vary(HttpResponse(body, status=202, content_type=_JSON))
-
-
-def cancel_outcome(user: Any, task_name: str, *, token: str | None = None) -> CancelOutcome:
-    """Cancel ``task_name`` as ``user`` would: ``accepted``, ``forbidden`` or ``not_found``.
-
-    ``not_found`` for unknown tasks and tasks the user may not see (the same
-    answer, so names cannot be probed); ``forbidden`` when they may see it but
-    ``can_cancel`` says no. A valid watch ``token`` shows a task without letting
-    its bearer cancel it: ``forbidden``. A task already final is ``accepted``
-    and stays as it is. Synchronous: it reads the cache and may revoke the
-    Celery task.
-    """
-    manager = AsyncManager.resolve_manager()
-    record = manager.get_progress(task_name)  # None for an invalid name too
-    if record is None:
-        return "not_found"
-    if not manager.can_view(user, record):
-        return "forbidden" if token and manager.check_watch_token(token, task_name) else "not_found"
-    if not manager.can_cancel(user, record):
-        return "forbidden"
-    if record["state"] in FINAL_STATES or manager.cancel(task_name, user=user):
-        return "accepted"
-    # cancel() refused after all: the task ended meanwhile (nothing left to do) or went away.
-    record = manager.get_progress(task_name)
-    if record is None:
-        return "not_found"
-    return "accepted" if record["state"] in FINAL_STATES else "forbidden"
+        return HttpResponse(_FORBIDDEN_JSON, status=403, content_type=_JSON)
+    return HttpResponse(cancel_accepted_frame(task_name), status=202, content_type=_JSON)
 
 
 def _wants_html(request: HttpRequest) -> bool:
@@ -143,7 +118,7 @@ def _wants_html(request: HttpRequest) -> bool:
     return htmx and request.get_preferred_type(["text/html", _JSON]) != _JSON
 
 
-def _etag(task_name: str, record: dict[str, Any], variant: str) -> str:
+def _etag(task_name: str, record: StateRecord, variant: str) -> str:
     # seq names the state; created_at tells a relaunch under the same name
     # (whose seq may start again) from the run a client saw before.
     seed = f"{task_name}\0{record.get('created_at')}\0{variant}"
@@ -162,8 +137,8 @@ def _not_found(as_html: bool) -> HttpResponse:
     return HttpResponse(_NOT_FOUND_JSON, status=404, content_type=_JSON)
 
 
-def _vary(response: HttpResponse) -> HttpResponse:
-    # Cookie always: the session decides, and a header set only when the session
-    # was read would tell a forbidden task from an unknown one.
-    patch_vary_headers(response, ("Accept", "HX-Request", "Cookie"))
+def _unavailable() -> HttpResponse:
+    """The answer when the store, the broker or a hook fails: retry soon, no detail for the client."""
+    response = HttpResponse("Service unavailable.", status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = "2"
     return response

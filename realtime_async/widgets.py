@@ -14,8 +14,7 @@ the task is not final.
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
@@ -27,10 +26,15 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 
-from realtime_async.async_manager import AsyncManager
+from realtime_async._core.access import visible_record
+from realtime_async._core.managers import resolve_manager
+from realtime_async._core.naming import validate_task_name
+from realtime_async._core.records import StateRecord, is_final
+from realtime_async._web.display import display, format_eta, i18n, state_labels
 from realtime_async.conf import get_settings
-from realtime_async.naming import validate_task_name
-from realtime_async.progress import FINAL_STATES
+
+if TYPE_CHECKING:
+    from realtime_async.async_manager import AsyncManager
 
 __all__ = [
     "DEFAULT_WS_PATH",
@@ -43,7 +47,6 @@ __all__ = [
     "render_fragment",
     "render_live_progress",
     "state_labels",
-    "visible_record",
 ]
 
 Transport = Literal["auto", "ws", "poll"]
@@ -56,79 +59,11 @@ DEFAULT_WS_PATH = "/ws/realtime-async/"
 _POLL_URL_NAMES = ("realtime_async:progress", "async-progress")
 #: Tried in order to find the cancel endpoint: ``include("realtime_async.urls")``, then ``get_cancel_url()``.
 _CANCEL_URL_NAMES = ("realtime_async:cancel", "async-cancel")
-_UNAVAILABLE = "unavailable"
-
-
-def visible_record(
-    task_name: str, *, user: Any = None, token: str | None = None, manager: AsyncManager | None = None
-) -> dict[str, Any] | None:
-    """The task's record if ``user`` or the watch ``token`` may see it, else None.
-
-    Unknown and forbidden tasks give the same answer, so names cannot be probed.
-    """
-    manager = manager or AsyncManager.resolve_manager()
-    record = manager.get_progress(task_name)
-    if record is None:
-        return None
-    if manager.can_view(user, record) or (token and manager.check_watch_token(token, task_name)):
-        return record
-    return None
-
-
-def format_eta(seconds: float | None) -> str:
-    """``"5 s left"``, ``"3 min left"``, ``"2 h 5 min left"``; ``""`` when unknown.
-
-    ``widget.js`` formats the same way, from the strings in ``data-ra-i18n``.
-    """
-    if seconds is None or seconds != seconds or seconds < 0:
-        return ""
-    if seconds < 60:
-        return gettext("%(n)s s left") % {"n": max(1, math.ceil(seconds))}
-    if seconds < 3600:
-        return gettext("%(n)s min left") % {"n": round(seconds / 60)}
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return gettext("%(h)s h %(m)s min left") % {"h": hours, "m": minutes}
-
-
-def state_labels() -> dict[str, str]:
-    """Each state's visible name, translated; ``"unavailable"`` is a task that cannot be shown."""
-    return {
-        "queued": gettext("Queued"),
-        "running": gettext("Running"),
-        "success": gettext("Done"),
-        "failure": gettext("Failed"),
-        "cancelled": gettext("Cancelled"),
-        "lost": gettext("Lost"),
-        _UNAVAILABLE: gettext("Not available"),
-    }
-
-
-def _i18n() -> str:
-    """Strings the script needs, translated here so one place knows the language."""
-    return json.dumps(
-        {
-            "states": state_labels(),
-            "eta_s": gettext("%(n)s s left"),
-            "eta_min": gettext("%(n)s min left"),
-            "eta_h": gettext("%(h)s h %(m)s min left"),
-            "unavailable": gettext("No such task."),
-            "failed": gettext("The task failed."),
-            "cancelling": gettext("Cancelling…"),
-            "cancel_forbidden": gettext("You may not cancel this task."),
-            "cancel_failed": gettext("The task could not be cancelled. Try again."),
-        },
-        separators=(",", ":"),
-    )
-
-
-def _percent_text(percent: float) -> str:
-    # Floor, so that "100%" means done.
-    return f"{math.floor(percent)}%"
 
 
 def _context(
     task_name: str,
-    record: dict[str, Any] | None,
+    record: StateRecord | None,
     *,
     mode: Mode,
     label: str | None = None,
@@ -139,40 +74,25 @@ def _context(
     htmx_url: str | None = None,
     cancel: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    state = record["state"] if record else _UNAVAILABLE
-    raw = record.get("percent") if record else None
-    percent = min(100.0, max(0.0, float(raw))) if isinstance(raw, (int, float)) else None
-    if record is None:
-        message = gettext("No such task.")
-    elif state in ("failure", "lost"):
-        message = record.get("error") or gettext("The task failed.")
-    else:
-        message = record.get("message") or ""
-    final = state in FINAL_STATES
+    shown = display(record)
+    final = shown["final"]
+    percent = shown["percent"]
     poll_ms = max(100, round(get_settings().poll_interval * 1000))
     return {
         "mode": mode,
         "task": task_name,
-        "state": state,
-        "state_label": state_labels().get(state, state),
+        **shown,
         # Numbers go out as strings: the template would localise them ("42,5").
         "seq": str(record.get("seq", 0)) if record else "0",
-        "final": final,
         "label": label or gettext("Progress"),
-        "percent": percent,
-        "percent_value": f"{round(percent, 1):g}" if percent is not None else None,
         "percent_width": f"{percent:.2f}" if percent is not None else "0",
-        "percent_text": _percent_text(percent) if percent is not None else "",
-        "indeterminate": percent is None and state == "running",
-        "eta_text": "" if final or record is None else format_eta(record.get("eta")),
-        "message": message,
         "transport": transport,
         "token": token or "",
         "ws_url": ws_url or DEFAULT_WS_PATH,
         "poll_url": poll_url or "",
         "poll_ms": str(poll_ms),
         "htmx_url": htmx_url if htmx_url and not final and record is not None else "",
-        "i18n": _i18n() if mode == "widget" else "",
+        "i18n": json.dumps(i18n(), separators=(",", ":")) if mode == "widget" else "",
         "cancel": cancel if mode == "widget" and not final and record is not None else None,
     }
 
@@ -198,7 +118,7 @@ def _default_cancel_url(task_name: str) -> str | None:
 
 def _cancel_button(
     task_name: str,
-    record: dict[str, Any] | None,
+    record: StateRecord | None,
     *,
     user: Any,
     request: HttpRequest | None,
@@ -213,7 +133,7 @@ def _cancel_button(
     token lets its bearer watch, never cancel. The button needs a way to
     reach the server: the WebSocket, or the cancel endpoint when polling only.
     """
-    if record is None or record["state"] in FINAL_STATES:
+    if record is None or is_final(record):
         return None
     if not (manager.can_view(user, record) and manager.can_cancel(user, record)):
         return None
@@ -276,8 +196,8 @@ def render_live_progress(
         raise ValueError(f"live_progress(): the task name must be a string, got {task_name!r}.")
     if user is None and request is not None:
         user = getattr(request, "user", None)
-    manager = manager or AsyncManager.resolve_manager()
-    record = visible_record(task_name, user=user, token=token, manager=manager)
+    manager = manager or resolve_manager()
+    record = visible_record(manager, user, task_name, token=token)
     cancel = _cancel_button(
         task_name,
         record,
@@ -304,7 +224,7 @@ def render_live_progress(
 
 
 def render_fragment(
-    task_name: str, record: dict[str, Any] | None, *, htmx_url: str | None = None, label: str | None = None
+    task_name: str, record: StateRecord | None, *, htmx_url: str | None = None, label: str | None = None
 ) -> SafeString:
     """The HTMX fragment: the widget's markup, polling ``htmx_url`` itself until the task is final."""
     try:

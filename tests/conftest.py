@@ -1,22 +1,38 @@
+"""Fixtures for every test; those that need Redis are opted into by ``integration/`` and ``system/``.
+
+The suite is split by cost: ``unit/`` needs no service at all (not even Redis),
+``integration/`` needs Redis and runs in this process, ``system/`` starts
+workers, servers and browsers. The per-test Redis cleanup is autouse in the
+conftest of ``integration/`` and ``system/`` only, so unit tests never connect.
+"""
+
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
-from realtime_async import _store
-from tests.services import start_worker
+from realtime_async._core.store import get_store
+
+#: The folders of the suite, cheapest first; running all of them is running the whole suite.
+SUITES = ("unit", "integration", "system")
 
 
-@pytest.fixture(scope="session")
-def celery_worker_proc():
-    """One real prefork Celery worker for the whole session."""
-    proc = start_worker()
-    yield proc
-    proc.stop()
+def pytest_collection_modifyitems(session, config, items):
+    """Cheapest first: unit, then integration, then system tests (each folder's own order kept)."""
+    rank = {suite: index for index, suite in enumerate(SUITES)}
+    here = Path(__file__).parent
+
+    def suite(item: pytest.Item) -> int:
+        path = item.path
+        return rank.get(path.relative_to(here).parts[0], len(SUITES)) if path.is_relative_to(here) else len(SUITES)
+
+    items.sort(key=suite)
 
 
 @pytest.fixture
 def redis_client():
-    return _store.get_store().client
+    return get_store().client
 
 
 @pytest.fixture
@@ -26,10 +42,10 @@ def manager():
     return AsyncManager.resolve_manager()
 
 
-@pytest.fixture(autouse=True)
-def _clean_realtime_async_keys():
-    """Each test starts with no tasks, locks or registry entries of earlier tests."""
-    store = _store.get_store()
+@pytest.fixture
+def clean_realtime_async_keys():
+    """Each test starts with no tasks, locks or registry entries of earlier tests (autouse where Redis is used)."""
+    store = get_store()
     client = store.client
     keys = list(client.scan_iter(match=f"{store.prefix}:*", count=1000))
     if keys:
@@ -75,15 +91,21 @@ def pytest_runtest_logreport(report):
         _reliability_outcomes[report.nodeid] = _reliability_outcomes.get(report.nodeid, True) and report.passed
 
 
+def _whole_suite(config) -> bool:
+    """Whether this session ran every test: ``testpaths`` (a bare ``pytest``), or each of its ``SUITES`` folders."""
+    if config.option.keyword or config.option.markexpr:
+        return False
+    here = Path(config.invocation_params.dir)
+    ran = {(here / str(arg)).resolve() for arg in config.args}
+    roots = {(config.rootpath / str(path)).resolve() for path in config.getini("testpaths")}
+    return ran == roots or ran == {root / suite for root in roots for suite in SUITES}
+
+
 def pytest_sessionfinish(session, exitstatus):
     from tests.reliability import DOC, render
 
     config = session.config
-    whole_suite = (
-        not config.option.keyword
-        and not config.option.markexpr
-        and [str(arg).rstrip("/") for arg in config.args] == [str(path) for path in config.getini("testpaths")]
-    )
+    whole_suite = _whole_suite(config)
     marked = [item.nodeid for item in session.items if item.get_closest_marker("reliability")]
     recorded = {row.test for row in _reliability_rows}
     # Only a run of the whole suite in which every reliability test passed rewrites the document.

@@ -1,4 +1,4 @@
-"""A lock racer run in a spawned process by tests/test_locks.py."""
+"""A lock racer run in a spawned process by tests/integration/test_store_locks.py."""
 
 from __future__ import annotations
 

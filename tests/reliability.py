@@ -9,7 +9,7 @@ happened::
 Observations must be deterministic (states, codes, counts that do not depend
 on timing), so the generated document only changes when behaviour does. At
 the end of a session in which every test that records a row ran and passed,
-``docs/reliability.md`` is written again; ``test_reliability_doc.py`` checks
+``docs/reliability.md`` is written again; ``unit/test_reliability_doc.py`` checks
 that the committed document lists exactly the tests that record rows.
 """
 

@@ -14,9 +14,9 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
-from realtime_async import _store
-from realtime_async.naming import new_task_name
-from realtime_async.progress import get_writer
+from realtime_async._core.naming import group_for_task, new_task_name
+from realtime_async._core.store import WriteMode, get_store
+from realtime_async._writing.writer import get_writer
 from realtime_async.routing import websocket_urlpatterns
 
 MULTI = "/ws/realtime-async/"
@@ -58,8 +58,8 @@ def task_path(name: str, query: str = "") -> str:
     return f"/ws/realtime-async/task/{name}/" + (f"?{query}" if query else "")
 
 
-def commit(name: str, state: str, owner: Any = None, *, mode: int = _store.KEEP_FINAL, **fields: Any) -> int:
-    """Write a record as the core does (stored, then broadcast to the task's group); return its seq.
+def commit(name: str, state: str, owner: Any = None, *, mode: WriteMode = WriteMode.UPDATE, **fields: Any) -> int:
+    """Write a record as the core does (stored, then broadcast to the task's group); return its seq (0: not written).
 
     It returns once the channel layer has the broadcast too: with the pub/sub
     fast path the update may reach a watcher before that, and the sender thread
@@ -67,8 +67,7 @@ def commit(name: str, state: str, owner: Any = None, *, mode: int = _store.KEEP_
     during which another thread draws from ``random``, as channels_redis does).
     """
     record = {"task": name, "state": state, "owner": owner, **fields}
-    seq, _, _ = get_writer().commit(record, mode=mode, wait=True)
-    return seq
+    return get_writer().commit(record, mode=mode, wait=True).seq
 
 
 async def acommit(name: str, state: str, owner: Any = None, **kwargs: Any) -> int:
@@ -77,7 +76,7 @@ async def acommit(name: str, state: str, owner: Any = None, **kwargs: Any) -> in
 
 async def new_task(owner: Any = None, state: str = "queued", **fields: Any) -> str:
     name = new_task_name("ws")
-    await acommit(name, state, owner, mode=_store.CREATE, **fields)
+    await acommit(name, state, owner, mode=WriteMode.CREATE, **fields)
     return name
 
 
@@ -117,9 +116,9 @@ async def stop_hub() -> None:
     Otherwise a test that fails half-way leaves a receive in flight whose locks
     belong to a closed loop, and every later test on the same layer fails.
     """
-    from realtime_async import fanout
+    from realtime_async._delivery import hub as hub_module
 
-    hub = fanout._hub
+    hub = hub_module._hub
     if hub is not None and hub.loop is asyncio.get_running_loop():
         await hub.stop()
     wait_received = getattr(get_channel_layer(), "wait_received", None)
@@ -137,12 +136,10 @@ async def until(predicate: Callable[[], object], within: float = 5.0, what: str 
 
 def pubsub_subscribers(group: str) -> int:
     """How many connections Redis counts on ``group``'s pub/sub channel (the fast path's hubs)."""
-    store = _store.get_store()
+    store = get_store()
     channel = store.broadcast_channel(group)
     return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
 
 
 async def group_send(name: str, message: dict[str, Any]) -> None:
-    from realtime_async.naming import group_for_task
-
     await get_channel_layer().group_send(group_for_task(name), message)

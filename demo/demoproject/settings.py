@@ -51,8 +51,20 @@ TEMPLATES = [
         },
     }
 ]
+# Three processes (daphne, the worker, beat) write this file: the dashboard recorder's rows at once.
+# WAL lets readers and one writer work together; IMMEDIATE takes the write lock when a transaction
+# starts, so two writers queue for it (for up to "timeout" seconds) instead of one failing with
+# "database is locked" halfway. Production wants PostgreSQL (see the dashboard's docs).
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ.get("DEMO_DB", DEMO_DIR / "db.sqlite3")}
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DB", DEMO_DIR / "db.sqlite3"),
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CHANNEL_LAYERS = {

@@ -92,6 +92,13 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("RA_TEST_PREFETCH", "4"))
+# As the README configures it; tests that run a real `celery beat` shorten the interval.
+CELERY_BEAT_SCHEDULE = {
+    "realtime-async-cleanup": {
+        "task": "realtime_async.schedules.cleanup_async_artifacts",
+        "schedule": float(os.environ.get("RA_TEST_BEAT_INTERVAL", "60")),
+    },
+}
 
 REALTIME_ASYNC = {
     "ASYNC_MANAGER_CLASS_PATH": "tests.testapp.managers.RecordingManager",

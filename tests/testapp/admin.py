@@ -1,4 +1,4 @@
-"""An admin with async actions, driven by tests/test_browser_admin.py."""
+"""An admin with async actions, driven by tests/system/test_browser_admin.py."""
 
 from __future__ import annotations
 

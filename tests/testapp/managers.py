@@ -6,17 +6,17 @@ import json
 import os
 from typing import Any
 
-from realtime_async import _store
+from realtime_async._core.store import get_store
 from realtime_async.async_manager import AsyncManager
 
 
 def _client():
-    return _store.get_store().client
+    return get_store().client
 
 
 def events_key(task_name: str) -> str:
     # Under the store's prefix, so the per-test cleanup removes it too.
-    return f"{_store.get_store().prefix}:test-events:{task_name}"
+    return f"{get_store().prefix}:test-events:{task_name}"
 
 
 class RecordingManager(AsyncManager):

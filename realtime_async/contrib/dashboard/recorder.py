@@ -14,12 +14,12 @@ import datetime
 import logging
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, close_old_connections, transaction
 
-from realtime_async.broadcast import per_process
+from realtime_async._core.process import PerProcess
 
 __all__ = ["Recorder", "get_recorder", "on_task_lifecycle"]
 
@@ -155,9 +155,12 @@ class Recorder:
         return values
 
 
+_recorder = PerProcess(Recorder)
+
+
 def get_recorder() -> Recorder:
     """This process's recorder."""
-    return cast(Recorder, per_process("dashboard-recorder", Recorder))
+    return _recorder.get()
 
 
 def on_task_lifecycle(sender: Any, *, event: str, task_name: str, **payload: Any) -> None:

@@ -1,8 +1,21 @@
 /**
  * realtime_async client: live task progress over one WebSocket, many subscriptions.
  *
- * A dependency-free ES module (no build step) speaking protocol v1 of
- * docs/protocol.md. Use it from <script type="module"> or a bundler:
+ * Dependency-free ES modules (no build step) speaking protocol v1 of
+ * docs/protocol.md; docs/client.md is the guide. Import everything from this
+ * file: the siblings are its parts, split so that each stays readable, and
+ * their paths are not a public API.
+ *
+ *   client.js          RealtimeAsyncClient: subscriptions, the feed, cancel; re-exports the rest
+ *   socket.js          Connection: the WebSocket under it (connect, ping, reconnect, idle)
+ *   protocol.js        PROTOCOL_VERSION, FINAL_STATES, DEFAULT_URL, isFinal, websocketUrl
+ *   subscriptions.js   Subscription, FeedSubscription (what subscribe()/subscribeFeed() return)
+ *   backoff.js         backoffDelay: the reconnect and poll retry delays
+ *   poll.js            pollProgress: one task through the polling endpoint
+ *
+ * The page scripts built on it: display.js (how a record is shown), page.js
+ * (one client per page, the fallback policy), widget.js, and the dashboard's
+ * dashboard.js.
  *
  *   import { RealtimeAsyncClient } from "/static/realtime_async/client.js";
  *   const client = new RealtimeAsyncClient({ url: "/ws/realtime-async/" });
@@ -13,146 +26,24 @@
  *     token: "optional watch token",
  *     seq: 17,                // optional: the last seq you saw
  *   });
- *   sub.unsubscribe();
- *
- *   // Every task the user may see (their own; all of them for staff), no snapshot:
- *   const feed = client.subscribeFeed({
- *     onProgress(record) {},  // each new state of any visible task (record.task names it)
- *     onError(error) {},      // the feed was refused, or a cancel() failed ({code, task, action: "cancel"})
- *     onSubscribed() {},      // the server took the feed, first and after every reconnect
- *   });
+ *   const feed = client.subscribeFeed({ onProgress(record) {}, onError(error) {}, onSubscribed() {} });
  *   await client.cancel("rebuild-42");  // resolved once sent; "cancelled" follows as progress
- *   feed.unsubscribe();
- *   client.close();
+ *   sub.unsubscribe(); feed.unsubscribe(); client.close();
  *
  * The socket opens on the first subscription, reconnects with exponential
  * backoff and jitter, and resubscribes every task with the last seq it saw
  * (and the feed), so nothing is missed and nothing is delivered twice or out
  * of order.
- * `pollProgress()` follows one task through the polling endpoint instead.
  */
 
-export const PROTOCOL_VERSION = 1;
-export const FINAL_STATES = Object.freeze(["success", "failure", "cancelled", "lost"]);
-export const DEFAULT_URL = "/ws/realtime-async/";
-// How many tasks the feed remembers the last seq of (to drop repeats); the oldest are forgotten first.
-const FEED_MEMORY = 1000;
+import { DEFAULT_URL, PROTOCOL_VERSION, isFinal, websocketUrl } from "./protocol.js";
+import { Connection } from "./socket.js";
+import { FeedMemory, FeedSubscription, Subscription } from "./subscriptions.js";
 
-/** Whether `record` is in a final state. */
-export function isFinal(record) {
-  return Boolean(record) && FINAL_STATES.includes(record.state);
-}
-
-/** `url` (ws:, wss:, http:, https: or a path) as an absolute ws(s): URL. */
-export function websocketUrl(url = DEFAULT_URL, base = globalThis.location?.href) {
-  const resolved = new URL(url || DEFAULT_URL, base);
-  if (resolved.protocol === "http:") resolved.protocol = "ws:";
-  if (resolved.protocol === "https:") resolved.protocol = "wss:";
-  return resolved.href;
-}
-
-/**
- * Milliseconds to wait before retry number `attempt` (0-based): exponential,
- * capped, with "equal jitter" (between half and all of the step) so that many
- * clients cut off together do not come back in lockstep, and never at once.
- */
-export function backoffDelay(attempt, { initial = 500, max = 30000, factor = 2 } = {}, random = Math.random) {
-  const step = Math.min(max, initial * factor ** Math.max(0, attempt));
-  return step / 2 + (random() * step) / 2;
-}
-
-function report(error) {
-  // A callback that throws must not break the socket loop of every other subscriber.
-  if (typeof globalThis.reportError === "function") globalThis.reportError(error);
-  else console.error(error);
-}
-
-function call(handler, ...args) {
-  if (typeof handler !== "function") return;
-  try {
-    handler(...args);
-  } catch (error) {
-    report(error);
-  }
-}
-
-/** One watcher of one task; returned by `RealtimeAsyncClient.subscribe()`. */
-export class Subscription {
-  constructor(client, task, { onProgress, onFinal, onError } = {}) {
-    this.task = task;
-    this.record = null;
-    this.active = true;
-    this._client = client;
-    this._handlers = { onProgress, onFinal, onError };
-  }
-
-  /** The seq of the last record delivered to this subscription (0: none yet). */
-  get seq() {
-    return this.record?.seq ?? 0;
-  }
-
-  /** Stop receiving updates; safe to call more than once. */
-  unsubscribe() {
-    if (!this.active) return;
-    this.active = false;
-    this._client._remove(this);
-  }
-
-  _deliver(record) {
-    if (!this.active || (this.record && record.seq <= this.record.seq)) return;
-    this.record = record;
-    call(this._handlers.onProgress, record);
-    if (isFinal(record)) {
-      this.active = false;
-      call(this._handlers.onFinal, record);
-    }
-  }
-
-  _fail(error) {
-    if (!this.active) return;
-    this.active = false;
-    call(this._handlers.onError, error);
-  }
-
-  // An error that does not end the subscription (a refused cancel()).
-  _notify(error) {
-    if (this.active) call(this._handlers.onError, error);
-  }
-}
-
-/** The feed of every task the user may see; returned by `RealtimeAsyncClient.subscribeFeed()`. */
-export class FeedSubscription {
-  constructor(client, { onProgress, onError, onSubscribed } = {}) {
-    this.active = true;
-    this._client = client;
-    this._handlers = { onProgress, onError, onSubscribed };
-  }
-
-  /** Stop receiving updates; safe to call more than once. */
-  unsubscribe() {
-    if (!this.active) return;
-    this.active = false;
-    this._client._removeFeed(this);
-  }
-
-  _deliver(record) {
-    if (this.active) call(this._handlers.onProgress, record);
-  }
-
-  _subscribed() {
-    if (this.active) call(this._handlers.onSubscribed);
-  }
-
-  _notify(error) {
-    if (this.active) call(this._handlers.onError, error);
-  }
-
-  _fail(error) {
-    if (!this.active) return;
-    this.active = false;
-    call(this._handlers.onError, error);
-  }
-}
+export { backoffDelay } from "./backoff.js";
+export { pollProgress } from "./poll.js";
+export { DEFAULT_URL, FINAL_STATES, PROTOCOL_VERSION, isFinal, websocketUrl } from "./protocol.js";
+export { FeedSubscription, Subscription } from "./subscriptions.js";
 
 /**
  * A shared WebSocket to the multi-subscription endpoint.
@@ -178,25 +69,40 @@ export class RealtimeAsyncClient extends EventTarget {
     this.url = websocketUrl(url);
     this.options = { connectTimeout, pingInterval, pongTimeout, idleTimeout, stableAfter };
     this.backoff = { initial: 500, max: 30000, factor: 2, ...backoff };
-    this.status = "idle";
-    this.failures = 0; // connections in a row that ended before the server said anything
-    this.everHeard = false; // whether any connection of this client ever worked
-    this._Socket = Socket;
     this._tasks = new Map(); // task -> {subs, seq, token, record, delivered}
     this._feeds = new Set(); // FeedSubscriptions; the server holds one feed per connection for all of them
-    this._feedSeen = new Map(); // task -> {seq, created}: what the feed delivered last, oldest first
+    this._feedSeen = new FeedMemory(); // what the feed delivered last of each task
     this._feedPing = null; // id of the ping sent after subscribe_feed: its pong confirms the feed
     this._feedConfirmed = false;
     this._cancels = new Map(); // id of the ping sent after a cancel -> task; errors before its pong are the cancel's
-    this._socket = null;
-    this._retries = 0; // reconnects since the last stable connection; drives the backoff
-    this._timers = {};
     this._closed = false;
-    this._pingId = 0;
-    this._onOnline = () => {
-      if (this._timers.retry) this._reconnectNow();
-    };
-    globalThis.addEventListener?.("online", this._onOnline);
+    this._connection = new Connection(
+      {
+        wanted: () => this._wanted(),
+        opened: () => this._opened(),
+        received: (message) => this._received(message),
+        dropped: () => this._dropped(),
+        statusChanged: (status) => {
+          this.dispatchEvent(new CustomEvent("status", { detail: { status, failures: this.failures } }));
+        },
+      },
+      { url: this.url, Socket, options: this.options, backoff: this.backoff },
+    );
+  }
+
+  /** "idle", "connecting", "open", "reconnecting", "unavailable" or "closed". */
+  get status() {
+    return this._connection.status;
+  }
+
+  /** Connections in a row that ended before the server said anything. */
+  get failures() {
+    return this._connection.failures;
+  }
+
+  /** Whether any connection of this client ever worked. */
+  get everHeard() {
+    return this._connection.everHeard;
   }
 
   /**
@@ -218,8 +124,7 @@ export class RealtimeAsyncClient extends EventTarget {
       if (entry.record) queueMicrotask(() => sub._deliver(entry.record));
     }
     entry.subs.add(sub);
-    this._clearTimer("idle");
-    this._connect();
+    this._connection.connect();
     return sub;
   }
 
@@ -239,8 +144,7 @@ export class RealtimeAsyncClient extends EventTarget {
     this._feeds.add(feed);
     if (this._feeds.size === 1) this._sendFeed();
     else if (this._feedConfirmed) queueMicrotask(() => feed._subscribed());
-    this._clearTimer("idle");
-    this._connect();
+    this._connection.connect();
     return feed;
   }
 
@@ -257,17 +161,16 @@ export class RealtimeAsyncClient extends EventTarget {
     if (typeof task !== "string" || !task) {
       return Promise.reject(new TypeError("RealtimeAsyncClient: task must be a non-empty string."));
     }
-    const socket = this._socket;
-    if (this._closed || !socket || socket.readyState !== 1) {
+    if (this._closed || !this._connection.isOpen) {
       const error = new Error("RealtimeAsyncClient: not connected; cancel over HTTP instead.");
       error.code = "not_connected";
       return Promise.reject(error);
     }
     // The server answers messages in order: an error for `task` before the pong of this ping is the cancel's.
-    const id = `cancel-${++this._pingId}`;
+    const id = `cancel-${this._connection.nextId()}`;
     try {
-      socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: "cancel", task }));
-      socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: "ping", id }));
+      this._connection.send({ v: PROTOCOL_VERSION, type: "cancel", task });
+      this._connection.send({ v: PROTOCOL_VERSION, type: "ping", id });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -279,15 +182,12 @@ export class RealtimeAsyncClient extends EventTarget {
   close() {
     if (this._closed) return;
     this._closed = true;
-    for (const name of Object.keys(this._timers)) this._clearTimer(name);
-    globalThis.removeEventListener?.("online", this._onOnline);
     for (const entry of this._tasks.values()) for (const sub of entry.subs) sub.active = false;
     for (const feed of this._feeds) feed.active = false;
     this._tasks.clear();
     this._feeds.clear();
     this._feedSeen.clear();
-    this._dropSocket(1000);
-    this._setStatus("closed");
+    this._connection.close();
   }
 
   // -- internals ------------------------------------------------------------
@@ -320,11 +220,10 @@ export class RealtimeAsyncClient extends EventTarget {
   }
 
   _sendFeed() {
-    const socket = this._socket;
-    if (!socket || socket.readyState !== 1) return; // sent on open
+    if (!this._connection.isOpen) return; // sent on open
     this._send({ v: PROTOCOL_VERSION, type: "subscribe_feed" });
     // The feed has no snapshot; the pong says the server took it (and that this connection works).
-    this._feedPing = `feed-${++this._pingId}`;
+    this._feedPing = `feed-${this._connection.nextId()}`;
     this._send({ v: PROTOCOL_VERSION, type: "ping", id: this._feedPing });
   }
 
@@ -334,78 +233,23 @@ export class RealtimeAsyncClient extends EventTarget {
   }
 
   _maybeIdle() {
-    if (this._wanted() || this._closed) return;
-    this._clearTimer("retry");
-    this._setTimer("idle", this.options.idleTimeout, () => {
-      this._dropSocket(1000);
-      this._setStatus("idle");
-    });
+    if (!this._wanted()) this._connection.idleSoon();
   }
 
-  _connect() {
-    if (this._socket || this._closed || !this._wanted() || this._timers.retry) return;
-    if (typeof this._Socket !== "function") {
-      this._setStatus("unavailable");
-      return;
-    }
-    let socket;
-    try {
-      socket = new this._Socket(this.url);
-    } catch (error) {
-      // A CSP connect-src refusal or a malformed URL throws here, every time.
-      report(error);
-      this._setStatus("unavailable");
-      return;
-    }
-    this._socket = socket;
-    this._heard = false;
-    this._setStatus(this.status === "idle" ? "connecting" : "reconnecting");
-    this._setTimer("connect", this.options.connectTimeout, () => this._lost(socket, 4000));
-    socket.onopen = () => this._opened(socket);
-    socket.onmessage = (event) => this._received(socket, event.data);
-    socket.onclose = (event) => this._lost(socket, event.code);
-    socket.onerror = () => {}; // a close event follows with the code
-  }
-
-  _opened(socket) {
-    if (socket !== this._socket) return;
-    this._clearTimer("connect");
-    this._lastHeard = Date.now();
-    this._setStatus("open");
+  // A (re)opened socket: everything followed is asked for again, each task from the last seq seen.
+  _opened() {
     for (const [task, entry] of this._tasks) this._sendSubscribe(task, entry);
     if (this._feeds.size) this._sendFeed();
-    this._setInterval("ping", this.options.pingInterval, () => this._ping(socket));
   }
 
-  _ping(socket) {
-    // Detects a half-open connection that would otherwise wait forever.
-    if (Date.now() - this._lastHeard > this.options.pingInterval + this.options.pongTimeout) {
-      this._lost(socket, 4001);
-      return;
-    }
-    this._send({ v: PROTOCOL_VERSION, type: "ping", id: String(++this._pingId) });
+  // The socket went: what was waiting on its answers will never hear them.
+  _dropped() {
+    this._feedPing = null;
+    this._feedConfirmed = false;
+    this._cancels.clear();
   }
 
-  _received(socket, data) {
-    if (socket !== this._socket) return;
-    let message;
-    try {
-      message = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!message || message.v !== PROTOCOL_VERSION) return;
-    this._lastHeard = Date.now();
-    if (!this._heard) {
-      this._heard = true;
-      this.everHeard = true;
-      this.failures = 0;
-      // Only a connection that stays up resets the backoff; one that drops at once keeps it growing.
-      this._setTimer("stable", this.options.stableAfter, () => {
-        this._retries = 0;
-      });
-      this._setStatus("open");
-    }
+  _received(message) {
     if (message.type === "progress") this._progress(message.task, message.data);
     else if (message.type === "error") this._error(message);
     else if (message.type === "pong") this._pong(message.id);
@@ -423,7 +267,9 @@ export class RealtimeAsyncClient extends EventTarget {
 
   _progress(task, record) {
     if (typeof task !== "string" || !record || typeof record.seq !== "number") return;
-    this._toFeeds(task, record);
+    if (this._feeds.size && this._feedSeen.isNew(task, record)) {
+      for (const feed of [...this._feeds]) feed._deliver(record);
+    }
     const entry = this._tasks.get(task);
     if (!entry) return;
     // Progress is a state: an older or repeated record adds nothing. The
@@ -439,18 +285,6 @@ export class RealtimeAsyncClient extends EventTarget {
       this._send({ v: PROTOCOL_VERSION, type: "unsubscribe", task });
       this._maybeIdle();
     }
-  }
-
-  _toFeeds(task, record) {
-    if (!this._feeds.size) return;
-    const seen = this._feedSeen.get(task);
-    const created = record.created_at ?? null;
-    // The same run: only newer states. A relaunch under the same name starts its seq again.
-    if (seen && seen.created === created && record.seq <= seen.seq) return;
-    this._feedSeen.delete(task); // re-inserted last: the map stays in order of last use
-    this._feedSeen.set(task, { seq: record.seq, created });
-    if (this._feedSeen.size > FEED_MEMORY) this._feedSeen.delete(this._feedSeen.keys().next().value);
-    for (const feed of [...this._feeds]) feed._deliver(record);
   }
 
   _error(message) {
@@ -492,47 +326,6 @@ export class RealtimeAsyncClient extends EventTarget {
     for (const target of targets) target._notify(error);
   }
 
-  _lost(socket, code) {
-    if (socket !== this._socket) return;
-    this._dropSocket(1000);
-    if (this._closed) return;
-    if (!this._heard) this.failures += 1;
-    if (!this._wanted()) {
-      this._setStatus("idle");
-      return;
-    }
-    // 4429: too many messages or connections; coming back soon would be refused again.
-    const attempt = code === 4429 ? Number.POSITIVE_INFINITY : this._retries++;
-    const delay = backoffDelay(attempt, this.backoff);
-    this._setTimer("retry", delay, () => {
-      delete this._timers.retry;
-      this._connect();
-    });
-    this._setStatus("reconnecting");
-  }
-
-  _reconnectNow() {
-    this._clearTimer("retry");
-    this._connect();
-  }
-
-  _dropSocket(code) {
-    const socket = this._socket;
-    this._socket = null;
-    // What was waiting on this connection's answers will never hear them.
-    this._feedPing = null;
-    this._feedConfirmed = false;
-    this._cancels.clear();
-    for (const name of ["connect", "ping", "stable"]) this._clearTimer(name);
-    if (!socket) return;
-    socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
-    try {
-      socket.close(code);
-    } catch {
-      // already closing
-    }
-  }
-
   _sendSubscribe(task, entry) {
     const message = { v: PROTOCOL_VERSION, type: "subscribe", task };
     if (entry.seq) message.seq = entry.seq;
@@ -540,115 +333,8 @@ export class RealtimeAsyncClient extends EventTarget {
     this._send(message);
   }
 
+  // Not open: the subscriptions are sent again on open, nothing else is worth queueing.
   _send(message) {
-    const socket = this._socket;
-    // Not open: the subscriptions are sent again on open, nothing else is worth queueing.
-    if (socket && socket.readyState === 1) socket.send(JSON.stringify(message));
+    this._connection.send(message);
   }
-
-  _setStatus(status) {
-    this.status = status;
-    this.dispatchEvent(new CustomEvent("status", { detail: { status, failures: this.failures } }));
-  }
-
-  _setTimer(name, ms, callback) {
-    this._clearTimer(name);
-    this._timers[name] = setTimeout(() => {
-      delete this._timers[name];
-      callback();
-    }, ms);
-  }
-
-  _setInterval(name, ms, callback) {
-    this._clearTimer(name);
-    this._timers[name] = setInterval(callback, ms);
-  }
-
-  _clearTimer(name) {
-    if (this._timers[name] === undefined) return;
-    clearTimeout(this._timers[name]);
-    clearInterval(this._timers[name]);
-    delete this._timers[name];
-  }
-}
-
-/**
- * Follow one task through the polling endpoint (`AsyncManager.get_url()`)
- * with fetch() and JSON: the same records and callbacks as `subscribe()`.
- *
- * Unchanged polls cost a 304 (the last ETag is sent back); errors back off
- * exponentially; a 404 ends it with `onError({code: "not_found"})`. Returns
- * `{stop()}`.
- */
-export function pollProgress(
-  url,
-  { task, interval = 1000, maxInterval = 30000, seq = 0, onProgress, onFinal, onError, fetch: fetcher } = {},
-) {
-  const doFetch = fetcher || globalThis.fetch.bind(globalThis);
-  let etag = null;
-  let errors = 0;
-  let last = Number(seq) || 0;
-  let delivered = false;
-  let stopped = false;
-  let timer = null;
-  let controller = null;
-
-  const stop = () => {
-    stopped = true;
-    clearTimeout(timer);
-    controller?.abort();
-  };
-  const schedule = () => {
-    if (stopped) return;
-    const delay = errors ? backoffDelay(errors, { initial: interval, max: maxInterval }) : interval;
-    timer = setTimeout(tick, delay);
-  };
-  const fail = (code, message) => {
-    stop();
-    call(onError, { code, message, task });
-  };
-
-  async function tick() {
-    controller = new AbortController();
-    const headers = { Accept: "application/json" };
-    if (etag) headers["If-None-Match"] = etag;
-    let record = null;
-    try {
-      const response = await doFetch(url, {
-        headers,
-        credentials: "same-origin",
-        cache: "no-store",
-        signal: controller.signal,
-      });
-      if (response.status === 404 || response.status === 403) {
-        fail("not_found", "No such task.");
-        return;
-      }
-      if (response.status !== 304) {
-        if (!response.ok) throw new Error(`HTTP ${response.status}`); // 5xx: retry, backing off
-        const envelope = await response.json();
-        record = envelope?.v === PROTOCOL_VERSION && envelope.type === "progress" ? envelope.data : null;
-        if (!record || typeof record.seq !== "number") throw new Error("not a progress envelope");
-        etag = response.headers.get("ETag");
-      }
-      errors = 0;
-    } catch {
-      if (stopped) return;
-      errors += 1;
-    }
-    if (record && (record.seq > last || (record.seq === last && !delivered))) {
-      last = record.seq;
-      delivered = true;
-      call(onProgress, record);
-      if (isFinal(record)) {
-        stop();
-        call(onFinal, record);
-        return;
-      }
-    }
-    schedule();
-  }
-
-  tick();
-  return { stop };
 }

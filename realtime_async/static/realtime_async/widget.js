@@ -32,48 +32,21 @@
  * cancels over the page's WebSocket when this widget follows the task through
  * it, else POSTs to data-ra-cancel-url with the CSRF token (data-ra-csrf, else
  * the csrftoken cookie). It hides once the task is final.
+ *
+ * What a record looks like is display.js's (shared with the dashboard); the
+ * page's one client and the fallback rule are page.js's.
  */
 
-import { RealtimeAsyncClient, isFinal, pollProgress, websocketUrl } from "./client.js";
+import { isFinal, pollProgress } from "./client.js";
+import { display } from "./display.js";
+import { readJson, sharedClient, startAll, watchFallback, whenReady } from "./page.js";
+
+export { formatEta } from "./display.js";
+export { sharedClient } from "./page.js";
 
 const SELECTOR = "[data-ra-widget]";
-// A snapshot is the server's first answer to a subscribe; none in this long means the socket is no use.
-const SNAPSHOT_TIMEOUT_MS = 5000;
 
-const clients = new Map(); // ws url -> client: every widget of the page shares one socket
 const widgets = new WeakMap(); // element -> LiveProgress
-
-/** The page's shared client for `url` (one socket per endpoint, however many widgets). */
-export function sharedClient(url) {
-  const key = websocketUrl(url);
-  let client = clients.get(key);
-  if (!client) {
-    client = new RealtimeAsyncClient({ url: key });
-    clients.set(key, client);
-  }
-  return client;
-}
-
-function parseJson(text) {
-  try {
-    return JSON.parse(text || "{}");
-  } catch {
-    return {};
-  }
-}
-
-function interpolate(template, values) {
-  return String(template).replace(/%\((\w+)\)s/g, (_, name) => String(values[name] ?? ""));
-}
-
-/** The same wording as realtime_async.widgets.format_eta(). */
-export function formatEta(seconds, i18n = {}) {
-  if (typeof seconds !== "number" || !(seconds >= 0)) return "";
-  if (seconds < 60) return interpolate(i18n.eta_s || "%(n)s s left", { n: Math.max(1, Math.ceil(seconds)) });
-  if (seconds < 3600) return interpolate(i18n.eta_min || "%(n)s min left", { n: Math.round(seconds / 60) });
-  const minutes = Math.round(seconds / 60);
-  return interpolate(i18n.eta_h || "%(h)s h %(m)s min left", { h: Math.floor(minutes / 60), m: minutes % 60 });
-}
 
 export class LiveProgress {
   constructor(element) {
@@ -87,13 +60,12 @@ export class LiveProgress {
     this.pollInterval = Number(data.raPollInterval) || 1000;
     this.wsUrl = data.raWsUrl || undefined;
     this.token = data.raToken || undefined;
-    this.i18n = parseJson(data.raI18n);
+    this.i18n = readJson(data.raI18n);
     this.done = false;
     this.client = null;
     this.subscription = null;
     this.poller = null;
-    this._heardWs = false;
-    this._onStatus = () => this._checkFallback();
+    this._fallback = null; // page.js's watch over the socket, in "auto"
     this.cancelButton = element.querySelector("[data-ra-cancel]");
     this._cancelling = false;
   }
@@ -117,11 +89,7 @@ export class LiveProgress {
       onError: (error) => this._socketError(error),
     });
     if (this.transport === "auto") {
-      this.client.addEventListener("status", this._onStatus);
-      this._snapshotTimer = setTimeout(() => {
-        if (!this._heardWs) this._startPolling();
-      }, SNAPSHOT_TIMEOUT_MS);
-      this._checkFallback();
+      this._fallback = watchFallback(this.client, () => this._startPolling());
     } else if (this.client.status === "unavailable") {
       this._error({ code: "unavailable", message: "WebSocket is not available." });
     }
@@ -215,24 +183,14 @@ export class LiveProgress {
   /** Stop following the task (the element left the page, or you are done with it). */
   stop() {
     this.done = true;
-    clearTimeout(this._snapshotTimer);
+    this._fallback?.stop();
     this.subscription?.unsubscribe();
-    this.client?.removeEventListener("status", this._onStatus);
     this.poller?.stop();
     this.poller = null;
   }
 
-  _checkFallback() {
-    const client = this.client;
-    if (this.done || this.poller || !client) return;
-    // Cannot connect (first try failed, or no WebSocket at all), or keeps failing after it once worked.
-    const limit = client.everHeard ? 2 : 1;
-    if (client.status === "unavailable" || client.failures >= limit) this._startPolling();
-  }
-
   _fromSocket(record) {
-    this._heardWs = true;
-    clearTimeout(this._snapshotTimer);
+    this._fallback?.answered();
     if (this.poller) {
       // The socket works (again): it alone carries on.
       this.poller.stop();
@@ -296,39 +254,36 @@ export class LiveProgress {
   /** Show `record` (null: the task cannot be shown); the markup is the server's, only values change. */
   render(record, error = null) {
     const el = this.element;
-    const state = record ? record.state : "unavailable";
-    const percent = record && typeof record.percent === "number" ? Math.min(100, Math.max(0, record.percent)) : null;
+    const shown = display(record, this.i18n);
+    const { state, percent } = shown;
     for (const name of [...el.classList]) {
       if (name.startsWith("ra-progress--")) el.classList.remove(name);
     }
     el.classList.add(`ra-progress--${state}`);
-    el.classList.toggle("ra-progress--indeterminate", percent === null && state === "running");
+    el.classList.toggle("ra-progress--indeterminate", shown.indeterminate);
     el.dataset.raState = state;
     el.dataset.raSeq = String(record ? record.seq : this.seq);
 
-    this._text("state", this.i18n.states?.[state] ?? state);
+    this._text("state", shown.stateLabel);
     const bar = el.querySelector('[role="progressbar"]');
     const fill = el.querySelector(".ra-progress__fill");
-    const percentText = percent === null ? "" : `${Math.floor(percent)}%`;
     if (bar) {
       if (percent === null) {
         bar.removeAttribute("aria-valuenow");
         bar.removeAttribute("aria-valuetext");
       } else {
-        bar.setAttribute("aria-valuenow", String(Math.round(percent * 10) / 10));
-        bar.setAttribute("aria-valuetext", percentText);
+        bar.setAttribute("aria-valuenow", shown.percentValue);
+        bar.setAttribute("aria-valuetext", shown.percentText);
       }
     }
     // An SVG attribute, not a style: nothing for a strict CSP to refuse.
     fill?.setAttribute("width", percent === null ? "0" : percent.toFixed(2));
-    this._text("percent", percentText);
-    this._text("eta", record && !isFinal(record) ? formatEta(record.eta, this.i18n) : "");
-    let message;
-    if (!record) message = error?.code === "not_found" || !error?.message ? this.i18n.unavailable : error.message;
-    else if (state === "failure" || state === "lost") message = record.error || this.i18n.failed;
-    else message = record.message ?? "";
-    this._text("message", message || "", false);
-    if (this.cancelButton && (!record || isFinal(record))) {
+    this._text("percent", shown.percentText);
+    this._text("eta", shown.etaText);
+    // A task that cannot be shown gives the server's reason; not_found is said in the page's language.
+    const why = !record && error?.message && error.code !== "not_found" ? error.message : "";
+    this._text("message", why || shown.message, false);
+    if (this.cancelButton && (!record || shown.final)) {
       this.cancelButton.hidden = true;
       this.cancelButton.disabled = true;
       this._notice("");
@@ -345,15 +300,7 @@ export class LiveProgress {
 
 /** Start every widget in `root` (an element or the document) not started yet. */
 export function initWidgets(root = document) {
-  const found = [];
-  if (root.matches?.(SELECTOR)) found.push(root);
-  if (root.querySelectorAll) found.push(...root.querySelectorAll(SELECTOR));
-  for (const element of found) {
-    if (widgets.has(element)) continue;
-    const widget = new LiveProgress(element);
-    widgets.set(element, widget);
-    widget.start();
-  }
+  startAll(root, SELECTOR, widgets, (element) => new LiveProgress(element));
 }
 
 /** The LiveProgress of a widget element, once started. */
@@ -379,7 +326,4 @@ function watchDocument() {
   }).observe(document.documentElement, { childList: true, subtree: true });
 }
 
-if (typeof document !== "undefined") {
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", watchDocument, { once: true });
-  else watchDocument();
-}
+whenReady(watchDocument);

@@ -1,6 +1,9 @@
 /**
  * The live "my tasks" page: keeps the server-rendered table [data-ra-dashboard] current.
- * Loaded as an ES module; no dependencies beyond realtime_async's client.js.
+ * Loaded as an ES module; no dependencies beyond realtime_async's own modules:
+ * the page's shared client and fallback rule (page.js), so a page with widgets
+ * and a dashboard holds one WebSocket and falls back the same way, and the
+ * widget's display rules (display.js).
  *
  * - WebSocket: follows the feed of every task the user may see (`subscribeFeed`),
  *   updates rows in place and adds tasks it has no row for at the top. The feed
@@ -20,19 +23,11 @@
  * The table's data-ra-via holds the transport in use.
  */
 
-import { RealtimeAsyncClient, backoffDelay, isFinal } from "../realtime_async/client.js";
+import { backoffDelay, isFinal } from "../realtime_async/client.js";
+import { display } from "../realtime_async/display.js";
+import { readJson, sharedClient, startAll, watchFallback, whenReady } from "../realtime_async/page.js";
 
 const SELECTOR = "[data-ra-dashboard]";
-// The server takes the feed at once on a working socket; not in this long means the socket is no use.
-const SUBSCRIBE_TIMEOUT_MS = 5000;
-
-function parseJson(text) {
-  try {
-    return JSON.parse(text || "{}");
-  } catch {
-    return {};
-  }
-}
 
 function number(text) {
   const value = Number(text);
@@ -49,7 +44,7 @@ export class LiveDashboard {
     this.pollInterval = Number(data.raPollInterval) || 1000;
     this.wsUrl = data.raWsUrl || undefined;
     this.limit = Number(data.raLimit) || 50;
-    this.i18n = parseJson(data.raI18n);
+    this.i18n = readJson(data.raI18n);
     this.client = null;
     this.feed = null;
     this.subscribed = false;
@@ -59,13 +54,13 @@ export class LiveDashboard {
     this._pollErrors = 0;
     this._refreshing = null; // the rows fetch in flight
     this._replay = null; // feed records received during that fetch, applied again after its swap
-    this._onStatus = () => this._checkFallback();
+    this._fallback = null; // page.js's watch over the socket
   }
 
   start() {
     if (this.client || this.stopped) return;
-    this.client = new RealtimeAsyncClient({ url: this.wsUrl });
-    this.client.addEventListener("status", this._onStatus);
+    // The page's client: widgets on the same page follow their tasks over the same socket.
+    this.client = sharedClient(this.wsUrl);
     this.feed = this.client.subscribeFeed({
       onProgress: (record) => this._fromFeed(record),
       onSubscribed: () => this._subscribed(),
@@ -73,24 +68,27 @@ export class LiveDashboard {
         if (error.action !== "cancel") this._feedRefused();
       },
     });
-    this._subscribeTimer = setTimeout(() => {
-      if (!this.subscribed) this._startPolling();
-    }, SUBSCRIBE_TIMEOUT_MS);
-    this._checkFallback();
+    this._fallback = watchFallback(
+      this.client,
+      () => this._startPolling(),
+      (status) => {
+        if (this.stopped || this.polling) return;
+        if (status === "reconnecting" || status === "unavailable") this.subscribed = false;
+      },
+    );
   }
 
-  /** Stop following: close the socket, stop polling. */
+  /** Stop following: unsubscribe the feed (the page's socket stays for the others), stop polling. */
   stop() {
     this.stopped = true;
-    clearTimeout(this._subscribeTimer);
+    this._fallback?.stop();
     this._stopPolling();
-    this.client?.removeEventListener("status", this._onStatus);
-    this.client?.close();
+    this.feed?.unsubscribe();
   }
 
   _subscribed() {
     this.subscribed = true;
-    clearTimeout(this._subscribeTimer);
+    this._fallback?.answered();
     this._stopPolling();
     this.table.dataset.raVia = "ws";
     // No snapshot on the feed: fetch what changed between the page's rendering (or the outage) and now.
@@ -100,17 +98,8 @@ export class LiveDashboard {
   _feedRefused() {
     // Asking again would be refused again: polling carries on for good.
     this.subscribed = false;
-    this.client?.removeEventListener("status", this._onStatus);
+    this._fallback?.stop();
     this._startPolling();
-  }
-
-  _checkFallback() {
-    const client = this.client;
-    if (this.stopped || this.polling || !client) return;
-    if (client.status === "reconnecting" || client.status === "unavailable") this.subscribed = false;
-    // Cannot connect (first try failed, or no WebSocket at all), or keeps failing after it once worked.
-    const limit = client.everHeard ? 2 : 1;
-    if (client.status === "unavailable" || client.failures >= limit) this._startPolling();
   }
 
   _startPolling() {
@@ -240,25 +229,24 @@ export class LiveDashboard {
     return row ? row.cloneNode(true) : null;
   }
 
-  /** The same display rules as the server's row_context(). */
+  /** The widget's display rules (display.js), as the server's row_context() renders them. */
   _render(row, record, created) {
-    const state = record.state || "queued";
-    const percent = typeof record.percent === "number" ? Math.min(100, Math.max(0, record.percent)) : null;
+    // As the server's row_context(): a record without a state shows as queued.
+    const shown = display({ ...record, state: record.state || "queued" }, this.i18n);
     row.dataset.task = record.task;
-    row.dataset.state = state;
+    row.dataset.state = shown.state;
     row.dataset.seq = String(record.seq);
     row.dataset.created = created;
     this._text(row, "task", record.task);
-    this._text(row, "state", this.i18n.states?.[state] ?? state);
+    this._text(row, "state", shown.stateLabel);
     const bar = row.querySelector("progress");
     if (bar) {
       bar.setAttribute("aria-label", record.task);
-      if (percent === null && state === "running") bar.removeAttribute("value");
-      else bar.value = percent ?? 0;
+      if (shown.indeterminate) bar.removeAttribute("value");
+      else bar.value = shown.percent ?? 0;
     }
-    this._text(row, "percent", percent === null ? "" : `${Math.floor(percent)}%`);
-    const failed = state === "failure" || state === "lost";
-    this._text(row, "message", failed ? record.error || this.i18n.failed || "" : (record.message ?? ""));
+    this._text(row, "percent", shown.percentText);
+    this._text(row, "message", shown.message);
   }
 
   _text(row, field, text) {
@@ -291,14 +279,9 @@ export class LiveDashboard {
 
 const dashboards = new WeakMap();
 
-/** Start every dashboard table in `root` not started yet. */
+/** Start every dashboard table in `root` (an element or the document) not started yet. */
 export function initDashboards(root = document) {
-  for (const table of root.querySelectorAll(SELECTOR)) {
-    if (dashboards.has(table)) continue;
-    const dashboard = new LiveDashboard(table);
-    dashboards.set(table, dashboard);
-    dashboard.start();
-  }
+  startAll(root, SELECTOR, dashboards, (table) => new LiveDashboard(table));
 }
 
 /** The LiveDashboard of a table element, once started. */
@@ -306,7 +289,4 @@ export function dashboardFor(table) {
   return dashboards.get(table);
 }
 
-if (typeof document !== "undefined") {
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => initDashboards(), { once: true });
-  else initDashboards();
-}
+whenReady(() => initDashboards());

@@ -1,0 +1,84 @@
+"""The state record: its type, its states and how it is encoded for the store.
+
+A state record is a flat JSON object (documented in ``docs/protocol.md``)::
+
+    {"seq": 7, "task": "rebuild-42", "state": "running", "message": "Step 3/5",
+     "current": 3, "total": 5, "percent": 60.0, "rate": 0.8, "eta": 2.5,
+     "owner": 1, "created_at": 1764382000.1, "started_at": ..., "updated_at": ...,
+     "finished_at": null, "result": null, "error": null, "data": null}
+
+Times are Unix timestamps in seconds; ``rate`` is units of ``current`` per
+second (percent per second when only ``percent`` is reported); ``eta`` is
+seconds. ``seq`` is assigned by the store and only grows. The wire field
+``task`` holds the task's name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypedDict
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+__all__ = [
+    "FINAL_STATES",
+    "MAX_MESSAGE_LENGTH",
+    "RECORD_FIELDS",
+    "State",
+    "StateRecord",
+    "compute_percent",
+    "encode_record_body",
+    "is_final",
+]
+
+State = Literal["queued", "running", "success", "failure", "cancelled", "lost"]
+
+#: The states a task never leaves. Defined here only: the store's scripts get them from
+#: here, and a test checks that ``client.js`` and ``tests/display_cases.json`` agree.
+FINAL_STATES: frozenset[str] = frozenset({"success", "failure", "cancelled", "lost"})
+
+
+class StateRecord(TypedDict, total=False):
+    """What every transport carries about one task (``docs/protocol.md``)."""
+
+    seq: int
+    task: str
+    state: State
+    message: str | None
+    current: float | None
+    total: float | None
+    percent: float | None
+    rate: float | None
+    eta: float | None
+    owner: int | str | None
+    created_at: float | None
+    started_at: float | None
+    updated_at: float | None
+    finished_at: float | None
+    result: Any
+    error: str | None
+    data: Any
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(StateRecord.__annotations__)
+MAX_MESSAGE_LENGTH = 1000
+
+
+def is_final(record: StateRecord | dict[str, Any] | None) -> bool:
+    """Whether ``record`` is in a final state (None is not)."""
+    return record is not None and record.get("state") in FINAL_STATES
+
+
+def compute_percent(current: float | None, total: float | None, percent: float | None) -> float | None:
+    """``percent`` when given, else ``current / total``; clamped to 0..100, None when unknown."""
+    if percent is None and current is not None and total:
+        percent = current * 100.0 / total
+    if percent is None:
+        return None
+    return round(min(100.0, max(0.0, float(percent))), 2)
+
+
+def encode_record_body(record: StateRecord | dict[str, Any]) -> str:
+    """JSON of ``record`` without its opening brace; the store prepends ``{"seq":N,``."""
+    fields = {key: record.get(key) for key in RECORD_FIELDS if key != "seq"}
+    return json.dumps(fields, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)[1:]

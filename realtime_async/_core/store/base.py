@@ -1,0 +1,146 @@
+"""The store's interface and the result of a write; ``redis_store.py`` and ``cache_store.py`` implement it."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from realtime_async._core.records import StateRecord
+
+__all__ = ["Outcome", "Store", "Write", "WriteMode", "WriteResult"]
+
+
+class WriteMode(enum.IntEnum):
+    """How ``write_state`` treats a task that already has a record."""
+
+    #: Write unless the task is final: a late progress call cannot undo a final state.
+    UPDATE = 0
+    #: Write unless the task exists and is not final: a launch never takes over a running task.
+    CREATE = 1
+
+
+class Outcome(enum.Enum):
+    """What ``write_state`` did."""
+
+    WRITTEN = "written"
+    #: Not written: the task was already final (``WriteMode.UPDATE``).
+    FINAL_KEPT = "final_kept"
+    #: Not written: the task exists and is not final (``WriteMode.CREATE``).
+    UNFINISHED_EXISTS = "unfinished_exists"
+
+
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """One call of ``Store.write_state``, as the implementations get it."""
+
+    task_name: str
+    state: str
+    #: The record's JSON without its opening brace; the store puts ``{"seq":N,`` before it.
+    body: str
+    ttl: float
+    mode: WriteMode
+    meta: str
+    floor: int
+    end: bool
+    publish: Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteResult:
+    """The outcome of a write, the record now stored (JSON) and whether a cancel was asked for."""
+
+    outcome: Outcome
+    #: The new record's seq; 0 when nothing was written.
+    seq: int
+    #: The stored record as JSON: the one written, or the one that stopped the write.
+    record_json: str
+    cancel_requested: bool
+
+    @property
+    def written(self) -> bool:
+        return self.outcome is Outcome.WRITTEN
+
+    def record(self) -> StateRecord | None:
+        """The stored record, decoded."""
+        return json.loads(self.record_json) if self.record_json else None
+
+
+class Store:
+    """The operations the manager needs on the cache: records, locks, heartbeats, cancel flags, the registry."""
+
+    def write_state(
+        self,
+        task_name: str,
+        state: str,
+        body: str,
+        *,
+        ttl: float,
+        mode: WriteMode = WriteMode.UPDATE,
+        meta: str = "",
+        floor: int = 0,
+        end: bool = False,
+        publish: Sequence[str] = (),
+    ) -> WriteResult:
+        """Store a record (``body``: its JSON without the opening brace) above seq ``floor``.
+
+        Final states are sticky (see ``WriteMode``). With ``end``, the same
+        atomic step releases the task's locks, drops it from the active registry
+        and stops its heartbeat, whether or not the state was written. A record
+        written is also published, in the same step, to the pub/sub channel of
+        each group in ``publish`` (``RedisStore.broadcast_channel``); stores
+        without pub/sub ignore it.
+        """
+        return self._write_state(Write(task_name, state, body, ttl, mode, meta, floor, end, publish))
+
+    def _write_state(self, write: Write) -> WriteResult:
+        raise NotImplementedError
+
+    def read_state(self, task_name: str) -> str | None:
+        """The stored record as JSON, or None."""
+        raise NotImplementedError
+
+    def read_meta(self, task_name: str) -> dict[str, Any]:
+        """The launch metadata (user, affected objects, task kwargs, function, locks)."""
+        raise NotImplementedError
+
+    def delete_task(self, task_name: str) -> None:
+        raise NotImplementedError
+
+    def acquire(self, task_name: str, lock_ids: list[str], ttl: float) -> dict[str, str]:
+        """Take every lock or none; return ``{}`` or ``{lock_id: holder}`` of those held by others."""
+        raise NotImplementedError
+
+    def release(self, task_name: str, lock_ids: list[str] | None = None) -> int:
+        """Release the given locks (all of the task's when None) that the task still holds."""
+        raise NotImplementedError
+
+    def holders(self, lock_ids: Iterable[str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def task_locks(self, task_name: str) -> list[str]:
+        raise NotImplementedError
+
+    def renew(self, task_name: str, *, lock_ttl: float, heartbeat_timeout: float, state_ttl: float) -> list[str]:
+        """Renew a running task's locks, heartbeat and record; return the locks it lost."""
+        raise NotImplementedError
+
+    def is_alive(self, task_name: str) -> bool:
+        raise NotImplementedError
+
+    def set_cancel(self, task_name: str, ttl: float) -> None:
+        raise NotImplementedError
+
+    def is_cancelled(self, task_name: str) -> bool:
+        raise NotImplementedError
+
+    def add_active(self, task_name: str) -> None:
+        raise NotImplementedError
+
+    def remove_active(self, task_name: str) -> None:
+        raise NotImplementedError
+
+    def active(self) -> list[str]:
+        raise NotImplementedError

@@ -1,0 +1,128 @@
+"""The store on Redis: every compound operation is one Lua script, atomic across processes, one round trip.
+
+Records are stored as JSON so that the scripts and non-Python readers can use
+them. The scripts sit beside this file as ``.lua`` files, each with its
+contract written at its top.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+from realtime_async._core.records import FINAL_STATES
+from realtime_async._core.store.base import Outcome, Store, Write, WriteResult
+from realtime_async.conf import get_settings
+
+__all__ = ["RedisStore"]
+
+#: What the write script returns instead of a seq when it wrote nothing.
+_NOT_WRITTEN = {-1: Outcome.FINAL_KEPT, -2: Outcome.UNFINISHED_EXISTS}
+
+
+def _script(name: str) -> str:
+    text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name == "write":
+        # The final states come from Python, where they are defined once.
+        final = ", ".join(f'["{state}"] = true' for state in sorted(FINAL_STATES))
+        text = f"local FINAL = {{{final}}}\n{text}"
+    return text
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+class RedisStore(Store):
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._write = client.register_script(_script("write"))
+        self._acquire = client.register_script(_script("acquire"))
+        self._release = client.register_script(_script("release"))
+        self._renew = client.register_script(_script("renew"))
+        self._lock_prefix = f"{prefix}:l:"
+        db = client.connection_pool.connection_kwargs.get("db") or 0
+        self._broadcast_prefix = f"{prefix}:bc:{db}:"
+
+    def _k(self, kind: str, task_name: str) -> str:
+        return f"{self.prefix}:{kind}:{task_name}"
+
+    def broadcast_channel(self, group: str) -> str:
+        """The pub/sub channel that ``write_state`` publishes ``group``'s records to."""
+        # Pub/sub ignores the database number, which keys have: it goes into the name.
+        return f"{self._broadcast_prefix}{group}"
+
+    def _write_state(self, write: Write) -> WriteResult:
+        k, name = self._k, write.task_name
+        keys = [k("t", name), k("c", name), k("tl", name), k("a", "tasks"), k("hb", name)]
+        channels = map(self.broadcast_channel, write.publish)
+        args = [write.state, write.body, _ms(write.ttl), int(write.mode), write.meta, write.floor, name, int(write.end)]
+        args.extend(channels)
+        seq, rec, cancel = self._write(keys=keys, args=args)
+        seq = int(seq)
+        outcome = _NOT_WRITTEN.get(seq, Outcome.WRITTEN)
+        return WriteResult(outcome, max(seq, 0), _text(rec), bool(cancel))
+
+    def read_state(self, task_name: str) -> str | None:
+        value = self.client.hget(self._k("t", task_name), "rec")
+        return value.decode() if value is not None else None
+
+    def read_meta(self, task_name: str) -> dict[str, Any]:
+        value = self.client.hget(self._k("t", task_name), "meta")
+        return json.loads(value) if value else {}
+
+    def delete_task(self, task_name: str) -> None:
+        self.client.delete(self._k("t", task_name), self._k("hb", task_name), self._k("c", task_name))
+
+    def acquire(self, task_name: str, lock_ids: list[str], ttl: float) -> dict[str, str]:
+        keys = [self._k("tl", task_name), *(self._lock_prefix + lock for lock in lock_ids)]
+        held = self._acquire(keys=keys, args=[task_name, _ms(ttl), _ms(get_settings().progress_ttl)])
+        n = len(self._lock_prefix)
+        return {held[i].decode()[n:]: held[i + 1].decode() for i in range(0, len(held), 2)}
+
+    def release(self, task_name: str, lock_ids: list[str] | None = None) -> int:
+        keys = [self._k("tl", task_name), *(self._lock_prefix + lock for lock in lock_ids or ())]
+        return int(self._release(keys=keys, args=[task_name]))
+
+    def holders(self, lock_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(lock_ids)
+        if not ids:
+            return {}
+        values = self.client.mget([self._lock_prefix + lock for lock in ids])
+        return {lock: value.decode() for lock, value in zip(ids, values, strict=True) if value is not None}
+
+    def task_locks(self, task_name: str) -> list[str]:
+        n = len(self._lock_prefix)
+        return sorted(key.decode()[n:] for key in self.client.smembers(self._k("tl", task_name)))
+
+    def renew(self, task_name: str, *, lock_ttl: float, heartbeat_timeout: float, state_ttl: float) -> list[str]:
+        keys = [self._k("tl", task_name), self._k("hb", task_name), self._k("t", task_name)]
+        lost = self._renew(keys=keys, args=[task_name, _ms(lock_ttl), _ms(heartbeat_timeout), _ms(state_ttl)])
+        n = len(self._lock_prefix)
+        return [key.decode()[n:] for key in lost]
+
+    def is_alive(self, task_name: str) -> bool:
+        return bool(self.client.exists(self._k("hb", task_name)))
+
+    def set_cancel(self, task_name: str, ttl: float) -> None:
+        self.client.set(self._k("c", task_name), "1", px=_ms(ttl))
+
+    def is_cancelled(self, task_name: str) -> bool:
+        return bool(self.client.exists(self._k("c", task_name)))
+
+    def add_active(self, task_name: str) -> None:
+        self.client.zadd(self._k("a", "tasks"), {task_name: time.time()})
+
+    def remove_active(self, task_name: str) -> None:
+        self.client.zrem(self._k("a", "tasks"), task_name)
+
+    def active(self) -> list[str]:
+        return [name.decode() for name in self.client.zrange(self._k("a", "tasks"), 0, -1)]

@@ -1,0 +1,255 @@
+"""A hub's Redis pub/sub subscription: the updates the channel layer brings, sooner.
+
+``Writer.commit``'s write script publishes each stored record to one pub/sub
+channel per group (``Store.broadcast_channel``), in the same round trip as the
+write (setting ``FAST_BROADCAST``). A hub subscribes to the channels of the
+groups it is in, so an update reaches the server one ``PUBLISH`` after it was
+written, instead of after the worker's sender thread, channels_redis' per-member
+queues and the hub's ``BZPOPMIN`` poll.
+
+The channel layer still carries every update too, and the hub keeps the first
+copy of each ``(task, seq)``. So this path only makes delivery sooner and never
+decides what is delivered: when its connection drops, nothing is lost, the
+layer delivers meanwhile and the subscriber reconnects with backoff, subscribing
+again to what the hub is in. Redis restarts are found by the hub's layer probes,
+as without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from realtime_async._core.process import Throttled
+
+__all__ = ["CLIENT_NAME_PREFIX", "Subscriber", "async_pool_for"]
+
+logger = logging.getLogger("realtime_async")
+
+# What a pub/sub connection needs from the cache's connection settings: where
+# the server is and how to log in; not the cache's parser, timeouts or pool size.
+_CONNECTION_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "path",
+        "db",
+        "username",
+        "password",
+        "credential_provider",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_keepalive_options",
+        "ssl_keyfile",
+        "ssl_certfile",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+        "ssl_password",
+    }
+)
+
+
+def _accepted(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    return names
+
+
+#: The client name of every hub's pub/sub connection (``CLIENT LIST`` shows ``realtime_async.hub.<pid>``).
+CLIENT_NAME_PREFIX = "realtime_async.hub."
+
+
+def async_pool_for(client: Any) -> Any:
+    """An asyncio connection pool to the server of the synchronous redis-py ``client``, with its login.
+
+    Its connections are named ``CLIENT_NAME_PREFIX`` and the process id.
+    """
+    import redis.asyncio.connection as aio
+    import redis.connection as sync
+
+    kind = client.connection_pool.connection_class
+    if issubclass(kind, sync.UnixDomainSocketConnection):
+        cls: type = aio.UnixDomainSocketConnection
+    elif issubclass(kind, sync.SSLConnection):
+        cls = aio.SSLConnection
+    else:
+        cls = aio.Connection
+    accepted = _accepted(cls)
+    kwargs = {
+        key: value
+        for key, value in client.connection_pool.connection_kwargs.items()
+        if key in _CONNECTION_KEYS and key in accepted
+    }
+    kwargs["client_name"] = f"{CLIENT_NAME_PREFIX}{os.getpid()}"
+    return aio.ConnectionPool(connection_class=cls, **kwargs)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _close(obj: Any) -> None:
+    # redis-py 5.0.0 has close(); later releases call it aclose().
+    closer = getattr(obj, "aclose", None) or obj.close
+    with contextlib.suppress(Exception):
+        await closer()
+
+
+class Subscriber:
+    """One pub/sub connection that reconnects on its own; ``run`` is its reading task.
+
+    It subscribes to the channel ``channel_of(group)`` of each group added.
+    ``control`` is a group only this subscriber uses: its channel is subscribed
+    first and always, so the connection is in subscribed mode even while the
+    hub is in no group, and its messages are not handed on.
+    """
+
+    #: Seconds a connection or subscription attempt may take.
+    timeout: float = 5.0
+    #: Seconds ``add`` waits for Redis to confirm a subscription; the layer alone delivers until it does.
+    confirm_timeout: float = 1.0
+    #: Longest wait between two reconnection attempts.
+    max_backoff: float = 5.0
+
+    def __init__(
+        self, pool: Any, channel_of: Callable[[str], str], control: str, on_message: Callable[[bytes], None]
+    ) -> None:
+        import redis.asyncio
+
+        self._pool = pool
+        self._client = redis.asyncio.Redis(connection_pool=pool)
+        self._channel_of = channel_of
+        self.control = channel_of(control)
+        self._control = self.control.encode()
+        self._on_message = on_message
+        self._wanted: set[str] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
+        #: True from a lost connection until the next one is confirmed: ``add`` does not wait meanwhile.
+        self._failing = False
+        # A Redis outage must not flood the logs.
+        self._log = Throttled(logger)
+
+    async def add(self, group: str) -> None:
+        """Subscribe to ``group``'s channel and wait (briefly) until Redis confirms it; never raises.
+
+        Updates published after it returns reach this subscriber, unless the
+        connection is away: then the reader subscribes again once it is back.
+        """
+        channel = self._channel_of(group)
+        key = channel.encode()
+        self._wanted.add(channel)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(waiter)
+        try:
+            await self._command("subscribe", channel)
+            if not self._failing:
+                await asyncio.wait({waiter}, timeout=self.confirm_timeout)
+        finally:
+            waiters = self._waiters.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(key, None)
+
+    async def discard(self, group: str) -> None:
+        """Unsubscribe from ``group``'s channel; never raises."""
+        channel = self._channel_of(group)
+        self._wanted.discard(channel)
+        await self._command("unsubscribe", channel)
+
+    async def _command(self, name: str, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes to what is wanted when it connects
+        try:
+            async with asyncio.timeout(self.timeout):
+                await getattr(pubsub, name)(channel)
+        except Exception as exc:  # the reader finds the connection broken and starts a new one
+            if self._pubsub is pubsub:  # else the reader dropped it meanwhile (a stop, a reconnect): nothing to say
+                self._warn(f"{name} failed", exc)
+
+    async def run(self) -> None:
+        """Read until cancelled, reconnecting with backoff; hand each message's data to ``on_message``."""
+        delay = 0.1
+        try:
+            while True:
+                if _cancelling():
+                    # redis-py can swallow a cancellation (seen while it connects): honour it anyway.
+                    raise asyncio.CancelledError
+                try:
+                    if self._pubsub is None:
+                        async with asyncio.timeout(self.timeout):
+                            await self._connect()
+                    message = await self._pubsub.get_message(timeout=1.0)
+                except Exception as exc:
+                    if _cancelling():
+                        raise  # redis-py can turn a cancellation into a timeout or a connection error
+                    self._failing = True
+                    self._warn("connection lost", exc)
+                    await self._drop()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                    continue
+                delay = 0.1
+                if message is not None:
+                    self._handle(message)
+                    # redis-py returns buffered messages without yielding: let the hub's fan-out
+                    # run between two, so that "latest wins" only drops what it is really behind on.
+                    await asyncio.sleep(0)
+        finally:
+            await self._drop()
+            await _close(self._client)
+            with contextlib.suppress(Exception):
+                await self._pool.disconnect()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind, channel = message.get("type"), message.get("channel")
+        if kind == "subscribe" and isinstance(channel, bytes):
+            if channel == self._control:
+                self._failing = False
+            for waiter in self._waiters.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == "message" and channel != self._control:
+            try:
+                self._on_message(message["data"])
+            except Exception:
+                logger.exception("realtime_async: a pub/sub update could not be routed")
+
+    async def _connect(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self.control)
+        except BaseException:
+            await _close(pubsub)
+            raise
+        # No await between these two lines: a channel added meanwhile is either
+        # in the list below or sent by ``add`` on this new connection.
+        self._pubsub = pubsub
+        wanted = sorted(self._wanted)
+        if wanted:
+            await pubsub.subscribe(*wanted)
+
+    async def _drop(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await _close(pubsub)
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        self._log.warning(
+            "realtime_async: pub/sub %s (%s: %s); the channel layer delivers meanwhile", what, type(exc).__name__, exc
+        )

@@ -1,0 +1,162 @@
+"""How a consumer sends progress frames: past channels' session wrapper, and framed once on daphne.
+
+``progress_sender(send)`` is the ``send`` the consumer uses for the hub's frames.
+
+Frames shared by many watchers are framed once when the server is daphne.
+
+daphne hands each connection ``send = functools.partial(server.handle_reply,
+protocol)``, and every ``websocket.send`` then UTF-8 encodes and frames the
+text again for that connection. The hub gives every watcher of an update the
+same ``str`` object, so this sender frames it once (autobahn's
+``prepareMessage``, the library's own broadcast primitive) and writes the
+prepared bytes to each protocol, with the checks ``handle_reply`` and
+``serverSend`` would make. Anything it does not recognise goes through the
+``send`` it was given: other servers, closed connections, compression.
+
+On daphne the sender also applies backpressure (``_delivery.backpressure``):
+progress frames name their task, so that while the client is not reading only
+the newest frame of each task waits. Elsewhere (``_PlainSender``) every frame
+goes out through the server's ``send`` as it comes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from channels.sessions import InstanceSessionWrapper
+
+from realtime_async._delivery.backpressure import Valve, attach
+
+__all__ = ["frame_sender", "progress_sender"]
+
+_cache: dict[str, Any] = {"text": None, "factory": None, "prepared": None}
+
+
+def _prepared(factory: Any, text: str) -> Any:
+    # One slot is enough: a fan-out pass hands the same object to every watcher in turn.
+    if _cache["text"] is not text or _cache["factory"] is not factory:
+        _cache.update(text=text, factory=factory, prepared=factory.prepareMessage(text.encode("utf-8")))
+    return _cache["prepared"]
+
+
+class _PreparedSender:
+    """``send`` for progress frames on daphne: frame once, write to many, hold back while the client does not read.
+
+    ``await sender(message, task, final)`` sends a progress frame (``task`` lets a
+    newer frame of the task replace it while held); ``await sender.control(message)``
+    sends one of this connection's own frames (a pong, an error), in order behind
+    the held ones; ``sender.flush()`` writes what is held, before a close.
+    """
+
+    def __init__(
+        self, send: functools.partial[Any], server: Any, protocol: Any, on_stalled: Callable[[], None] | None = None
+    ) -> None:
+        self.send, self.server, self.protocol = send, server, protocol
+        self.on_stalled = on_stalled
+        #: Registered on the first progress frame (see ``_delivery.backpressure``); None where it cannot be.
+        self.valve: Valve | None = None
+        self._attached = False
+
+    def _usable(self, message: dict[str, Any]) -> bool:
+        protocol = self.protocol
+        return (
+            message.get("type") == "websocket.send"
+            and isinstance(message.get("text"), str)
+            and not message.get("bytes")
+            and protocol.state == protocol.STATE_OPEN
+            and protocol._perMessageCompress is None  # a compressed connection frames per message
+            and protocol in self.server.connections
+            and not self.server.connections[protocol].get("disconnected")
+        )
+
+    async def __call__(self, message: dict[str, Any], task: str | None = None, final: bool = False) -> None:
+        if not self._usable(message):
+            await self.send(message)
+            return
+        protocol = self.protocol
+        prepared = _prepared(protocol.factory, str(message["text"]))
+        if not self._attached:
+            self._attached = True
+            self.valve = attach(protocol, self.on_stalled)
+        if self.valve is None:
+            protocol.sendPreparedMessage(prepared)
+        else:
+            self.valve.send(prepared, task, final)
+
+    async def control(self, message: dict[str, Any]) -> None:
+        valve = self.valve
+        if valve is not None and (valve.held or valve.paused) and self._usable(message):
+            # Framed for this connection alone: the shared one-slot cache is for fan-out frames.
+            valve.send(self.protocol.factory.prepareMessage(str(message["text"]).encode("utf-8")), None, False)
+            return
+        await self.send(message)
+
+    def flush(self) -> None:
+        if self.valve is not None:
+            self.valve.flush(force=True)
+
+
+class _PlainSender:
+    """The same interface over any other server's ``send``: every frame is written as it comes."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+    async def __call__(self, message: dict[str, Any], task: str | None = None, final: bool = False) -> None:
+        await self.send(message)
+
+    async def control(self, message: dict[str, Any]) -> None:
+        await self.send(message)
+
+    def flush(self) -> None:
+        """Nothing is ever held."""
+
+
+def frame_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> Any:
+    """A sender that frames shared texts once when ``send`` is daphne's own, else ``send``.
+
+    ``on_stalled`` is called when the connection's client has read nothing for
+    ``STALLED_CLOSE_AFTER`` seconds (see ``_delivery.backpressure``): the consumer closes it.
+    """
+    try:
+        from daphne.server import Server
+    except ImportError:  # pragma: no cover - daphne is a dependency, but another server may run us
+        return send
+    if not (
+        isinstance(send, functools.partial)
+        and getattr(send.func, "__func__", None) is Server.handle_reply
+        and len(send.args) == 1
+        and not send.keywords
+    ):
+        return send
+    protocol = send.args[0]
+    if not all(hasattr(protocol, name) for name in ("sendPreparedMessage", "factory", "state", "STATE_OPEN")):
+        return send
+    server: Any = getattr(send.func, "__self__", None)
+    return send if server is None else _PreparedSender(send, server, protocol, on_stalled)
+
+
+def _without_session(send: Any) -> Any:
+    """``send`` without channels' session wrappers, for ``websocket.send`` frames only.
+
+    ``InstanceSessionWrapper.send`` touches the lazy session twice per frame and
+    then forwards anything but the message types it saves on (HTTP responses):
+    for a WebSocket frame, skipping it changes nothing but the cost. Anything
+    else (a subclass, another wrapper) is kept as it is.
+    """
+    wrapped = InstanceSessionWrapper.__dict__["send"]
+    while True:
+        wrapper: Any = getattr(send, "__self__", None)
+        if type(wrapper) is not InstanceSessionWrapper or getattr(send, "__func__", None) is not wrapped:
+            return send
+        if "websocket.send" in wrapper.save_message_types:
+            return send
+        send = wrapper.real_send
+
+
+def progress_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> _PreparedSender | _PlainSender:
+    """The sender of the frames of a connection whose ASGI ``send`` is ``send`` (see ``_PreparedSender``)."""
+    sender = frame_sender(_without_session(send), on_stalled)
+    return sender if isinstance(sender, _PreparedSender) else _PlainSender(sender)

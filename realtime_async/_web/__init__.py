@@ -1,0 +1,1 @@
+"""What the web pages show: display rules and the shared HTTP answers."""

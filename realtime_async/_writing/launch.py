@@ -1,0 +1,49 @@
+"""Launch plumbing: the dotted path of a worker function, a task's owner, on-commit callbacks that see rollbacks."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["OnCommit", "callable_path", "user_info"]
+
+
+def callable_path(func: str | Callable[..., Any]) -> str:
+    """The dotted path a worker imports ``func`` by; ``ValueError`` for what cannot be imported."""
+    if isinstance(func, str):
+        return func
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or "<" in qualname:
+        raise ValueError(f"{func!r} cannot be imported by a worker: pass a module-level function or its dotted path.")
+    return f"{module}.{qualname}"
+
+
+def user_info(user: Any) -> dict[str, Any] | None:
+    """``{"id", "label"}`` of a signed-in user, as lifecycle payloads carry it; None for anyone else."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return {"id": user.pk, "label": str(user)}
+
+
+class OnCommit:
+    """An on-commit callback that also learns about the rollback that drops it.
+
+    Django keeps on-commit callbacks in a list it empties on rollback without
+    calling them; once nothing refers to this object any more, the finalizer
+    runs ``on_drop`` unless the callback ran. CPython frees it at once.
+    """
+
+    def __init__(self, callback: Callable[[], None], on_drop: Callable[[], None]) -> None:
+        self.callback = callback
+        self.called = [False]
+        weakref.finalize(self, OnCommit._dropped, self.called, on_drop)
+
+    def __call__(self) -> None:
+        self.called[0] = True
+        self.callback()
+
+    @staticmethod
+    def _dropped(called: list[bool], on_drop: Callable[[], None]) -> None:
+        if not called[0]:
+            on_drop()

@@ -1,0 +1,260 @@
+"""The writer: every state write of a process goes through it, coalesced per task.
+
+Writes are coalesced per task: at most ``PROGRESS_RATE`` writes and broadcasts
+a second, the latest state wins, and the latest state is always written within
+one interval by the scheduler thread even when no further call comes. Final
+states are never coalesced. Each write is one store call (which, on Redis,
+also publishes the record to the servers' hubs) and one broadcast to the
+task's Channels groups through the sender thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_for_task, group_for_user
+from realtime_async._core.process import PerProcess
+from realtime_async._core.records import (
+    FINAL_STATES,
+    MAX_MESSAGE_LENGTH,
+    StateRecord,
+    compute_percent,
+    encode_record_body,
+)
+from realtime_async._core.store import Outcome, WriteMode, WriteResult, get_store
+from realtime_async._writing.sender import broadcast, get_scheduler, wait_sent
+from realtime_async.conf import get_settings
+
+__all__ = ["Writer", "get_writer"]
+
+logger = logging.getLogger("realtime_async")
+
+_EWMA_ALPHA = 0.3
+_MIN_SAMPLE_SECONDS = 0.2
+
+
+def _number(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+        raise ValueError(f"update_progress(): {name} must be a non-negative number, got {value!r}.")
+    return value
+
+
+@dataclasses.dataclass
+class _Tracker:
+    record: StateRecord
+    last_write: float = float("-inf")
+    pending: bool = False
+    scheduled: bool = False
+    cancel_requested: bool = False
+    finished: bool = False
+    sample: tuple[float, float] | None = None
+    meta: dict[str, Any] | None = None  # launch metadata, for lifecycle payloads
+
+
+class Writer:
+    """Per-process owner of the trackers; every state write goes through it."""
+
+    def __init__(self) -> None:
+        self._trackers: dict[str, _Tracker] = {}
+        self._lock = threading.RLock()
+        # Writes of one process are serialised so the store assigns seqs in
+        # the order the states were made.
+        self._write_lock = threading.Lock()
+
+    # -- writing ---------------------------------------------------------
+    def commit(
+        self,
+        record: StateRecord,
+        *,
+        mode: WriteMode = WriteMode.UPDATE,
+        meta: dict[str, Any] | None = None,
+        wait: bool = False,
+        end: bool = False,
+    ) -> WriteResult:
+        """Write ``record`` now and broadcast it; return what the store did.
+
+        ``end`` releases the task's locks, registry entry and heartbeat atomically
+        with the write (see ``Store.write_state``); ``AsyncManager.finish`` uses it.
+        """
+        settings = get_settings()
+        task_name, state = record["task"], record["state"]
+        ttl = settings.final_state_ttl if state in FINAL_STATES else settings.progress_ttl
+        body = encode_record_body(record)
+        meta_json = json.dumps(meta, cls=DjangoJSONEncoder) if meta is not None else ""
+        sent = None
+        # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
+        groups: tuple[str, ...] = (group_for_task(task_name), STAFF_FEED_GROUP)
+        if record.get("owner") is not None:
+            groups += (group_for_user(record["owner"]),)
+        # The write script publishes the record to the servers' hubs itself (see ``fanout``);
+        # the groups get it too, through the channel layer, for every other consumer.
+        publish = groups if settings.fast_broadcast else ()
+        # The broadcast is queued under the lock too, so broadcasts leave in seq order.
+        with self._write_lock:
+            result = get_store().write_state(
+                task_name,
+                state,
+                body,
+                ttl=ttl,
+                mode=mode,
+                meta=meta_json,
+                floor=record.get("seq") or 0,
+                end=end,
+                publish=publish,
+            )
+            if result.written:
+                message = {
+                    "type": PROGRESS_TYPE,
+                    "task": task_name,
+                    "seq": result.seq,
+                    "state": state,
+                    "owner": record.get("owner"),  # so feeds can route without decoding the record
+                    "record": result.record_json,
+                }
+                sent = broadcast(groups, message)
+        if wait or state in FINAL_STATES:
+            wait_sent(sent)
+        return result
+
+    # -- progress --------------------------------------------------------
+    def track(self, record: StateRecord, meta: dict[str, Any] | None = None) -> None:
+        """Start tracking a task run by this process, seeded from its record."""
+        with self._lock:
+            self._trackers[record["task"]] = _Tracker(record=record.copy(), meta=meta)
+
+    def tracker(self, task_name: str) -> _Tracker | None:
+        return self._trackers.get(task_name)
+
+    def update(
+        self,
+        task_name: str,
+        message: str | None,
+        current: float | None,
+        total: float | None,
+        percent: float | None,
+        data: dict[str, Any] | None,
+    ) -> tuple[bool, _Tracker | None]:
+        """Apply one progress call; return ``(written_now, tracker)``."""
+        if message is not None and not isinstance(message, str):
+            message = str(message)
+        current, total = _number("current", current), _number("total", total)
+        percent = _number("percent", percent)
+        if data is not None:
+            json.dumps(data, cls=DjangoJSONEncoder)  # fail here, in the worker, not later
+        now, mono = time.time(), time.monotonic()
+        with self._lock:
+            tracker = self._trackers.get(task_name)
+            if tracker is None:
+                stored = get_store().read_state(task_name)
+                if stored is None:
+                    logger.warning("realtime_async: update_progress() for unknown task %r ignored", task_name)
+                    return False, None
+                # Seeded once per process: later calls need neither the record nor the meta again.
+                tracker = self._trackers[task_name] = _Tracker(
+                    record=json.loads(stored), meta=get_store().read_meta(task_name)
+                )
+            if tracker.finished:
+                return False, tracker
+            record = tracker.record
+            if message is not None:
+                record["message"] = message[:MAX_MESSAGE_LENGTH]
+            if total is not None:
+                record["total"] = total
+            if current is not None:
+                record["current"] = current
+            if data is not None:
+                record["data"] = data
+            record["percent"] = compute_percent(record.get("current"), record.get("total"), percent)
+            if percent is not None and current is None:
+                record["current"] = None
+            self._estimate(tracker, mono)
+            record["state"] = "running"
+            record["updated_at"] = now
+            interval = 1.0 / get_settings().progress_rate
+            if mono - tracker.last_write >= interval:
+                tracker.last_write = mono
+                tracker.pending = False
+                snapshot = record.copy()
+            else:
+                tracker.pending = True
+                if not tracker.scheduled:
+                    tracker.scheduled = True
+                    get_scheduler().call_at(tracker.last_write + interval, lambda: self._trailing(task_name))
+                return False, tracker
+        self._write_progress(tracker, snapshot)
+        return True, tracker
+
+    def _estimate(self, tracker: _Tracker, mono: float) -> None:
+        record = tracker.record
+        measure, goal = record.get("current"), record.get("total")
+        if measure is None and record.get("percent") is not None:
+            measure, goal = record["percent"], 100.0
+        if measure is None:
+            return
+        if tracker.sample is None:
+            tracker.sample = (mono, measure)
+            return
+        then, before = tracker.sample
+        if mono - then >= _MIN_SAMPLE_SECONDS:
+            instant = max(0.0, (measure - before) / (mono - then))
+            rate = record.get("rate")
+            record["rate"] = round(instant if rate is None else _EWMA_ALPHA * instant + (1 - _EWMA_ALPHA) * rate, 4)
+            tracker.sample = (mono, measure)
+        rate = record.get("rate")
+        if rate and goal:
+            record["eta"] = round(max(0.0, (goal - measure) / rate), 1)
+
+    def _write_progress(self, tracker: _Tracker, record: StateRecord) -> None:
+        try:
+            result = self.commit(record)
+        except Exception as exc:  # Redis down: the worker carries on, the next write retries
+            logger.warning("realtime_async: progress write failed (%s: %s)", type(exc).__name__, exc)
+            return
+        tracker.cancel_requested = tracker.cancel_requested or result.cancel_requested
+        if result.written:
+            with self._lock:  # the floor of the next write, should Redis lose the record
+                tracker.record["seq"] = max(result.seq, tracker.record.get("seq") or 0)
+        stored = result.record()
+        if result.outcome is Outcome.FINAL_KEPT and stored is not None:
+            tracker.finished = True  # someone else ended it (cancel, cleanup)
+            tracker.record = stored
+
+    def _trailing(self, task_name: str) -> None:
+        with self._lock:
+            tracker = self._trackers.get(task_name)
+            if tracker is None:
+                return
+            tracker.scheduled = False
+            if not tracker.pending or tracker.finished:
+                return
+            tracker.pending = False
+            tracker.last_write = time.monotonic()
+            snapshot = tracker.record.copy()
+        self._write_progress(tracker, snapshot)
+
+    def finish(self, task_name: str) -> StateRecord | None:
+        """Stop coalescing ``task_name`` and return its latest record (pending writes are superseded)."""
+        with self._lock:
+            tracker = self._trackers.pop(task_name, None)
+            if tracker is None:
+                return None
+            tracker.finished = True
+            tracker.pending = False
+            return tracker.record
+
+
+_writer = PerProcess(Writer)
+
+
+def get_writer() -> Writer:
+    """This process's ``Writer`` (a forked child gets a fresh one)."""
+    return _writer.get()

@@ -1,0 +1,57 @@
+/**
+ * How a state record is shown: the one set of display rules of the widget
+ * (widget.js) and the dashboard (dashboard.js). The server renders the first
+ * state with the same rules in Python; tests/display_cases.json is the table
+ * both sides are tested against, so the text of a server-rendered state and
+ * of the next live one cannot differ.
+ *
+ * `i18n` is the object the server sends in data-ra-i18n:
+ * {states: {state: label}, eta_s, eta_min, eta_h, unavailable, failed, ...}.
+ */
+
+import { isFinal } from "./protocol.js";
+
+function interpolate(template, values) {
+  return String(template).replace(/%\((\w+)\)s/g, (_, name) => String(values[name] ?? ""));
+}
+
+/**
+ * "5 s left", "3 min left", "2 h 5 min left"; "" when unknown. Minutes round
+ * half up (Math.round, for these non-negative numbers), seconds up: "0 s" never shows.
+ */
+export function formatEta(seconds, i18n = {}) {
+  if (typeof seconds !== "number" || !(seconds >= 0)) return "";
+  if (seconds < 60) return interpolate(i18n.eta_s || "%(n)s s left", { n: Math.max(1, Math.ceil(seconds)) });
+  if (seconds < 3600) return interpolate(i18n.eta_min || "%(n)s min left", { n: Math.round(seconds / 60) });
+  const minutes = Math.round(seconds / 60);
+  return interpolate(i18n.eta_h || "%(h)s h %(m)s min left", { h: Math.floor(minutes / 60), m: minutes % 60 });
+}
+
+/**
+ * What to show of `record` (null: the task cannot be shown):
+ * {state, stateLabel, final, indeterminate, percent, percentValue, percentText, etaText, message}.
+ * `percent` is the number clamped to 0..100 (null: unknown); `percentValue` its
+ * string for aria-valuenow, one decimal rounded half up without a trailing ".0";
+ * `percentText` is floored, so that "100%" means done.
+ */
+export function display(record, i18n = {}) {
+  const state = record ? record.state : "unavailable";
+  const percent = record && typeof record.percent === "number" ? Math.min(100, Math.max(0, record.percent)) : null;
+  const final = isFinal(record);
+  let message;
+  if (!record) message = i18n.unavailable;
+  else if (state === "failure" || state === "lost") message = record.error || i18n.failed;
+  else message = record.message ?? "";
+  return {
+    state,
+    stateLabel: i18n.states?.[state] ?? state,
+    final,
+    // Running with no percent: work is going on, how much is done is unknown.
+    indeterminate: percent === null && state === "running",
+    percent,
+    percentValue: percent === null ? null : String(Math.round(percent * 10) / 10),
+    percentText: percent === null ? "" : `${Math.floor(percent)}%`,
+    etaText: record && !final ? formatEta(record.eta, i18n) : "",
+    message: message || "",
+  };
+}

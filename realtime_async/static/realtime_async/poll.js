@@ -1,0 +1,85 @@
+/** Following one task without a WebSocket (public through client.js). */
+
+import { backoffDelay } from "./backoff.js";
+import { PROTOCOL_VERSION, call, isFinal } from "./protocol.js";
+
+/**
+ * Follow one task through the polling endpoint (`AsyncManager.get_url()`)
+ * with fetch() and JSON: the same records and callbacks as `subscribe()`.
+ *
+ * Unchanged polls cost a 304 (the last ETag is sent back); errors back off
+ * exponentially; a 404 ends it with `onError({code: "not_found"})`. Returns
+ * `{stop()}`.
+ */
+export function pollProgress(
+  url,
+  { task, interval = 1000, maxInterval = 30000, seq = 0, onProgress, onFinal, onError, fetch: fetcher } = {},
+) {
+  const doFetch = fetcher || globalThis.fetch.bind(globalThis);
+  let etag = null;
+  let errors = 0;
+  let last = Number(seq) || 0;
+  let delivered = false;
+  let stopped = false;
+  let timer = null;
+  let controller = null;
+
+  const stop = () => {
+    stopped = true;
+    clearTimeout(timer);
+    controller?.abort();
+  };
+  const schedule = () => {
+    if (stopped) return;
+    const delay = errors ? backoffDelay(errors, { initial: interval, max: maxInterval }) : interval;
+    timer = setTimeout(tick, delay);
+  };
+  const fail = (code, message) => {
+    stop();
+    call(onError, { code, message, task });
+  };
+
+  async function tick() {
+    controller = new AbortController();
+    const headers = { Accept: "application/json" };
+    if (etag) headers["If-None-Match"] = etag;
+    let record = null;
+    try {
+      const response = await doFetch(url, {
+        headers,
+        credentials: "same-origin",
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.status === 404 || response.status === 403) {
+        fail("not_found", "No such task.");
+        return;
+      }
+      if (response.status !== 304) {
+        if (!response.ok) throw new Error(`HTTP ${response.status}`); // 5xx: retry, backing off
+        const envelope = await response.json();
+        record = envelope?.v === PROTOCOL_VERSION && envelope.type === "progress" ? envelope.data : null;
+        if (!record || typeof record.seq !== "number") throw new Error("not a progress envelope");
+        etag = response.headers.get("ETag");
+      }
+      errors = 0;
+    } catch {
+      if (stopped) return;
+      errors += 1;
+    }
+    if (record && (record.seq > last || (record.seq === last && !delivered))) {
+      last = record.seq;
+      delivered = true;
+      call(onProgress, record);
+      if (isFinal(record)) {
+        stop();
+        call(onFinal, record);
+        return;
+      }
+    }
+    schedule();
+  }
+
+  tick();
+  return { stop };
+}

@@ -1,0 +1,57 @@
+// display.js against tests/display_cases.json, the table the Python side is tested against too.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { cases } from "./helpers.mjs";
+import { FINAL_STATES, isFinal } from "../../realtime_async/static/realtime_async/client.js";
+import { display, formatEta } from "../../realtime_async/static/realtime_async/display.js";
+import { formatEta as widgetFormatEta } from "../../realtime_async/static/realtime_async/widget.js";
+
+test("client.js's FINAL_STATES are the shared table's (and so the server's)", () => {
+  assert.deepEqual([...FINAL_STATES].sort(), [...cases.final_states].sort());
+  for (const state of cases.final_states) assert.ok(isFinal({ state }));
+  assert.ok(!isFinal(null) && !isFinal({ state: "running" }));
+});
+
+for (const { seconds, text } of cases.eta) {
+  test(`formatEta(${seconds}) is ${JSON.stringify(text)}`, () => {
+    assert.equal(formatEta(seconds, cases.i18n), text);
+  });
+}
+
+test("formatEta without i18n speaks English, and widget.js still exports it", () => {
+  assert.equal(widgetFormatEta, formatEta);
+  assert.equal(formatEta(5430), "1 h 31 min left");
+  assert.equal(formatEta(Number.NaN), "");
+  assert.equal(formatEta("12"), "");
+});
+
+for (const [index, { record, expect }] of cases.records.entries()) {
+  test(`display case ${index}: ${JSON.stringify(record)}`, () => {
+    const shown = display(record, cases.i18n);
+    assert.deepEqual(
+      {
+        state: shown.state,
+        state_label: shown.stateLabel,
+        final: shown.final,
+        indeterminate: shown.indeterminate,
+        percent_value: shown.percentValue,
+        percent_text: shown.percentText,
+        eta_text: shown.etaText,
+        message: shown.message,
+      },
+      expect,
+    );
+    // The number behind the texts: clamped, and there exactly when the texts are.
+    if (shown.percent === null) assert.equal(expect.percent_value, null);
+    else assert.ok(shown.percent >= 0 && shown.percent <= 100);
+  });
+}
+
+test("display without i18n shows the raw state and no message for an unknown task", () => {
+  const shown = display(null);
+  assert.equal(shown.stateLabel, "unavailable");
+  assert.equal(shown.message, "");
+  assert.equal(display({ state: "failure", seq: 1 }).message, "");
+});

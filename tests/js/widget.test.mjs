@@ -1,0 +1,162 @@
+// LiveProgress (widget.js) on a fake DOM, a scripted WebSocket and fetch, and a fake clock:
+// the fallback to polling, the way back, and what a record looks like.
+
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, mock, test } from "node:test";
+
+import { cases, fakeClock, fakeSockets, flush, installDocument, pinRandom, progress, tick } from "./helpers.mjs";
+import { field, widgetElement } from "./dom.mjs";
+import { LiveProgress, initWidgets, widgetFor } from "../../realtime_async/static/realtime_async/widget.js";
+
+installDocument();
+
+let restoreClock;
+let sockets;
+let requests;
+let endpoint = 0;
+
+/** A widget on a fresh endpoint, so that it does not share the page client of another test. */
+function newWidget(task = "t-1", options = {}) {
+  const element = widgetElement(task, { ws: `/ws/test-${++endpoint}/`, ...options });
+  const events = [];
+  for (const name of ["progress", "final", "success", "error"]) {
+    const record = (event) => events.push(`${name}:${event.detail.transport ?? ""}`);
+    element.addEventListener(`realtime-async:${name}`, record);
+  }
+  return { element, events, widget: new LiveProgress(element) };
+}
+
+beforeEach(() => {
+  restoreClock = fakeClock();
+  pinRandom(1);
+  const fake = fakeSockets();
+  sockets = fake.sockets;
+  globalThis.WebSocket = fake.FakeWebSocket;
+  requests = [];
+  // The polling endpoint: the next record of the task each time.
+  globalThis.fetch = async (url) => {
+    requests.push(url);
+    const data = { task: "t-1", seq: 10 + requests.length, state: "running", percent: 42.66, eta: 150 };
+    return {
+      status: 200,
+      ok: true,
+      headers: { get: () => null },
+      json: async () => ({ v: 1, type: "progress", task: "t-1", data }),
+    };
+  };
+});
+
+afterEach(() => {
+  restoreClock();
+  mock.restoreAll();
+});
+
+test("auto: polls once the first connection fails, and stops when the socket delivers again", async () => {
+  const { element, events, widget } = newWidget();
+  widget.start();
+  assert.equal(sockets.length, 1);
+  assert.equal(requests.length, 0);
+  sockets[0].drop(1006); // refused before it opened
+  await flush();
+  assert.equal(requests.length, 1);
+  assert.equal(element.dataset.raVia, "poll");
+  // The polled record, shown by the shared display rules.
+  assert.equal(element.dataset.raState, "running");
+  assert.equal(field(element, "state"), "Running");
+  assert.equal(element.querySelector('[role="progressbar"]').getAttribute("aria-valuenow"), "42.7");
+  assert.equal(element.querySelector('[role="progressbar"]').getAttribute("aria-valuetext"), "42%");
+  assert.equal(element.querySelector(".ra-progress__fill").getAttribute("width"), "42.66");
+  assert.equal(field(element, "percent"), "42%");
+  assert.equal(field(element, "eta"), "3 min left");
+  assert.ok(element.classList.contains("ra-progress--running"));
+
+  await tick(500); // the socket's retry
+  sockets[1].open();
+  // The socket's own last seq (the polled records were not its): the server sends the current record.
+  assert.equal(sockets[1].frames("subscribe")[0].seq, 1);
+  sockets[1].deliver(progress("t-1", 20, "running", { percent: 50 }));
+  assert.equal(element.dataset.raVia, "ws");
+  assert.equal(field(element, "percent"), "50%");
+  const polls = requests.length;
+  await tick(10000);
+  assert.equal(requests.length, polls); // polling stopped
+  sockets[1].deliver(progress("t-1", 21, "success", { percent: 100 }));
+  assert.deepEqual(events.slice(-3), ["progress:ws", "final:ws", "success:ws"]);
+  assert.equal(field(element, "eta"), "");
+  assert.ok(events.includes("progress:poll"));
+});
+
+test("auto: a socket that opens but does not answer in 5 s is left for polling", async () => {
+  const { element, widget } = newWidget();
+  widget.start();
+  sockets[0].open();
+  await tick(4999);
+  assert.equal(requests.length, 0);
+  await tick(1);
+  assert.equal(requests.length, 1);
+  assert.equal(element.dataset.raVia, "poll");
+});
+
+test("auto: after the socket once worked, one drop is not enough to poll, two failures are", async () => {
+  const { widget } = newWidget();
+  widget.start();
+  sockets[0].open();
+  sockets[0].deliver(progress("t-1", 2));
+  sockets[0].drop(1006);
+  await tick(500);
+  sockets[1].drop(1006); // failure 1
+  await flush();
+  assert.equal(requests.length, 0);
+  await tick(1000);
+  sockets[2].drop(1006); // failure 2
+  await flush();
+  assert.equal(requests.length, 1);
+});
+
+test("auto: without WebSocket the widget polls at once; ws: it reports the task unavailable", async () => {
+  globalThis.WebSocket = undefined;
+  const auto = newWidget();
+  auto.widget.start();
+  await flush();
+  assert.equal(requests.length, 1);
+
+  const wsOnly = newWidget("t-1", { transport: "ws" });
+  wsOnly.widget.start();
+  assert.equal(wsOnly.element.dataset.raState, "unavailable");
+  assert.equal(field(wsOnly.element, "state"), "Not available");
+  assert.equal(field(wsOnly.element, "message"), "WebSocket is not available.");
+  assert.deepEqual(wsOnly.events, ["error:"]);
+});
+
+test("a task the server does not show is unavailable, in the page's words", () => {
+  const { element, events, widget } = newWidget("secret");
+  widget.start();
+  sockets[0].open();
+  sockets[0].deliver({ v: 1, type: "error", code: "not_found", task: "secret", message: "No such task." });
+  assert.equal(element.dataset.raState, "unavailable");
+  assert.equal(field(element, "message"), cases.i18n.unavailable);
+  assert.equal(element.querySelector('[role="progressbar"]').hasAttribute("aria-valuenow"), false);
+  assert.deepEqual(events, ["error:"]);
+});
+
+test("stop() unsubscribes, stops the timeout, and the shared socket idles out", async () => {
+  const { widget } = newWidget();
+  widget.start();
+  sockets[0].open();
+  widget.stop();
+  assert.deepEqual(sockets[0].sent.at(-1), { v: 1, type: "unsubscribe", task: "t-1" });
+  await tick(10000);
+  assert.equal(requests.length, 0); // no fallback after stop
+  assert.equal(sockets[0].closedWith, 1000);
+});
+
+test("initWidgets starts each widget once, the root included", () => {
+  const { element } = newWidget("t-9", { state: "success" }); // final already: nothing to follow
+  initWidgets(element);
+  const widget = widgetFor(element);
+  assert.ok(widget instanceof LiveProgress);
+  initWidgets(element);
+  assert.equal(widgetFor(element), widget);
+  assert.equal(widget.done, true);
+  assert.equal(sockets.length, 0);
+});

@@ -1,0 +1,24 @@
+"""State records (``_core.records``): the percent computed from what a worker reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from realtime_async._core.records import compute_percent
+
+
+@pytest.mark.parametrize(
+    ("current", "total", "percent", "expected"),
+    [
+        (1, 4, None, 25.0),
+        (None, None, 42.5, 42.5),
+        (5, 4, None, 100.0),
+        (None, None, -3, 0.0),
+        (3, 0, None, None),
+        (None, None, None, None),
+        (1, 3, None, 33.33),
+        (2, 4, 90, 90.0),
+    ],
+)
+def test_compute_percent(current, total, percent, expected):
+    assert compute_percent(current, total, percent) == expected
