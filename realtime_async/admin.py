@@ -28,6 +28,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from realtime_async._core.access import visible_record
+from realtime_async._writing.launch import default_title
 from realtime_async.async_manager import AsyncManager
 from realtime_async.exceptions import ConflictError
 
@@ -47,9 +48,12 @@ def async_action(
     permissions: list[str] | None = None,
     lock: bool = True,
     name: str | None = None,
+    title: str | None = None,
 ) -> AdminAction:
     """An admin action that launches ``func`` for the selected objects, in one task.
 
+    The task's title is ``title`` followed by how many objects were selected
+    ("Rebuild: 3 projects"); without ``title``, the function's (see ``launch_async_task``).
     ``name`` is the action's name (default ``async_<function name>``); the admin
     requires unique names, so give one to each further action of the same function.
     """
@@ -59,10 +63,13 @@ def async_action(
         model: type[Model] = queryset.model
         pks = list(queryset.values_list("pk", flat=True))
         manager = AsyncManager.resolve_manager()
+        count = len(pks)
+        plural = model._meta.verbose_name if count == 1 else model._meta.verbose_name_plural
         try:
             task_name = manager.launch_async_task(
                 func,
                 [str(pk) for pk in pks],
+                title=f"{title or default_title(func)}: {count} {plural}",
                 conflict_ids={model._meta.label: pks} if lock else None,
                 user=request.user,
                 affected_objects=[str(obj) for obj in queryset[:MAX_AFFECTED_OBJECTS]],
@@ -123,7 +130,7 @@ class AsyncActionsMixin(_Base):
         context = {
             **self.admin_site.each_context(request),
             "opts": opts,
-            "title": f"Task {task_name}",
+            "title": record.get("title") or f"Task {task_name}",
             "task_name": task_name,
             "record": record,
             "changelist_url": reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),

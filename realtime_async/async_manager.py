@@ -24,7 +24,7 @@ from realtime_async._core.naming import new_task_name, validate_task_name
 from realtime_async._core.records import State, StateRecord, is_final
 from realtime_async._core.store import Store, WriteMode, get_store
 from realtime_async._writing.cleanup import cleanup
-from realtime_async._writing.launch import OnCommit, callable_path, user_info
+from realtime_async._writing.launch import OnCommit, callable_path, default_title, title_text, user_info
 from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
 from realtime_async.exceptions import ConflictError, TaskCancelled
@@ -73,6 +73,7 @@ class AsyncManager:
         func: str | Callable[..., Any],
         *args: Any,
         task_name: str | None = None,
+        title: str | None = None,
         conflict_ids: ConflictIds | None = None,
         user: Any = None,
         affected_objects: Iterable[Any] | None = None,
@@ -84,6 +85,8 @@ class AsyncManager:
     ) -> str:
         """Reserve locks, record the task as queued, enqueue it (on commit), emit ``create``.
 
+        ``title`` is what people see the task called (cut to 200 characters); without
+        one it is the first line of ``func``'s docstring, else its name.
         Raises ``ConflictError`` when another task holds any of ``conflict_ids``
         and ``ValueError`` when ``task_name`` belongs to a task still unfinished.
         """
@@ -108,6 +111,7 @@ class AsyncManager:
         now = time.time()
         record: StateRecord = {
             "task": task_name,
+            "title": title_text(title) or default_title(func),
             "state": "queued",
             "owner": owner["id"] if owner else None,
             "created_at": now,

@@ -84,7 +84,7 @@ def _context(
         **shown,
         # Numbers go out as strings: the template would localise them ("42,5").
         "seq": str(record.get("seq", 0)) if record else "0",
-        "label": label or gettext("Progress"),
+        "label": _label(label, record),
         "percent_width": f"{percent:.2f}" if percent is not None else "0",
         "transport": transport,
         "token": token or "",
@@ -95,6 +95,11 @@ def _context(
         "i18n": json.dumps(i18n(), separators=(",", ":")) if mode == "widget" else "",
         "cancel": cancel if mode == "widget" and not final and record is not None else None,
     }
+
+
+def _label(label: str | None, record: StateRecord | None) -> str:
+    """The bar's name: the one given, else the task's title, else "Progress"."""
+    return label or (record.get("title") if record else None) or gettext("Progress")
 
 
 def _default_poll_url(task_name: str, token: str | None) -> str | None:
@@ -145,7 +150,7 @@ def _cancel_button(
         # Only the POST fallback needs it; widget.js also reads the csrftoken cookie.
         "csrf": get_token(request) if request is not None else "",
         "text": gettext("Cancel"),
-        "label": gettext("Cancel %(label)s") % {"label": label or gettext("Progress")},
+        "label": gettext("Cancel %(label)s") % {"label": _label(label, record)},
     }
 
 

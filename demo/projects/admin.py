@@ -7,7 +7,11 @@ from realtime_async.admin import AsyncActionsMixin, async_action
 @admin.register(Project)
 class ProjectAdmin(AsyncActionsMixin, admin.ModelAdmin):
     list_display = ["name", "files", "rebuilt_at"]
-    actions = [async_action("projects.workers.rebuild_projects", description="Rebuild selected projects (live)")]
+    actions = [
+        async_action(
+            "projects.workers.rebuild_projects", description="Rebuild selected projects (live)", title="Rebuild"
+        )
+    ]
 
 
 @admin.register(Report)

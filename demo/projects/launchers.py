@@ -20,6 +20,7 @@ def launch_kind(kind: str, user: Any = None) -> str:
         return manager.launch_async_task(
             "projects.workers.rebuild_projects",
             [project.pk],
+            title=f"Rebuild “{project}”",
             conflict_ids={"projects.Project": {project.pk}},
             user=user,
             affected_objects=[str(project)],
@@ -27,10 +28,14 @@ def launch_kind(kind: str, user: Any = None) -> str:
     if kind == "report":
         report = Report.objects.order_by("?").first()
         return manager.launch_async_task(
-            "projects.workers.generate_report", report.pk, user=user, affected_objects=[str(report)]
+            "projects.workers.generate_report",
+            report.pk,
+            title=f"Report “{report}”",
+            user=user,
+            affected_objects=[str(report)],
         )
     if kind == "import":
-        return manager.launch_async_task("projects.workers.import_customers", user=user)
+        return manager.launch_async_task("projects.workers.import_customers", title="Import customers", user=user)
     if kind == "cleanup":
-        return manager.launch_async_task("projects.workers.long_cleanup", user=user)
+        return manager.launch_async_task("projects.workers.long_cleanup", title="Archive old files", user=user)
     raise ValueError(f"Unknown kind {kind!r}; choose one of {sorted(KINDS)}.")

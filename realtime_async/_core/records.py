@@ -2,7 +2,7 @@
 
 A state record is a flat JSON object (documented in ``docs/protocol.md``)::
 
-    {"seq": 7, "task": "rebuild-42", "state": "running", "message": "Step 3/5",
+    {"seq": 7, "task": "rebuild-42", "title": "Rebuild “Website”", "state": "running", "message": "Step 3/5",
      "current": 3, "total": 5, "percent": 60.0, "rate": 0.8, "eta": 2.5,
      "owner": 1, "created_at": 1764382000.1, "started_at": ..., "updated_at": ...,
      "finished_at": null, "result": null, "error": null, "data": null}
@@ -23,6 +23,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 __all__ = [
     "FINAL_STATES",
     "MAX_MESSAGE_LENGTH",
+    "MAX_TITLE_LENGTH",
     "RECORD_FIELDS",
     "State",
     "StateRecord",
@@ -43,6 +44,8 @@ class StateRecord(TypedDict, total=False):
 
     seq: int
     task: str
+    #: What people call the task: given at launch, else derived from the worker function.
+    title: str | None
     state: State
     message: str | None
     current: float | None
@@ -62,6 +65,8 @@ class StateRecord(TypedDict, total=False):
 
 RECORD_FIELDS: tuple[str, ...] = tuple(StateRecord.__annotations__)
 MAX_MESSAGE_LENGTH = 1000
+#: Longer titles are cut (with "…"), never refused.
+MAX_TITLE_LENGTH = 200
 
 
 def is_final(record: StateRecord | dict[str, Any] | None) -> bool:

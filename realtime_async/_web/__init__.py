@@ -1,1 +1,1 @@
-"""What the web pages show: display rules and the shared HTTP answers."""
+"""What the pages show: the display rules the server and the browser share."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["OnCommit", "callable_path", "user_info"]
+from realtime_async._core.records import MAX_TITLE_LENGTH
+
+__all__ = ["OnCommit", "callable_path", "default_title", "title_text", "user_info"]
 
 
 def callable_path(func: str | Callable[..., Any]) -> str:
@@ -17,6 +20,32 @@ def callable_path(func: str | Callable[..., Any]) -> str:
     if not module or "<" in qualname:
         raise ValueError(f"{func!r} cannot be imported by a worker: pass a module-level function or its dotted path.")
     return f"{module}.{qualname}"
+
+
+def title_text(title: object) -> str | None:
+    """``title`` as stored: text on one line, cut to ``MAX_TITLE_LENGTH`` characters; None when empty."""
+    if title is None:
+        return None
+    text = " ".join(str(title).split())
+    if len(text) > MAX_TITLE_LENGTH:
+        text = text[: MAX_TITLE_LENGTH - 1].rstrip() + "…"
+    return text or None
+
+
+def default_title(func: str | Callable[..., Any]) -> str:
+    """The title of a task launched without one: the first line of the function's docstring, else its name.
+
+    A dotted path is not imported in the launching process: its last part names it
+    (``"myapp.tasks.rebuild_project"`` → "Rebuild project").
+    """
+    if not isinstance(func, str):
+        doc = inspect.getdoc(func)
+        first = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
+        if first:
+            return title_text(first.rstrip(".")) or ""
+    name = func.rsplit(".", 1)[-1] if isinstance(func, str) else getattr(func, "__name__", "task")
+    words = name.replace("_", " ").strip() or "task"
+    return title_text(words[:1].upper() + words[1:]) or ""
 
 
 def user_info(user: Any) -> dict[str, Any] | None:

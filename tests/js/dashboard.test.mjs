@@ -108,11 +108,14 @@ test("feed records update rows in place and add new tasks on top, with the widge
   assert.equal(existing.querySelector("progress").value, 0);
   assert.deepEqual(events, ["final:ws"]);
 
-  sockets[0].deliver(progress("b", 1, "queued", { created_at: 200 }));
+  sockets[0].deliver(progress("b", 1, "queued", { created_at: 200, title: "Export “Q3”" }));
   const [first, second] = table.tBodies[0].rows;
   assert.equal(first.dataset.task, "b");
   assert.equal(first.dataset.raFeed, "1");
   assert.equal(field(first, "task"), "b");
+  assert.equal(field(first, "title"), "Export “Q3”"); // the title names the row
+  assert.equal(first.querySelector("progress").getAttribute("aria-label"), "Export “Q3”");
+  assert.equal(field(existing, "title"), "a"); // a record without a title: its task name
   assert.equal(field(first, "state"), "Queued");
   assert.equal(second, existing);
 });

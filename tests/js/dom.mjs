@@ -31,7 +31,7 @@ export function rowElement(task = "", { state = "queued", seq = 0, created = "" 
   return h(
     "tr",
     { "data-task": task, "data-state": state, "data-seq": String(seq), "data-created": created },
-    h("th", { "data-ra-field": "task" }),
+    h("th", {}, h("span", { "data-ra-field": "title" }), h("small", { "data-ra-field": "task" })),
     h("td", { "data-ra-field": "state" }),
     h("td", {}, h("progress", { max: "100", value: "0" }), h("span", { "data-ra-field": "percent" })),
     h("td", { "data-ra-field": "message" }),

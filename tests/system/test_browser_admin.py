@@ -128,7 +128,9 @@ def test_cancel_from_the_progress_page(admin_page, widgets, manager):
     run_action(page, widgets[:2], "rebuild_slowly")
     task = landed_task(page)
     wait_state(page, task, "running")
-    button = widget(page, task).get_by_role("button", name="Cancel Progress")
+    # The widget is named by the task's title: the action's, with the number of objects.
+    assert page.locator("#content h1").inner_text() == "Admin rebuild: 2 widgets"
+    button = widget(page, task).get_by_role("button", name="Cancel Admin rebuild: 2 widgets")
     button.click()
     wait_state(page, task, "cancelled")
     assert widget(page, task).locator('[data-ra-field="state"]').inner_text() == "Cancelled"

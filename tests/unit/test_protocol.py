@@ -34,8 +34,8 @@ def test_the_schema_is_valid_draft_2020_12():
 
 
 RECORD = {
-    "seq": 1, "task": "t-1", "state": "queued", "message": None, "current": None, "total": None, "percent": None,
-    "rate": None, "eta": None, "owner": 1, "created_at": 1.0, "started_at": None, "updated_at": 1.0,
+    "seq": 1, "task": "t-1", "title": "Test", "state": "queued", "message": None, "current": None, "total": None,
+    "percent": None, "rate": None, "eta": None, "owner": 1, "created_at": 1.0, "started_at": None, "updated_at": 1.0,
     "finished_at": None, "result": None, "error": None, "data": None,
 }  # fmt: skip
 PROGRESS = {"v": 1, "type": "progress", "task": "t-1", "data": RECORD}

@@ -15,9 +15,9 @@ else:
 
 @admin.register(TaskRecord)
 class TaskRecordAdmin(_ModelAdmin):
-    list_display = ["task_name", "state", "percent", "message", "owner_label", "created_at", "finished_at"]
+    list_display = ["title", "task_name", "state", "percent", "message", "owner_label", "created_at", "finished_at"]
     list_filter = ["state", "created_at", "finished_at"]
-    search_fields = ["task_name", "message", "owner_label", "error"]
+    search_fields = ["title", "task_name", "message", "owner_label", "error"]
     date_hierarchy = "created_at"
     readonly_fields = [field.name for field in TaskRecord._meta.fields]
 

@@ -18,6 +18,7 @@ class TaskRecord(models.Model):
         LOST = "lost"
 
     task_name = models.CharField(max_length=128, unique=True)
+    title = models.CharField(max_length=200, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
     message = models.TextField(blank=True)
     percent = models.FloatField(null=True, blank=True)

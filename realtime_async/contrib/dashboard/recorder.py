@@ -28,7 +28,7 @@ logger = logging.getLogger("realtime_async")
 
 #: The columns that come from the state record (the rest is launch metadata).
 _RECORD_VALUES = frozenset(
-    {"seq", "state", "message", "percent", "result", "error", "created_at", "started_at", "finished_at"}
+    {"seq", "title", "state", "message", "percent", "result", "error", "created_at", "started_at", "finished_at"}
 )
 
 
@@ -137,6 +137,7 @@ class Recorder:
         if record:
             values.update(
                 seq=record.get("seq") or 0,
+                title=record.get("title") or "",
                 state=record["state"],
                 message=record.get("message") or "",
                 percent=record.get("percent"),

@@ -49,6 +49,8 @@ def row_context(record: StateRecord, labels: dict[str, str] | None = None) -> di
     created = record.get("created_at")
     return {
         "task": record.get("task") or "",
+        # A task launched before titles existed is named by its task name.
+        "title": record.get("title") or record.get("task") or "",
         "state": shown["state"],
         "state_label": shown["state_label"],
         "seq": str(record.get("seq") or 0),
@@ -95,6 +97,7 @@ def _from_row(row: TaskRecord) -> StateRecord:
     """A state record from the database row, for tasks the cache forgot."""
     return {
         "task": row.task_name,
+        "title": row.title or None,
         "state": cast(State, row.state),
         "message": row.message,
         "percent": row.percent,

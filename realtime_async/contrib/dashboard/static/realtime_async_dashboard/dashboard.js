@@ -237,11 +237,14 @@ export class LiveDashboard {
     row.dataset.state = shown.state;
     row.dataset.seq = String(record.seq);
     row.dataset.created = created;
+    // A task launched before titles existed is named by its task name.
+    const title = record.title || record.task;
+    this._text(row, "title", title);
     this._text(row, "task", record.task);
     this._text(row, "state", shown.stateLabel);
     const bar = row.querySelector("progress");
     if (bar) {
-      bar.setAttribute("aria-label", record.task);
+      bar.setAttribute("aria-label", title);
       if (shown.indeterminate) bar.removeAttribute("value");
       else bar.value = shown.percent ?? 0;
     }
