@@ -11,7 +11,7 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from django.core import signing
@@ -25,6 +25,7 @@ from realtime_async._core.records import State, StateRecord, is_final
 from realtime_async._core.store import Store, WriteMode, get_store
 from realtime_async._writing.cleanup import cleanup
 from realtime_async._writing.launch import OnCommit, callable_path, default_title, title_text, user_info
+from realtime_async._writing.track import track as track_items
 from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
 from realtime_async.exceptions import ConflictError, TaskCancelled
@@ -193,6 +194,17 @@ class AsyncManager:
             raise TaskCancelled(task_key)
         if written:
             self._emit("progress", task_key, meta=tracker.meta, record=tracker.record.copy())
+
+    def track(
+        self, task_key: str | None, iterable: Iterable[_T], *, total: float | None = None, message: str | None = None
+    ) -> Iterator[_T]:
+        """Yield the items of ``iterable``, reporting how many are done: ``for row in manager.track(task_key, rows):``.
+
+        ``total`` defaults to ``len(iterable)`` when it has one (a generator reports
+        its count, with no percent, until it ends); ``message`` may use ``{n}`` and
+        ``{total}``. After a cancel it raises ``TaskCancelled`` at the next item.
+        """
+        return track_items(self, task_key, iterable, total=total, message=message)
 
     def get_progress(self, task_name: str) -> StateRecord | None:
         """The task's state record, or None for an unknown (or expired) task."""

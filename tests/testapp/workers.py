@@ -100,3 +100,14 @@ def admin_rebuild(pks, *, task_key=None, manager_class=None, delay=0.2, **kwargs
         Widget.objects.filter(pk=pk).update(rebuilds=F("rebuilds") + 1)
         manager.update_progress(task_key, f"Rebuilt {i + 1}/{total}", current=i + 1, total=total)
     return {"rebuilt": total}
+
+
+def track_rows(n, *, sized=True, delay=0.0, task_key=None, manager_class=None, **kwargs):
+    """Goes through ``n`` rows with ``manager.track``: a list (sized) or a generator; returns how many it saw."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    rows = list(range(n)) if sized else (i for i in range(n))
+    seen = 0
+    for _ in manager.track(task_key, rows, message="Importing row {n} of {total}"):
+        seen += 1
+        time.sleep(delay)
+    return {"seen": seen}
