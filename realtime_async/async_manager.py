@@ -7,26 +7,26 @@ workers, consumers and views all resolve the same class.
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
-from django.core import signing
 from django.db import transaction
 from django.urls import URLPattern, path
 
-from realtime_async._core import managers
+from realtime_async._core import access, managers
 from realtime_async._core.locks import ConflictIds, from_lock_ids, to_lock_ids
 from realtime_async._core.naming import new_task_name, validate_task_name
-from realtime_async._core.records import State, StateRecord, is_final
+from realtime_async._core.records import StageState, State, StateRecord, is_final
 from realtime_async._core.store import Store, WriteMode, get_store
 from realtime_async._writing.cleanup import cleanup
-from realtime_async._writing.launch import OnCommit, callable_path, default_title, title_text, user_info
+from realtime_async._writing.launch import OnCommit, callable_path, default_title, retrying, title_text, user_info
+from realtime_async._writing.stages import StageSpec, enter, leave, make_stages, stage_context
 from realtime_async._writing.track import track as track_items
-from realtime_async._writing.writer import get_writer
+from realtime_async._writing.writer import Tracker, get_writer
 from realtime_async.conf import get_settings
 from realtime_async.exceptions import ConflictError, TaskCancelled
 from realtime_async.signals import task_lifecycle
@@ -40,7 +40,6 @@ _T = TypeVar("_T")
 
 #: The events of ``async_task_lifecycle`` and the ``task_lifecycle`` signal.
 LifecycleEvent = Literal["create", "start", "progress", "complete", "fail", "cancel", "cleanup"]
-_WATCH_SALT = "realtime_async.watch"
 
 
 class AsyncManager:
@@ -75,6 +74,7 @@ class AsyncManager:
         *args: Any,
         task_name: str | None = None,
         title: str | None = None,
+        stages: StageSpec | None = None,
         conflict_ids: ConflictIds | None = None,
         user: Any = None,
         affected_objects: Iterable[Any] | None = None,
@@ -93,6 +93,7 @@ class AsyncManager:
         """
         task_name = validate_task_name(task_name) if task_name is not None else new_task_name()
         lock_ids = to_lock_ids(conflict_ids)
+        declared = make_stages(stages)
         func_path = callable_path(func)
         manager_path = manager_class if isinstance(manager_class, str) else (manager_class or type(self)).class_path()
         owner = user_info(user)
@@ -113,6 +114,7 @@ class AsyncManager:
         record: StateRecord = {
             "task": task_name,
             "title": title_text(title) or default_title(func),
+            "stages": declared,
             "state": "queued",
             "owner": owner["id"] if owner else None,
             "created_at": now,
@@ -187,13 +189,40 @@ class AsyncManager:
         """
         if not task_key:
             return  # the worker runs outside realtime_async (a test, a shell): nothing to report
-        written, tracker = get_writer().update(task_key, message, current, total, percent, data)
+        self._written(task_key, *get_writer().update(task_key, message, current, total, percent, data))
+
+    def _change(self, task_key: str | None, apply: Callable[[StateRecord], object], *, check: bool = True) -> None:
+        """Change a running task's record (stages); like ``update_progress``, it raises once the task is cancelled."""
+        if task_key:
+            self._written(task_key, *get_writer().change(task_key, apply), check=check)
+
+    def _written(self, task_key: str, written: bool, tracker: Tracker | None, *, check: bool = True) -> None:
         if tracker is None:
             return
-        if tracker.cancel_requested and not tracker.finished:
+        if check and tracker.cancel_requested and not tracker.finished:
             raise TaskCancelled(task_key)
         if written:
             self._emit("progress", task_key, meta=tracker.meta, record=tracker.record.copy())
+
+    def stage(self, task_key: str | None, name: str) -> contextlib.AbstractContextManager[None]:
+        """``with manager.stage(task_key, "Process"):`` marks the stage active, then done, failed or cancelled.
+
+        Inside it, ``update_progress`` moves the stage's own bar. ``ValueError`` names
+        the task's stages when ``name`` is not one of them.
+        """
+        return stage_context(self, task_key, name)
+
+    def declare_stages(self, task_key: str | None, stages: StageSpec) -> None:
+        """Declare (or replace) the stages of a running task, from its worker; all pending."""
+        declared = make_stages(stages)
+        self._change(task_key, lambda record: record.update({"stages": declared, "stage": None}))
+
+    def _stage_change(self, task_key: str | None, name: str, state: StageState | None) -> None:
+        """Enter stage ``name`` (``state`` None) or end it as ``state``."""
+        if state is None:
+            self._change(task_key, lambda record: enter(record, name))
+        else:  # the end of a stage never raises TaskCancelled: it would hide what ended it
+            self._change(task_key, lambda record: leave(record, name, state), check=False)
 
     def track(
         self, task_key: str | None, iterable: Iterable[_T], *, total: float | None = None, message: str | None = None
@@ -262,7 +291,9 @@ class AsyncManager:
             record["message"] = message
         if state == "success":
             record["percent"] = 100.0
-        written = self._retrying(f"final state of {task_name!r}", lambda: get_writer().commit(record, end=True))
+        written = retrying(
+            f"final state of {task_name!r}", lambda: get_writer().commit(record, end=True), self.final_write_timeout
+        )
         stored = written.record()
         if not written.written or stored is None:
             return None
@@ -273,20 +304,6 @@ class AsyncManager:
 
     #: Seconds ``finish`` keeps retrying a final write while Redis is away (a restart, a failover).
     final_write_timeout: float = 60.0
-
-    def _retrying(self, what: str, func: Callable[[], _T]) -> _T:
-        # A final state must not be lost to a Redis blip: retry with backoff, then give up loudly.
-        deadline, delay = time.monotonic() + self.final_write_timeout, 0.05
-        while True:
-            try:
-                return func()
-            except Exception as exc:
-                if time.monotonic() + delay > deadline:
-                    logger.error("realtime_async: %s failed for good (%s)", what, type(exc).__name__)
-                    raise
-                logger.warning("realtime_async: %s failed (%s); retrying", what, type(exc).__name__)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     # -- locks -----------------------------------------------------------
     def add_conflict_ids(self, task_name: str, conflict_ids: ConflictIds) -> bool:
@@ -359,17 +376,11 @@ class AsyncManager:
     # -- watch tokens ----------------------------------------------------
     def make_watch_token(self, task_name: str) -> str:
         """A signed token that lets its bearer watch ``task_name`` until it expires."""
-        return signing.TimestampSigner(salt=_WATCH_SALT).sign(validate_task_name(task_name))
+        return access.make_watch_token(task_name)
 
     def check_watch_token(self, token: str, task_name: str) -> bool:
         """Whether ``token`` is a valid, unexpired watch token for ``task_name``."""
-        try:
-            value = signing.TimestampSigner(salt=_WATCH_SALT).unsign(
-                token, max_age=datetime.timedelta(seconds=get_settings().watch_token_max_age)
-            )
-        except (signing.BadSignature, TypeError):
-            return False
-        return value == task_name
+        return access.check_watch_token(token, task_name)
 
     # -- urls and cleanup ------------------------------------------------
     @classmethod

@@ -85,6 +85,7 @@ def _context(
         # Numbers go out as strings: the template would localise them ("42,5").
         "seq": str(record.get("seq", 0)) if record else "0",
         "label": _label(label, record),
+        "stages_label": gettext("Stages"),
         "percent_width": f"{percent:.2f}" if percent is not None else "0",
         "transport": transport,
         "token": token or "",

@@ -35,15 +35,19 @@ def rebuild_projects(pks, *, task_key=None, manager_class=None, **kwargs):
 
 
 def generate_report(report_id, *, task_key=None, manager_class=None, **kwargs):
+    """Generate a report in three stages: collect, render page by page, save."""
     manager = AsyncManager.resolve_manager(manager_class)
     report = Report.objects.get(pk=report_id)
-    manager.update_progress(task_key, "Collecting data", percent=0)
-    _pause(1.0)
-    for page in range(1, report.pages + 1):
-        _pause(0.25)
-        manager.update_progress(task_key, f"Rendering page {page}/{report.pages}", current=page, total=report.pages)
-    report.generated_at = timezone.now()
-    report.save(update_fields=["generated_at"])
+    manager.declare_stages(task_key, {"Collect data": 1, "Render pages": 3, "Save": 1})
+    with manager.stage(task_key, "Collect data"):
+        for _source in manager.track(task_key, range(4), message="Querying source {n} of {total}"):
+            _pause(0.25)
+    with manager.stage(task_key, "Render pages"):
+        for _page in manager.track(task_key, range(report.pages), message="Rendering page {n}/{total}"):
+            _pause(0.25)
+    with manager.stage(task_key, "Save"):
+        report.generated_at = timezone.now()
+        report.save(update_fields=["generated_at"])
     return {"report": report.title, "pages": report.pages}
 
 

@@ -10,19 +10,49 @@ way (503, close code 4503).
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import TYPE_CHECKING, Any, Literal
+
+from django.core import signing
 
 from realtime_async._core.naming import validate_task_name
 from realtime_async._core.records import StateRecord, is_final
 from realtime_async._core.store import get_store
+from realtime_async.conf import get_settings
 
 if TYPE_CHECKING:
     from realtime_async.async_manager import AsyncManager
 
-__all__ = ["CancelOutcome", "cancel_outcome", "may_view", "read_visible", "visible_record"]
+__all__ = [
+    "WATCH_SALT",
+    "CancelOutcome",
+    "cancel_outcome",
+    "check_watch_token",
+    "make_watch_token",
+    "may_view",
+    "read_visible",
+    "visible_record",
+]
 
 CancelOutcome = Literal["accepted", "forbidden", "not_found"]
+#: The salt of watch tokens: a token signed for anything else never shows a task.
+WATCH_SALT = "realtime_async.watch"
+
+
+def make_watch_token(task_name: str) -> str:
+    """A signed token that lets its bearer watch ``task_name`` until ``WATCH_TOKEN_MAX_AGE`` passes."""
+    return signing.TimestampSigner(salt=WATCH_SALT).sign(validate_task_name(task_name))
+
+
+def check_watch_token(token: str, task_name: str) -> bool:
+    """Whether ``token`` is a valid, unexpired watch token for ``task_name``."""
+    max_age = datetime.timedelta(seconds=get_settings().watch_token_max_age)
+    try:
+        value = signing.TimestampSigner(salt=WATCH_SALT).unsign(token, max_age=max_age)
+    except (signing.BadSignature, TypeError):
+        return False
+    return value == task_name
 
 
 def may_view(

@@ -23,8 +23,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 __all__ = [
     "FINAL_STATES",
     "MAX_MESSAGE_LENGTH",
+    "MAX_STAGE_NAME_LENGTH",
     "MAX_TITLE_LENGTH",
     "RECORD_FIELDS",
+    "Stage",
+    "StageState",
     "State",
     "StateRecord",
     "compute_percent",
@@ -39,6 +42,20 @@ State = Literal["queued", "running", "success", "failure", "cancelled", "lost"]
 FINAL_STATES: frozenset[str] = frozenset({"success", "failure", "cancelled", "lost"})
 
 
+StageState = Literal["pending", "active", "done", "failed", "cancelled"]
+
+
+class Stage(TypedDict):
+    """One step of a task with stages (``docs/protocol.md``)."""
+
+    name: str
+    state: StageState
+    #: Its share of the task's overall percent, relative to the other stages' weights.
+    weight: float
+    #: The stage's own progress, 0..100; None while pending or unknown.
+    percent: float | None
+
+
 class StateRecord(TypedDict, total=False):
     """What every transport carries about one task (``docs/protocol.md``)."""
 
@@ -51,6 +68,10 @@ class StateRecord(TypedDict, total=False):
     current: float | None
     total: float | None
     percent: float | None
+    #: The active stage's name; None outside stages.
+    stage: str | None
+    #: The declared stages in order, None for a task without stages.
+    stages: list[Stage] | None
     rate: float | None
     eta: float | None
     owner: int | str | None
@@ -67,6 +88,8 @@ RECORD_FIELDS: tuple[str, ...] = tuple(StateRecord.__annotations__)
 MAX_MESSAGE_LENGTH = 1000
 #: Longer titles are cut (with "…"), never refused.
 MAX_TITLE_LENGTH = 200
+#: Longer stage names are cut, never refused.
+MAX_STAGE_NAME_LENGTH = 100
 
 
 def is_final(record: StateRecord | dict[str, Any] | None) -> bool:

@@ -15,10 +15,22 @@ from django.utils.translation import gettext
 
 from realtime_async._core.records import StateRecord, is_final
 
-__all__ = ["UNAVAILABLE", "Display", "display", "format_eta", "i18n", "state_labels"]
+__all__ = ["UNAVAILABLE", "Display", "StageDisplay", "display", "format_eta", "i18n", "stage_labels", "state_labels"]
 
 #: The pseudo-state of a task that cannot be shown (unknown, or not for this viewer).
 UNAVAILABLE = "unavailable"
+
+
+class StageDisplay(TypedDict):
+    """One step of the widget's stepper."""
+
+    name: str
+    #: ``pending``, ``active``, ``done``, ``failed`` or ``cancelled`` (anything else is shown as given).
+    state: str
+    #: The state in words, for screen readers: "Not started", "In progress", ...
+    state_label: str
+    #: The task's current stage (``aria-current="step"``); never one of a final task.
+    current: bool
 
 
 class Display(TypedDict):
@@ -37,6 +49,10 @@ class Display(TypedDict):
     percent_text: str
     eta_text: str
     message: str
+    #: The stages in declared order, ``[]`` for a task without stages.
+    stages: list[StageDisplay]
+    #: ``"Stage 2 of 3: Process"`` while a stage is current, else ``""``.
+    stage_text: str
 
 
 def _half_up(value: float) -> int:
@@ -69,6 +85,17 @@ def state_labels() -> dict[str, str]:
     }
 
 
+def stage_labels() -> dict[str, str]:
+    """Each stage state in words, translated (the stepper's text for screen readers)."""
+    return {
+        "pending": gettext("Not started"),
+        "active": gettext("In progress"),
+        "done": gettext("Done"),
+        "failed": gettext("Failed"),
+        "cancelled": gettext("Cancelled"),
+    }
+
+
 def i18n() -> dict[str, Any]:
     """The strings ``display.js`` and the widgets need, in the request's language."""
     return {
@@ -81,7 +108,41 @@ def i18n() -> dict[str, Any]:
         "cancelling": gettext("Cancelling…"),
         "cancel_forbidden": gettext("You may not cancel this task."),
         "cancel_failed": gettext("The task could not be cancelled. Try again."),
+        "stages": gettext("Stages"),
+        "stage": gettext("Stage %(n)s of %(total)s: %(name)s"),
+        "stage_states": stage_labels(),
     }
+
+
+def _stages(record: StateRecord | dict[str, Any] | None, final: bool) -> tuple[list[StageDisplay], str]:
+    """The stepper's steps and the current stage's text; entries without a string name are left out."""
+    raw = record.get("stages") if record is not None else None
+    if not isinstance(raw, list):
+        return [], ""
+    labels = stage_labels()
+    stages: list[StageDisplay] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        raw_state = entry.get("state")
+        state = raw_state if isinstance(raw_state, str) else "pending"
+        stages.append(
+            {"name": entry["name"], "state": state, "state_label": labels.get(state, state), "current": False}
+        )
+    # The record's "stage" names the current one; without it, the first active stage. A final task has none.
+    names = [stage["name"] for stage in stages]
+    active = [index for index, stage in enumerate(stages) if stage["state"] == "active"]
+    named = record.get("stage") if record is not None else None
+    current = names.index(named) if named in names else (active[0] if active else None)
+    if final or current is None:
+        return stages, ""
+    stages[current]["current"] = True
+    text = gettext("Stage %(n)s of %(total)s: %(name)s") % {
+        "n": current + 1,
+        "total": len(stages),
+        "name": names[current],
+    }
+    return stages, text
 
 
 def display(record: StateRecord | dict[str, Any] | None, labels: dict[str, str] | None = None) -> Display:
@@ -91,6 +152,7 @@ def display(record: StateRecord | dict[str, Any] | None, labels: dict[str, str] 
     raw = record.get("percent") if record is not None else None
     percent = min(100.0, max(0.0, float(raw))) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
     final = is_final(record)
+    stages, stage_text = _stages(record, final)
     if record is None:
         message = gettext("No such task.")
     elif state in ("failure", "lost"):
@@ -107,4 +169,6 @@ def display(record: StateRecord | dict[str, Any] | None, labels: dict[str, str] 
         "percent_text": f"{math.floor(percent)}%" if percent is not None else "",
         "eta_text": "" if final or record is None else format_eta(record.get("eta")),
         "message": str(message),
+        "stages": stages,
+        "stage_text": stage_text,
     }

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from realtime_async._core.records import MAX_TITLE_LENGTH
 
-__all__ = ["OnCommit", "callable_path", "default_title", "title_text", "user_info"]
+logger = logging.getLogger("realtime_async")
+_T = TypeVar("_T")
+
+__all__ = ["OnCommit", "callable_path", "default_title", "retrying", "title_text", "user_info"]
 
 
 def callable_path(func: str | Callable[..., Any]) -> str:
@@ -76,3 +81,18 @@ class OnCommit:
     def _dropped(called: list[bool], on_drop: Callable[[], None]) -> None:
         if not called[0]:
             on_drop()
+
+
+def retrying(what: str, func: Callable[[], _T], timeout: float) -> _T:
+    """``func()``, retried with backoff for ``timeout`` seconds: a final state must not be lost to a Redis blip."""
+    deadline, delay = time.monotonic() + timeout, 0.05
+    while True:
+        try:
+            return func()
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                logger.error("realtime_async: %s failed for good (%s)", what, type(exc).__name__)
+                raise
+            logger.warning("realtime_async: %s failed (%s); retrying", what, type(exc).__name__)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

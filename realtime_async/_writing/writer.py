@@ -10,11 +10,13 @@ task's Channels groups through the sender thread.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -24,20 +26,29 @@ from realtime_async._core.process import PerProcess
 from realtime_async._core.records import (
     FINAL_STATES,
     MAX_MESSAGE_LENGTH,
+    Stage,
     StateRecord,
     compute_percent,
     encode_record_body,
 )
 from realtime_async._core.store import Outcome, WriteMode, WriteResult, get_store
 from realtime_async._writing.sender import broadcast, get_scheduler, wait_sent
+from realtime_async._writing.stages import overall_percent
 from realtime_async.conf import get_settings
 
-__all__ = ["Writer", "get_writer"]
+__all__ = ["Tracker", "Writer", "get_writer"]
 
 logger = logging.getLogger("realtime_async")
 
 _EWMA_ALPHA = 0.3
 _MIN_SAMPLE_SECONDS = 0.2
+
+
+def _active_stage(record: StateRecord) -> Stage | None:
+    for stage in record.get("stages") or ():
+        if stage["state"] == "active":
+            return stage
+    return None
 
 
 def _number(name: str, value: object) -> float | None:
@@ -49,7 +60,9 @@ def _number(name: str, value: object) -> float | None:
 
 
 @dataclasses.dataclass
-class _Tracker:
+class Tracker:
+    """What this process knows of one task it runs: its latest record and the coalescing state."""
+
     record: StateRecord
     last_write: float = float("-inf")
     pending: bool = False
@@ -64,7 +77,7 @@ class Writer:
     """Per-process owner of the trackers; every state write goes through it."""
 
     def __init__(self) -> None:
-        self._trackers: dict[str, _Tracker] = {}
+        self._trackers: dict[str, Tracker] = {}
         self._lock = threading.RLock()
         # Writes of one process are serialised so the store assigns seqs in
         # the order the states were made.
@@ -129,9 +142,9 @@ class Writer:
     def track(self, record: StateRecord, meta: dict[str, Any] | None = None) -> None:
         """Start tracking a task run by this process, seeded from its record."""
         with self._lock:
-            self._trackers[record["task"]] = _Tracker(record=record.copy(), meta=meta)
+            self._trackers[record["task"]] = Tracker(record=record.copy(), meta=meta)
 
-    def tracker(self, task_name: str) -> _Tracker | None:
+    def tracker(self, task_name: str) -> Tracker | None:
         return self._trackers.get(task_name)
 
     def update(
@@ -142,7 +155,7 @@ class Writer:
         total: float | None,
         percent: float | None,
         data: dict[str, Any] | None,
-    ) -> tuple[bool, _Tracker | None]:
+    ) -> tuple[bool, Tracker | None]:
         """Apply one progress call; return ``(written_now, tracker)``."""
         if message is not None and not isinstance(message, str):
             message = str(message)
@@ -150,21 +163,8 @@ class Writer:
         percent = _number("percent", percent)
         if data is not None:
             json.dumps(data, cls=DjangoJSONEncoder)  # fail here, in the worker, not later
-        now, mono = time.time(), time.monotonic()
-        with self._lock:
-            tracker = self._trackers.get(task_name)
-            if tracker is None:
-                stored = get_store().read_state(task_name)
-                if stored is None:
-                    logger.warning("realtime_async: update_progress() for unknown task %r ignored", task_name)
-                    return False, None
-                # Seeded once per process: later calls need neither the record nor the meta again.
-                tracker = self._trackers[task_name] = _Tracker(
-                    record=json.loads(stored), meta=get_store().read_meta(task_name)
-                )
-            if tracker.finished:
-                return False, tracker
-            record = tracker.record
+
+        def apply(record: StateRecord) -> None:
             if message is not None:
                 record["message"] = message[:MAX_MESSAGE_LENGTH]
             if total is not None:
@@ -176,6 +176,35 @@ class Writer:
             record["percent"] = compute_percent(record.get("current"), record.get("total"), percent)
             if percent is not None and current is None:
                 record["current"] = None
+            active = _active_stage(record)
+            if active is not None:  # the call moves the stage's own bar; the task's is the stages combined
+                active["percent"] = record["percent"]
+                record["percent"] = overall_percent(record.get("stages") or [])
+
+        return self.change(task_name, apply)
+
+    def change(self, task_name: str, apply: Callable[[StateRecord], object]) -> tuple[bool, Tracker | None]:
+        """Change the running task's record with ``apply`` and write it, coalesced; return ``(written_now, tracker)``.
+
+        What ``apply`` raises (a ``ValueError`` about a stage name) reaches the worker, and nothing is changed.
+        """
+        now, mono = time.time(), time.monotonic()
+        with self._lock:
+            tracker = self._trackers.get(task_name)
+            if tracker is None:
+                stored = get_store().read_state(task_name)
+                if stored is None:
+                    logger.warning("realtime_async: progress of unknown task %r ignored", task_name)
+                    return False, None
+                # Seeded once per process: later calls need neither the record nor the meta again.
+                tracker = self._trackers[task_name] = Tracker(
+                    record=json.loads(stored), meta=get_store().read_meta(task_name)
+                )
+            if tracker.finished:
+                return False, tracker
+            changed = copy.deepcopy(tracker.record)
+            apply(changed)
+            tracker.record = record = changed
             self._estimate(tracker, mono)
             record["state"] = "running"
             record["updated_at"] = now
@@ -183,7 +212,7 @@ class Writer:
             if mono - tracker.last_write >= interval:
                 tracker.last_write = mono
                 tracker.pending = False
-                snapshot = record.copy()
+                snapshot = copy.deepcopy(record)
             else:
                 tracker.pending = True
                 if not tracker.scheduled:
@@ -193,10 +222,11 @@ class Writer:
         self._write_progress(tracker, snapshot)
         return True, tracker
 
-    def _estimate(self, tracker: _Tracker, mono: float) -> None:
+    def _estimate(self, tracker: Tracker, mono: float) -> None:
         record = tracker.record
         measure, goal = record.get("current"), record.get("total")
-        if measure is None and record.get("percent") is not None:
+        # With stages, current/total belong to the active stage: the whole task's ETA goes by its percent.
+        if (measure is None or record.get("stages")) and record.get("percent") is not None:
             measure, goal = record["percent"], 100.0
         if measure is None:
             return
@@ -213,7 +243,7 @@ class Writer:
         if rate and goal:
             record["eta"] = round(max(0.0, (goal - measure) / rate), 1)
 
-    def _write_progress(self, tracker: _Tracker, record: StateRecord) -> None:
+    def _write_progress(self, tracker: Tracker, record: StateRecord) -> None:
         try:
             result = self.commit(record)
         except Exception as exc:  # Redis down: the worker carries on, the next write retries
@@ -238,7 +268,7 @@ class Writer:
                 return
             tracker.pending = False
             tracker.last_write = time.monotonic()
-            snapshot = tracker.record.copy()
+            snapshot = copy.deepcopy(tracker.record)
         self._write_progress(tracker, snapshot)
 
     def finish(self, task_name: str) -> StateRecord | None:

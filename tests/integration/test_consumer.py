@@ -14,7 +14,8 @@ from django.core import signing
 from django.test import Client
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime_async import async_manager, consumers
+from realtime_async import consumers
+from realtime_async._core import access
 from realtime_async._delivery import subscription
 from realtime_async._delivery.hub import get_hub
 from realtime_async.async_manager import AsyncManager
@@ -242,7 +243,7 @@ def _expired_token(name):
         def timestamp(self):
             return signing.b62_encode(int(time.time()) - 7200)
 
-    return Past(salt=async_manager._WATCH_SALT).sign(name)
+    return Past(salt=access.WATCH_SALT).sign(name)
 
 
 async def test_watch_tokens():

@@ -173,3 +173,41 @@ test("initDashboards starts each table once", () => {
   assert.equal(sockets.length, 1);
   dashboard.stop();
 });
+
+test("a row shows the current stage under the message, and hides it when there is none", () => {
+  const existing = rowElement("a", { state: "running", seq: 1, created: "100" });
+  const { dashboard } = newDashboard([existing]);
+  dashboard.start();
+  sockets[0].open();
+  confirmFeed(sockets[0]);
+  const stage = () => existing.querySelector('[data-ra-field="stage"]');
+  assert.equal(stage().hidden, true);
+  const stages = (active) =>
+    ["Load", "Process", "Save"].map((name, index) => ({
+      name,
+      state: index < active ? "done" : index === active ? "active" : "pending",
+      weight: 1,
+      percent: null,
+    }));
+  const record = (seq, active, extra = {}) =>
+    progress("a", seq, "running", {
+      stages: stages(active),
+      stage: ["Load", "Process", "Save"][active],
+      created_at: 100,
+      ...extra,
+    });
+
+  sockets[0].deliver(record(2, 1, { message: "Resizing 3/10" }));
+  assert.equal(field(existing, "stage"), "Stage 2 of 3: Process");
+  assert.equal(stage().hidden, false);
+  assert.equal(field(existing, "message"), "Resizing 3/10"); // the message keeps its own node
+  sockets[0].deliver(record(3, 2));
+  assert.equal(field(existing, "stage"), "Stage 3 of 3: Save");
+  sockets[0].deliver(record(4, 2, { state: "success", stage: null }));
+  assert.equal(field(existing, "stage"), "");
+  assert.equal(stage().hidden, true);
+
+  // A new task's row, cloned from the template, shows its stage too.
+  sockets[0].deliver({ ...record(1, 0), task: "b", data: { ...record(1, 0).data, task: "b", created_at: 200 } });
+  assert.equal(field(dashboard.tbody.rows[0], "stage"), "Stage 1 of 3: Load");
+});

@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import { cases } from "./helpers.mjs";
 import { FINAL_STATES, isFinal } from "../../realtime_async/static/realtime_async/client.js";
-import { display, formatEta } from "../../realtime_async/static/realtime_async/display.js";
+import { display, displayStages, formatEta } from "../../realtime_async/static/realtime_async/display.js";
 import { formatEta as widgetFormatEta } from "../../realtime_async/static/realtime_async/widget.js";
 
 test("client.js's FINAL_STATES are the shared table's (and so the server's)", () => {
@@ -40,6 +40,13 @@ for (const [index, { record, expect }] of cases.records.entries()) {
         percent_text: shown.percentText,
         eta_text: shown.etaText,
         message: shown.message,
+        stages: shown.stages.map(({ name, state, stateLabel, current }) => ({
+          name,
+          state,
+          state_label: stateLabel,
+          current,
+        })),
+        stage_text: shown.stageText,
       },
       expect,
     );
@@ -54,4 +61,25 @@ test("display without i18n shows the raw state and no message for an unknown tas
   assert.equal(shown.stateLabel, "unavailable");
   assert.equal(shown.message, "");
   assert.equal(display({ state: "failure", seq: 1 }).message, "");
+});
+
+test("displayStages without i18n speaks English; the stepper's keys are the ones shown", () => {
+  const record = {
+    state: "running",
+    stage: "Save",
+    stages: [
+      { name: "Load", state: "done", weight: 1, percent: 100 },
+      { name: "Save", state: "active", weight: 1, percent: 20 },
+    ],
+  };
+  const { stages, stageText } = displayStages(record);
+  assert.equal(stageText, "Stage 2 of 2: Save");
+  assert.deepEqual(
+    stages.map((stage) => stage.stateLabel),
+    ["Done", "In progress"],
+  );
+  assert.deepEqual(displayStages(null), { stages: [], stageText: "" });
+  // A label named like an Object property is no label.
+  const odd = displayStages({ state: "running", stages: [{ name: "x", state: "constructor" }] });
+  assert.equal(odd.stages[0].stateLabel, "constructor");
 });

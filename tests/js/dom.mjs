@@ -4,7 +4,7 @@
 import { cases, h } from "./helpers.mjs";
 
 export function widgetElement(task, options = {}) {
-  const { seq = 1, state = "queued", transport = "auto", ws = "/ws/realtime-async/" } = options;
+  const { seq = 1, state = "queued", transport = "auto", ws = "/ws/realtime-async/", stages = null } = options;
   return h(
     "div",
     {
@@ -23,8 +23,43 @@ export function widgetElement(task, options = {}) {
     h("div", { role: "progressbar" }, h("rect", { class: "ra-progress__fill", width: "0" })),
     h("span", { "data-ra-field": "percent" }),
     h("span", { "data-ra-field": "eta" }),
+    ...(stages ? [stagesElement(stages)] : []),
     h("p", { "data-ra-field": "message" }),
   );
+}
+
+/** The stepper as progress.html renders it: stages are display()'s {name, state, stateLabel, current}. */
+export function stagesElement(stages) {
+  return h(
+    "ol",
+    { class: "ra-progress__stages", "data-ra-field": "stages", "aria-label": "Stages" },
+    ...stages.map(({ name, state, stateLabel, current }) =>
+      h(
+        "li",
+        { class: "ra-progress__stage", "data-ra-stage-state": state, ...(current ? { "aria-current": "step" } : {}) },
+        h("span", { class: "ra-progress__stage-name" }, text(name)),
+        h("span", { class: "ra-progress__stage-state" }, text(` ${stateLabel}`)),
+      ),
+    ),
+  );
+}
+
+function text(value) {
+  const node = h("span", {});
+  node.textContent = value;
+  return node;
+}
+
+/** The stepper of `element` as [name, state, aria-current, label] per item; null without a list. */
+export function stepper(element) {
+  const list = element.querySelector('[data-ra-field="stages"]');
+  if (!list) return null;
+  return list.children.map((item) => [
+    item.querySelector(".ra-progress__stage-name")?.textContent,
+    item.getAttribute("data-ra-stage-state"),
+    item.getAttribute("aria-current"),
+    item.querySelector(".ra-progress__stage-state")?.textContent,
+  ]);
 }
 
 export function rowElement(task = "", { state = "queued", seq = 0, created = "" } = {}) {
@@ -34,7 +69,7 @@ export function rowElement(task = "", { state = "queued", seq = 0, created = "" 
     h("th", {}, h("span", { "data-ra-field": "title" }), h("small", { "data-ra-field": "task" })),
     h("td", { "data-ra-field": "state" }),
     h("td", {}, h("progress", { max: "100", value: "0" }), h("span", { "data-ra-field": "percent" })),
-    h("td", { "data-ra-field": "message" }),
+    h("td", {}, h("span", { "data-ra-field": "message" }), h("small", { "data-ra-field": "stage", hidden: "" })),
   );
 }
 

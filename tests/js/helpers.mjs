@@ -213,6 +213,24 @@ export class FakeElement extends EventTarget {
     }
   }
 
+  insertBefore(node, reference) {
+    if (!reference) {
+      this.append(node);
+      return node;
+    }
+    node.remove?.();
+    node.parentNode = this;
+    this.children.splice(this.children.indexOf(reference), 0, node);
+    return node;
+  }
+
+  replaceWith(node) {
+    const parent = this.parentNode;
+    if (!parent) return;
+    parent.insertBefore(node, this);
+    this.remove();
+  }
+
   replaceChildren(...nodes) {
     for (const child of this.children) child.parentNode = null;
     this.children = [];
@@ -270,6 +288,7 @@ export function installDocument(byId = {}) {
     cookie: "",
     addEventListener() {},
     getElementById: (id) => byId[id] ?? null,
+    createElement: (tag) => new FakeElement(tag),
   };
   return globalThis.document;
 }

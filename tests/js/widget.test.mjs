@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
 
 import { cases, fakeClock, fakeSockets, flush, installDocument, pinRandom, progress, tick } from "./helpers.mjs";
-import { field, widgetElement } from "./dom.mjs";
+import { field, stepper, widgetElement } from "./dom.mjs";
+import { display } from "../../realtime_async/static/realtime_async/display.js";
 import { LiveProgress, initWidgets, widgetFor } from "../../realtime_async/static/realtime_async/widget.js";
 
 installDocument();
@@ -159,4 +160,144 @@ test("initWidgets starts each widget once, the root included", () => {
   assert.equal(widgetFor(element), widget);
   assert.equal(widget.done, true);
   assert.equal(sockets.length, 0);
+});
+
+// -- the stepper ---------------------------------------------------------------
+
+function stages(active, { failed = false } = {}) {
+  const names = ["Load", "Process", "Save"];
+  return names.map((name, index) => ({
+    name,
+    state: index < active ? "done" : index > active ? (failed ? "cancelled" : "pending") : failed ? "failed" : "active",
+    weight: 1,
+    percent: index < active ? 100 : index === active ? 10 : null,
+  }));
+}
+
+function staged(seq, active, extra = {}) {
+  const stage = ["Load", "Process", "Save"][active];
+  return progress("t-1", seq, "running", { stages: stages(active), stage, ...extra });
+}
+
+/** Counts every attribute and text write under `root` (the elements there now). */
+function countWrites(root) {
+  const writes = [];
+  const walk = (element) => {
+    for (const method of ["setAttribute", "removeAttribute"]) {
+      const original = element[method].bind(element);
+      element[method] = (...args) => {
+        writes.push([method, ...args]);
+        return original(...args);
+      };
+    }
+    const text = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(element), "textContent");
+    Object.defineProperty(element, "textContent", {
+      get: () => text.get.call(element),
+      set: (value) => {
+        writes.push(["textContent", value]);
+        text.set.call(element, value);
+      },
+    });
+    element.children.forEach(walk);
+  };
+  walk(root);
+  return writes;
+}
+
+test("stepper: the server's list follows the active stage, touching only what changed", () => {
+  const first = { task: "t-1", seq: 1, state: "running", stages: stages(0), stage: "Load" };
+  const { element, widget } = newWidget("t-1", { state: "running", stages: display(first, cases.i18n).stages });
+  widget.start();
+  sockets[0].open();
+  const list = element.querySelector('[data-ra-field="stages"]');
+  const items = [...list.children];
+  assert.deepEqual(stepper(element), [
+    ["Load", "active", "step", " In progress"],
+    ["Process", "pending", null, " Not started"],
+    ["Save", "pending", null, " Not started"],
+  ]);
+
+  // The same stages with a new percent: not one write in the list.
+  const writes = countWrites(list);
+  sockets[0].deliver(staged(2, 0, { percent: 5 }));
+  assert.equal(field(element, "percent"), "5%");
+  assert.deepEqual(writes, []);
+
+  sockets[0].deliver(staged(3, 1, { percent: 40 }));
+  assert.deepEqual(stepper(element), [
+    ["Load", "done", null, " Done"],
+    ["Process", "active", "step", " In progress"],
+    ["Save", "pending", null, " Not started"],
+  ]);
+  assert.deepEqual([...list.children], items); // the same items, changed in place
+  // Only the first two items changed: their state, aria-current and label; no name was rewritten.
+  assert.deepEqual(writes, [
+    ["setAttribute", "data-ra-stage-state", "done"],
+    ["removeAttribute", "aria-current"],
+    ["textContent", " Done"],
+    ["setAttribute", "data-ra-stage-state", "active"],
+    ["setAttribute", "aria-current", "step"],
+    ["textContent", " In progress"],
+  ]);
+
+  sockets[0].deliver(
+    progress("t-1", 4, "failure", { stages: stages(1, { failed: true }), stage: null, error: "Disk full." }),
+  );
+  assert.deepEqual(stepper(element), [
+    ["Load", "done", null, " Done"],
+    ["Process", "failed", null, " Failed"],
+    ["Save", "cancelled", null, " Cancelled"],
+  ]);
+  assert.equal(list.hidden, false);
+});
+
+test("stepper: a widget rendered before the task had stages makes the list when they come", () => {
+  const { element, widget } = newWidget("t-1", { state: "queued" });
+  widget.start();
+  sockets[0].open();
+  sockets[0].deliver(progress("t-1", 2, "running", { stages: null, stage: null }));
+  assert.equal(stepper(element), null); // nothing to show, nothing made
+
+  sockets[0].deliver(staged(3, 2));
+  const list = element.querySelector('[data-ra-field="stages"]');
+  assert.equal(list.tagName, "OL");
+  assert.ok(list.classList.contains("ra-progress__stages"));
+  assert.equal(list.getAttribute("aria-label"), "Stages");
+  // Placed above the message, whose live region it stays out of.
+  const order = element.children.map((child) => child.getAttribute("data-ra-field"));
+  assert.equal(order.indexOf("stages"), order.indexOf("message") - 1);
+  assert.deepEqual(stepper(element), [
+    ["Load", "done", null, " Done"],
+    ["Process", "done", null, " Done"],
+    ["Save", "active", "step", " In progress"],
+  ]);
+  assert.ok(list.children.every((item) => item.tagName === "LI" && item.classList.contains("ra-progress__stage")));
+
+  // Stages redeclared: items follow the new list, extra ones go.
+  const two = [
+    { name: "Fetch", state: "active", weight: 1, percent: null },
+    { name: "Store", state: "pending", weight: 1, percent: null },
+  ];
+  sockets[0].deliver(progress("t-1", 4, "running", { stages: two, stage: "Fetch" }));
+  assert.deepEqual(stepper(element), [
+    ["Fetch", "active", "step", " In progress"],
+    ["Store", "pending", null, " Not started"],
+  ]);
+
+  // No stages any more: the list hides (and stays, to be filled again).
+  sockets[0].deliver(progress("t-1", 5, "running", { stages: null, stage: null }));
+  assert.equal(list.hidden, true);
+  assert.deepEqual(stepper(element), []);
+  sockets[0].deliver(staged(6, 0));
+  assert.equal(list.hidden, false);
+  assert.equal(stepper(element).length, 3);
+});
+
+test("stepper: a task that cannot be shown hides it", () => {
+  const first = { task: "t-1", seq: 1, state: "running", stages: stages(1), stage: "Process" };
+  const { element, widget } = newWidget("t-1", { state: "running", stages: display(first, cases.i18n).stages });
+  widget.start();
+  sockets[0].open();
+  sockets[0].deliver({ v: 1, type: "error", code: "not_found", task: "t-1", message: "No such task." });
+  assert.equal(element.querySelector('[data-ra-field="stages"]').hidden, true);
 });

@@ -111,3 +111,16 @@ def track_rows(n, *, sized=True, delay=0.0, task_key=None, manager_class=None, *
         seen += 1
         time.sleep(delay)
     return {"seen": seen}
+
+
+def staged(*, fail_in=None, steps=3, delay=0.05, task_key=None, manager_class=None, **kwargs):
+    """Three stages declared at launch (Load, Process, Save); ``fail_in`` names one that raises."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for name in ("Load", "Process", "Save"):
+        with manager.stage(task_key, name):
+            for i in range(1, steps + 1):
+                time.sleep(delay)
+                manager.update_progress(task_key, f"{name} {i}/{steps}", current=i, total=steps)
+            if name == fail_in:
+                raise PublicTaskError(f"{name} broke.")
+    return "staged"

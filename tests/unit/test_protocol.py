@@ -35,10 +35,16 @@ def test_the_schema_is_valid_draft_2020_12():
 
 RECORD = {
     "seq": 1, "task": "t-1", "title": "Test", "state": "queued", "message": None, "current": None, "total": None,
-    "percent": None, "rate": None, "eta": None, "owner": 1, "created_at": 1.0, "started_at": None, "updated_at": 1.0,
-    "finished_at": None, "result": None, "error": None, "data": None,
+    "percent": None, "stage": None, "stages": None, "rate": None, "eta": None, "owner": 1, "created_at": 1.0,
+    "started_at": None, "updated_at": 1.0, "finished_at": None, "result": None, "error": None, "data": None,
 }  # fmt: skip
 PROGRESS = {"v": 1, "type": "progress", "task": "t-1", "data": RECORD}
+LOAD = {"name": "Load", "state": "active", "weight": 1.0, "percent": 40.0}
+STAGED = {**PROGRESS, "data": {**RECORD, "stage": "Load", "stages": [LOAD]}}
+
+
+def test_a_record_with_stages_is_valid():
+    SERVER.validate(STAGED)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +60,10 @@ PROGRESS = {"v": 1, "type": "progress", "task": "t-1", "data": RECORD}
         {**PROGRESS, "data": {**RECORD, "message": "x" * 1001}},
         {**PROGRESS, "data": {k: v for k, v in RECORD.items() if k != "eta"}},
         {**PROGRESS, "data": {**RECORD, "surprise": True}},
+        {**PROGRESS, "data": {**RECORD, "stages": []}},
+        {**PROGRESS, "data": {**RECORD, "stages": [{**LOAD, "state": "paused"}]}},
+        {**PROGRESS, "data": {**RECORD, "stages": [{**LOAD, "weight": 0}]}},
+        {**PROGRESS, "data": {**RECORD, "stages": [{k: v for k, v in LOAD.items() if k != "percent"}]}},
         {**PROGRESS, "task": "bad name"},
         {"v": 1, "type": "error", "code": "oops", "message": "x"},
         {"v": 1, "type": "error", "code": "not_found"},

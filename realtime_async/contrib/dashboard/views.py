@@ -60,6 +60,8 @@ def row_context(record: StateRecord, labels: dict[str, str] | None = None) -> di
         "percent": f"{shown['percent']:g}" if shown["percent"] is not None else "0",
         "percent_text": shown["percent_text"],
         "message": shown["message"],
+        # "Stage 2 of 3: Process" while a stage of the task is current, else "".
+        "stage_text": shown["stage_text"],
         "final": shown["final"],
     }
 

@@ -6,7 +6,8 @@
  * of the next live one cannot differ.
  *
  * `i18n` is the object the server sends in data-ra-i18n:
- * {states: {state: label}, eta_s, eta_min, eta_h, unavailable, failed, ...}.
+ * {states: {state: label}, eta_s, eta_min, eta_h, unavailable, failed,
+ *  stages, stage, stage_states: {stage state: label}, ...}.
  */
 
 import { isFinal } from "./protocol.js";
@@ -27,9 +28,45 @@ export function formatEta(seconds, i18n = {}) {
   return interpolate(i18n.eta_h || "%(h)s h %(m)s min left", { h: Math.floor(minutes / 60), m: minutes % 60 });
 }
 
+const STAGE_STATES = {
+  pending: "Not started",
+  active: "In progress",
+  done: "Done",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
+
+/**
+ * The stepper of `record`: [{name, state, stateLabel, current}] in declared
+ * order ([] without stages; entries without a string name are left out) and
+ * the current stage's text, "Stage 2 of 3: Process" ("" when none is current).
+ * The current stage is the one the record's `stage` names, else the first
+ * active one; a final task has none.
+ */
+export function displayStages(record, i18n = {}, final = isFinal(record)) {
+  const raw = record ? record.stages : null;
+  if (!Array.isArray(raw)) return { stages: [], stageText: "" };
+  const labels = i18n.stage_states || STAGE_STATES;
+  const stages = [];
+  for (const entry of raw) {
+    if (!entry || typeof entry !== "object" || Array.isArray(entry) || typeof entry.name !== "string") continue;
+    const state = typeof entry.state === "string" ? entry.state : "pending";
+    const stateLabel = Object.hasOwn(labels, state) ? labels[state] : state;
+    stages.push({ name: entry.name, state, stateLabel, current: false });
+  }
+  const names = stages.map((stage) => stage.name);
+  let current = names.indexOf(record.stage);
+  if (current < 0) current = stages.findIndex((stage) => stage.state === "active");
+  if (final || current < 0) return { stages, stageText: "" };
+  stages[current].current = true;
+  const template = i18n.stage || "Stage %(n)s of %(total)s: %(name)s";
+  return { stages, stageText: interpolate(template, { n: current + 1, total: stages.length, name: names[current] }) };
+}
+
 /**
  * What to show of `record` (null: the task cannot be shown):
- * {state, stateLabel, final, indeterminate, percent, percentValue, percentText, etaText, message}.
+ * {state, stateLabel, final, indeterminate, percent, percentValue, percentText, etaText, message,
+ *  stages, stageText} (the last two: displayStages()).
  * `percent` is the number clamped to 0..100 (null: unknown); `percentValue` its
  * string for aria-valuenow, one decimal rounded half up without a trailing ".0";
  * `percentText` is floored, so that "100%" means done.
@@ -53,5 +90,6 @@ export function display(record, i18n = {}) {
     percentText: percent === null ? "" : `${Math.floor(percent)}%`,
     etaText: record && !final ? formatEta(record.eta, i18n) : "",
     message: message || "",
+    ...displayStages(record, i18n, final),
   };
 }

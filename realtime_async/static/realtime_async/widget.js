@@ -33,6 +33,11 @@
  * it, else POSTs to data-ra-cancel-url with the CSRF token (data-ra-csrf, else
  * the csrftoken cookie). It hides once the task is final.
  *
+ * Stepper ([data-ra-field="stages"], an <ol> of <li data-ra-stage-state>, the
+ * current one aria-current="step"): redrawn from each record's stages, created
+ * when a task's first stages arrive after the server rendered none; only the
+ * items that changed are touched, so screen readers are not told it all again.
+ *
  * What a record looks like is display.js's (shared with the dashboard); the
  * page's one client and the fallback rule are page.js's.
  */
@@ -283,11 +288,46 @@ export class LiveProgress {
     // A task that cannot be shown gives the server's reason; not_found is said in the page's language.
     const why = !record && error?.message && error.code !== "not_found" ? error.message : "";
     this._text("message", why || shown.message, false);
+    this._stages(shown.stages);
     if (this.cancelButton && (!record || shown.final)) {
       this.cancelButton.hidden = true;
       this.cancelButton.disabled = true;
       this._notice("");
     }
+  }
+
+  /** The stepper: made when stages first appear, hidden when they go, items changed only where they differ. */
+  _stages(stages) {
+    let list = this.element.querySelector('[data-ra-field="stages"]');
+    if (!list) {
+      if (!stages.length) return;
+      list = document.createElement("ol");
+      list.setAttribute("class", "ra-progress__stages");
+      list.setAttribute("data-ra-field", "stages");
+      list.setAttribute("aria-label", this.i18n.stages || "Stages");
+      const message = this.element.querySelector('[data-ra-field="message"]');
+      if (message?.parentNode) message.parentNode.insertBefore(list, message);
+      else this.element.append(list);
+    }
+    if (list.hidden !== !stages.length) list.hidden = !stages.length;
+    const items = [...list.children];
+    for (const extra of items.slice(stages.length)) extra.remove();
+    stages.forEach((stage, index) => {
+      let item = items[index];
+      if (!item?.querySelector(".ra-progress__stage-name") || !item.querySelector(".ra-progress__stage-state")) {
+        const fresh = stageItem();
+        if (item) item.replaceWith(fresh);
+        else list.append(fresh);
+        item = fresh;
+      }
+      if (item.getAttribute("data-ra-stage-state") !== stage.state) {
+        item.setAttribute("data-ra-stage-state", stage.state);
+      }
+      if (stage.current && item.getAttribute("aria-current") !== "step") item.setAttribute("aria-current", "step");
+      else if (!stage.current && item.hasAttribute("aria-current")) item.removeAttribute("aria-current");
+      setText(item.querySelector(".ra-progress__stage-name"), stage.name);
+      setText(item.querySelector(".ra-progress__stage-state"), ` ${stage.stateLabel}`);
+    });
   }
 
   _text(field, text, hideEmpty = true) {
@@ -296,6 +336,22 @@ export class LiveProgress {
     if (node.textContent !== text) node.textContent = text; // unchanged text: no repeat for screen readers
     if (hideEmpty) node.hidden = !text;
   }
+}
+
+/** A blank stepper item, as progress.html renders one. */
+function stageItem() {
+  const item = document.createElement("li");
+  item.setAttribute("class", "ra-progress__stage");
+  for (const part of ["name", "state"]) {
+    const span = document.createElement("span");
+    span.setAttribute("class", `ra-progress__stage-${part}`);
+    item.append(span);
+  }
+  return item;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 /** Start every widget in `root` (an element or the document) not started yet. */

@@ -250,11 +250,14 @@ export class LiveDashboard {
     }
     this._text(row, "percent", shown.percentText);
     this._text(row, "message", shown.message);
+    this._text(row, "stage", shown.stageText, true);
   }
 
-  _text(row, field, text) {
+  _text(row, field, text, hideEmpty = false) {
     const node = row.querySelector(`[data-ra-field="${field}"]`);
-    if (node && node.textContent !== text) node.textContent = text;
+    if (!node) return;
+    if (node.textContent !== text) node.textContent = text;
+    if (hideEmpty && node.hidden !== !text) node.hidden = !text;
   }
 
   _recordOf(row) {
