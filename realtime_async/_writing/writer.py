@@ -186,7 +186,8 @@ class Writer:
     def change(self, task_name: str, apply: Callable[[StateRecord], object]) -> tuple[bool, Tracker | None]:
         """Change the running task's record with ``apply`` and write it, coalesced; return ``(written_now, tracker)``.
 
-        What ``apply`` raises (a ``ValueError`` about a stage name) reaches the worker, and nothing is changed.
+        What ``apply`` raises (a ``ValueError`` about a stage name) reaches the worker; ``apply`` checks
+        before it changes anything (``stages._find``), so the record is not copied on this hot path.
         """
         now, mono = time.time(), time.monotonic()
         with self._lock:
@@ -202,9 +203,8 @@ class Writer:
                 )
             if tracker.finished:
                 return False, tracker
-            changed = copy.deepcopy(tracker.record)
-            apply(changed)
-            tracker.record = record = changed
+            record = tracker.record
+            apply(record)
             self._estimate(tracker, mono)
             record["state"] = "running"
             record["updated_at"] = now
