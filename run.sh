@@ -4,6 +4,7 @@
 #   ./run.sh demo    run the demo project (see README)
 #   ./run.sh bench   the benchmark suite (under 10 minutes; --quick for seconds); writes docs/benchmarks.md
 #   ./run.sh lint    ruff and mypy only
+#   ./run.sh messages  re-extract the translatable strings into realtime_async/locale/*/django.po and compile the .mo
 # PYTHON picks the interpreter (default python3), VENV the environment (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -90,6 +91,17 @@ case "${1:-}" in
         ensure_venv
         exec "$VENV/bin/python" -m bench "$@"
         ;;
+    messages)
+        # The package's own strings only (tests, demo and bench live outside realtime_async/); the JS has
+        # no catalogue of its own: it gets its strings from the server (display.i18n()). Needs GNU gettext.
+        ensure_venv
+        command -v msgfmt >/dev/null || { echo "Please install gettext (Debian/Ubuntu: sudo apt-get install gettext)" >&2; exit 1; }
+        admin="$(cd "$VENV" && pwd)/bin/django-admin"
+        cd realtime_async
+        "$admin" makemessages --locale de --locale fr --add-location file --ignore 'static/*'
+        "$admin" compilemessages
+        echo "==> now translate the new (empty or fuzzy) entries and run ./run.sh messages again to compile them"
+        ;;
     demo)
         shift
         # A venv made for the tests has everything the demo needs too.
@@ -97,7 +109,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" demo/run.py "$@"
         ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -71,6 +71,8 @@ def charts(results: dict[str, Any], folder: Path) -> list[str]:
         keys = [
             ("raw_set", "raw SET"),
             ("update_progress_hot", "update_progress\n(coalesced loop)"),
+            ("update_progress_stage_hot", "… in a stage\n(coalesced loop)"),
+            ("log_hot", "log()\n(coalesced loop)"),
             ("update_progress_publish", "update_progress\n(publishing)"),
             ("celery_progress_poll", "celery-progress\n(poll mode)"),
             ("async_to_sync_group_send", "async_to_sync\n(group_send)"),

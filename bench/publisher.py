@@ -34,7 +34,7 @@ from bench.naive import EVENT_TYPE, naive_group  # noqa: E402
 from realtime_async._core.naming import group_for_task  # noqa: E402
 from realtime_async._core.store import get_store  # noqa: E402
 from realtime_async._writing.sender import broadcast, wait_sent  # noqa: E402
-from realtime_async._writing.writer import get_writer  # noqa: E402
+from realtime_async._writing.writer import get_writer, log_line, progress_change  # noqa: E402
 from realtime_async.async_manager import AsyncManager  # noqa: E402
 
 #: What update_progress is compared with: a state record of about the same size.
@@ -100,8 +100,13 @@ def _summary(samples: list[float], cpu: float | None = None) -> dict[str, Any]:
     }
 
 
-def _new_task(manager: AsyncManager, prefix: str) -> str:
-    return manager.launch_async_task("bench.publisher.noop", task_name=f"{prefix}-{uuid.uuid4().hex[:12]}")
+#: The stages of the task the stage measurement runs in (the issue's example).
+_STAGES = ["Load", "Process", "Save"]
+
+
+def _new_task(manager: AsyncManager, prefix: str, stages: list[str] | None = None) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return manager.launch_async_task("bench.publisher.noop", task_name=name, stages=stages)
 
 
 def _start(manager: AsyncManager, task: str) -> None:
@@ -118,15 +123,46 @@ def _start(manager: AsyncManager, task: str) -> None:
     writer.track(stored, get_store().read_meta(task))
 
 
-def _started_task(manager: AsyncManager, prefix: str) -> str:
-    task = _new_task(manager, prefix)
+def _started_task(manager: AsyncManager, prefix: str, stages: list[str] | None = None) -> str:
+    task = _new_task(manager, prefix, stages)
     _start(manager, task)
     return task
 
 
+def _seq(manager: AsyncManager, task: str) -> int:
+    return (manager.get_progress(task) or {}).get("seq", 0)
+
+
+def _hot(calls: dict[str, Any], seconds: float, max_calls: int, slices: int = 5) -> dict[str, Any]:
+    """Time each ``calls[key](i)`` back to back (µs, wall), ``seconds`` and ``max_calls`` in all per key, in
+    ``slices`` turns taken one key after the other (a neighbour's burst of load then weighs on every key alike).
+
+    Answers ``{key: (samples, CPU µs per call, last i)}``, once the trailing write of every last call is stored.
+    """
+    samples: dict[str, list[float]] = {key: [] for key in calls}
+    cpu: dict[str, float] = dict.fromkeys(calls, 0.0)
+    for _ in range(slices):
+        for key, call in calls.items():
+            done = samples[key]
+            deadline = time.monotonic() + seconds / slices
+            cpu0 = time.process_time()
+            for i in range(len(done), min(max_calls, len(done) + max_calls // slices)):
+                t0 = time.perf_counter()
+                call(i)
+                done.append((time.perf_counter() - t0) * 1e6)
+                if time.monotonic() > deadline:
+                    break
+            cpu[key] += time.process_time() - cpu0
+    # Coalescing must keep the last update: the scheduler thread writes it within one interval.
+    time.sleep(0.35)
+    _drain_broadcasts()
+    return {key: (done, cpu[key] * 1e6 / len(done), len(done) - 1) for key, done in samples.items()}
+
+
 # -- commands ---------------------------------------------------------------------
 def worker_cost(cmd: dict[str, Any]) -> dict[str, Any]:
-    """Per call: raw SET, update_progress publishing, update_progress coalesced, async_to_sync(group_send)."""
+    """Per call: raw SET, update_progress and log() publishing, the same coalesced (plain, inside a stage,
+    log()), async_to_sync(group_send)."""
     n, gap, budget = cmd["n"], cmd["gap"], cmd["budget"]
     manager = _manager()
     out: dict[str, Any] = {}
@@ -136,51 +172,79 @@ def worker_cost(cmd: dict[str, Any]) -> dict[str, Any]:
     samples, cpu = _timed(lambda i: _redis.set(key, _RECORD_LIKE), n, gap, budget)
     out["raw_set"] = _summary(samples, cpu)
 
+    def progress(task: str, i: int, total: int, message: str = "Step") -> None:
+        manager.update_progress(task, message, current=i, total=total, data={"t": time.time(), "i": i})
+
+    def log(task: str, i: int) -> None:
+        manager.log(task, f"Row {i} skipped", level="info")
+
     with _rate(1e9):
-        # As in a worker (the task started in this process), then from a process that did not start it.
-        for key, make in (("update_progress_publish", _started_task), ("update_progress_untracked", _new_task)):
+        # As in a worker (the task started in this process), then from a process that did not start it;
+        # then log() alone: every call a write that carries one log line (update_progress's carry none).
+        for key, make, call in (
+            ("update_progress_publish", _started_task, progress),
+            ("update_progress_untracked", _new_task, progress),
+            ("log_publish", _started_task, None),
+        ):
             task = make(manager, "cost")
             for i in range(20):
-                manager.update_progress(task, "warm-up", current=i, total=n, data={"t": time.time(), "i": i})
+                progress(task, i, n, "warm-up")
+            if call is None:
+                for i in range(20):
+                    log(task, -i)
             _drain_broadcasts()
             cpu0 = time.process_time()
-            samples, _ = _timed(
-                lambda i, task=task: manager.update_progress(
-                    task, "Step", current=i, total=n, data={"t": time.time(), "i": i}
-                ),
-                n,
-                gap,
-                budget,
-            )
+            if call is None:
+                samples, _ = _timed(lambda i, task=task: log(task, i), n, gap, budget)
+            else:
+                samples, _ = _timed(lambda i, task=task: progress(task, i, n), n, gap, budget)
             _drain_broadcasts()  # the sender thread's work belongs to the call's cost
             out[key] = _summary(samples, (time.process_time() - cpu0) * 1e6 / len(samples))
             manager.finish(task, "success")
 
+    hot_seconds, hot_max = cmd["hot_seconds"], cmd["hot_max"]
     with _rate(10):  # the default PROGRESS_RATE: at most 10 writes a second, the latest wins
-        task = _started_task(manager, "hot")
-        hot: list[float] = []
-        deadline = time.monotonic() + cmd["hot_seconds"]
-        cpu0 = time.process_time()
-        last = -1
-        for i in range(cmd["hot_max"]):
-            t0 = time.perf_counter()
-            manager.update_progress(task, "Step", current=i, total=cmd["hot_max"], data={"t": time.time(), "i": i})
-            hot.append((time.perf_counter() - t0) * 1e6)
-            last = i
-            if time.monotonic() > deadline:
-                break
-        cpu = (time.process_time() - cpu0) * 1e6 / len(hot)
-        # Coalescing must keep the last update: the scheduler thread writes it within one interval.
-        time.sleep(0.35)
-        _drain_broadcasts()
-        stored = manager.get_progress(task) or {}
-        out["update_progress_hot"] = {
-            **_summary(hot, cpu),
-            "calls": len(hot),
-            "writes": stored.get("seq", 0) - 1,
-            "last_kept": (stored.get("data") or {}).get("i") == last,
-        }
-        manager.finish(task, "success")
+        # The same loop three ways, in turns: update_progress, the same inside a stage, log() alone.
+        plain, staged, logged = (
+            _started_task(manager, "hot"),
+            _started_task(manager, "stage", stages=_STAGES),
+            _started_task(manager, "log"),
+        )
+        with manager.stage(staged, "Process"):
+            time.sleep(0.15)  # past the interval of the write that entered the stage
+            seq0 = {task: _seq(manager, task) for task in (plain, staged, logged)}
+            timed = _hot(
+                {
+                    "update_progress_hot": lambda i: progress(plain, i, hot_max),
+                    "update_progress_stage_hot": lambda i: progress(staged, i, hot_max),
+                    "log_hot": lambda i: log(logged, i),
+                },
+                hot_seconds,
+                hot_max,
+            )
+            stored = {task: manager.get_progress(task) or {} for task in (plain, staged, logged)}
+        for key, task in (("update_progress_hot", plain), ("update_progress_stage_hot", staged), ("log_hot", logged)):
+            hot, cpu, last = timed[key]
+            out[key] = {
+                **_summary(hot, cpu),
+                "calls": len(hot),
+                "writes": stored[task].get("seq", 0) - seq0[task],
+                "last_kept": (stored[task].get("data") or {}).get("i") == last,
+            }
+        stage = next((s for s in stored[staged].get("stages") or () if s["name"] == "Process"), {})
+        out["update_progress_stage_hot"]["last_kept"] &= stored[staged].get("stage") == "Process" and (
+            stage.get("state") == "active"
+        )
+        written = get_store().read_log(logged)
+        newest = json.loads(written.lines[-1]) if written.lines else {}
+        out["log_hot"].update(
+            last_kept=newest.get("text") == f"Row {timed['log_hot'][2]} skipped",
+            lines_numbered=written.last,  # the store numbers every line, kept or dropped by the bound
+            lines_kept=len(written.lines),
+            lines_dropped=written.dropped,
+        )
+        for task in (plain, staged, logged):
+            manager.finish(task, "success")
 
     layer = get_channel_layer()
     group = group_for_task("bench-cost")
@@ -237,18 +301,27 @@ def run_ours(cmd: dict[str, Any]) -> dict[str, Any]:
     """update_progress on every task at ``rate`` a second, ``count`` times, then finish them all.
 
     ``message_chars`` pads each update's message to that length (the slow-readers scenario's 600).
+    ``with_log``: every update also logs one line, carried by the same write (what ``update_progress``
+    then ``log()`` write together at the default ``PROGRESS_RATE``; at 1e9 each call would write alone,
+    and the log-only write would repeat the update before it to the watchers).
     """
     manager = _manager()
     tasks: list[str] = cmd["tasks"]
     count, rate, pad = cmd["count"], cmd["rate"], cmd.get("message_chars", 0)
     deadline = time.monotonic() + count / rate * 2 + 10
     times: list[float] = []
+    with_log = cmd.get("with_log", False)
     with _rate(cmd.get("progress_rate", 1e9)):
         t0 = time.time()
         for i, j in _pace(count, rate, deadline, len(tasks)):
             now = time.time()
             message = f"t={now:.6f}".ljust(pad, ".")
-            manager.update_progress(tasks[j], message, current=i + 1, total=count, data={"t": now, "i": i})
+            if with_log:  # one write: the progress change and the line (manager.log's own path, writer.change)
+                change = progress_change(message, i + 1, count, None, {"t": now, "i": i})
+                written, tracker = get_writer().change(tasks[j], change, line=log_line(f"Row {i} skipped", "info"))
+                manager._written(tasks[j], written, tracker)
+            else:
+                manager.update_progress(tasks[j], message, current=i + 1, total=count, data={"t": now, "i": i})
             if j == 0:
                 times.append(now)
         published = time.time()

@@ -15,6 +15,7 @@ from bench.figures import largest_watchers
 from bench.tables import (
     calibration_table,
     e2e_table,
+    fanout_log_table,
     fanout_table,
     launch_table,
     multi_table,
@@ -82,6 +83,15 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         lines += fanout_table(results, watchers) + [""]
         if watchers == big:
             lines += img("fanout.png", "fan-out")
+    if any(run.get("fanout_log") for run in runs):
+        lines += [
+            f"### Fan-out with log lines: one task, {big:,} watcher(s), one daphne process",
+            "",
+            "`--only fanout_log`: on the same daphne and connections, the step without log lines, then the same "
+            "step with every update carrying one log line (`Row N skipped`, level info) in the same write.",
+            "",
+        ]
+        lines += fanout_log_table(results) + [""]
     lines += ["### 100 tasks × 10 watchers, and daphne RSS per idle watcher", ""] + multi_table(results) + [""]
     lines += slow_readers.section(results) + [""]
     lines += ["### Polling endpoints", ""] + polling_table(results) + [""]
@@ -122,6 +132,8 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   Celery task body runs), and its CPU per call including realtime_async's sender thread:
   `update_progress` with `PROGRESS_RATE` so high that every call writes and broadcasts, and in a
   hot loop at the default rate (coalesced: at most 10 writes a second, the last update kept),
+  the same loop inside a stage and with `log()` instead (the three loops in turns, the plain call
+  their anchor), and `log()` with every call a write carrying its line,
   against a raw redis-py `SET` of a record-sized value and `async_to_sync(channel_layer.group_send)`
   (what a worker following the Channels docs does), plus celery-progress's recorders.
   `launch_async_task` against Celery's own `apply_async` of the same task.
@@ -139,6 +151,8 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   at 2, 5, 10, 20 and 100 updates a second: median and p99 latency, frames per second delivered,
   the share of frames delivered, final states lost, and daphne's CPU per frame, for realtime_async
   (`ws/realtime-async/`, one subscription per connection) and the tutorial consumer.
+  `--only fanout_log` (not part of a full run): the largest fan-out at 10 updates a second
+  without, then with, a log line carried by every update.
 - **100 tasks × 10 watchers** at 2 updates a second per task, and daphne's RSS per idle watcher:
   RSS after 1,000 connections subscribed and idle minus RSS with one, divided by 1,000.
 - **Clients that stop reading**: 20 clients subscribed to the same 50 tasks read nothing for 15 s

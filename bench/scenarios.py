@@ -14,6 +14,8 @@ from bench.slow_readers import scenario_slow_readers
 from bench.stats import latency_summary, merge_steps, staleness
 
 SCENARIOS = ("worker", "e2e", "fanout", "multi", "polling", "slow_readers")
+#: Run only when named (``--only fanout_log``): not part of a full run nor of ``--quick``'s default.
+OPTIONAL_SCENARIOS = ("fanout_log",)
 
 
 def scenario_worker(b: Bench, rep: int) -> dict[str, Any]:
@@ -83,7 +85,16 @@ def scenario_e2e(b: Bench, rep: int) -> dict[str, Any]:
     return out
 
 
-def _fanout_block(b: Bench, target: str, watchers: int, rates: tuple[float, ...], label: str) -> dict[str, Any]:
+def _fanout_block(
+    b: Bench,
+    target: str,
+    watchers: int,
+    rates: tuple[float, ...],
+    label: str,
+    variants: tuple[bool, ...] = (False,),
+) -> dict[str, Any]:
+    """One daphne, ``watchers`` connections, a step per rate; ``variants``: without (False) and/or with
+    (True, key ``"<rate>+log"``) a log line carried by every update (realtime_async only)."""
     p = b.plan
     out: dict[str, Any] = {}
     with b.daphne(label) as server, b.watchers(watchers) as agents:
@@ -92,22 +103,24 @@ def _fanout_block(b: Bench, target: str, watchers: int, rates: tuple[float, ...]
         out["connect"] = connect(agents, target, server.port, [path] * watchers)
         out["rss_kb"] = proc_rss_kb(server.pid)
         for rate in rates:
-            count = updates_for(p, rate)
-            if target == "ours":
-                tasks = b.pub.call("create_tasks", 30, n=1, prefix="fan")["tasks"]
-                subscribe(agents, tasks, watchers)
-                op, publish = "run_ours", {"tasks": [tasks[0][0]]}
-            else:
-                op, publish = "run_events", {"via": "naive", "groups": [group]}
-            step = b.step_id(f"{label}-{rate:g}")
-            out[f"{rate:g}"] = run_step(
-                b, agents, b.pub, op, publish, step, daphne=server, rate=rate, count=count, drain=p.drain
-            )
-            r = out[f"{rate:g}"]
-            log(
-                f"  {target} x{watchers} @{rate:g}/s: p50 {r['lat']['median']} ms p99 {r['lat']['p99']} ms, "
-                f"{r['fps']:.0f} fps, lost finals {r['missing_finals']}"
-            )
+            for with_log in variants:
+                count = updates_for(p, rate)
+                if target == "ours":
+                    tasks = b.pub.call("create_tasks", 30, n=1, prefix="fan")["tasks"]
+                    subscribe(agents, tasks, watchers)
+                    op, publish = "run_ours", {"tasks": [tasks[0][0]], "with_log": with_log}
+                else:
+                    op, publish = "run_events", {"via": "naive", "groups": [group]}
+                key = f"{rate:g}+log" if with_log else f"{rate:g}"
+                step = b.step_id(f"{label}-{key}")
+                out[key] = run_step(
+                    b, agents, b.pub, op, publish, step, daphne=server, rate=rate, count=count, drain=p.drain
+                )
+                r = out[key]
+                log(
+                    f"  {target} x{watchers} @{key}/s: p50 {r['lat']['median']} ms p99 {r['lat']['p99']} ms, "
+                    f"{r['fps']:.0f} fps, lost finals {r['missing_finals']}"
+                )
     return out
 
 
@@ -119,6 +132,16 @@ def scenario_fanout(b: Bench, rep: int) -> dict[str, Any]:
                 b, target, watchers, b.plan.fanout_rates, f"fan-{target}-{watchers}-r{rep}"
             )
     return out
+
+
+def scenario_fanout_log(b: Bench, rep: int) -> dict[str, Any]:
+    """The largest fan-out at the sustained rate (10/s), each update carrying one log line, beside the same
+    without, on the same daphne and connections (``--only fanout_log``)."""
+    rates = b.plan.fanout_rates
+    rate = 10.0 if 10 in rates else rates[0]
+    watchers = b.plan.fanout_watchers[-1]
+    label = f"fanlog-ours-{watchers}-r{rep}"
+    return {f"ours/{watchers}": _fanout_block(b, "ours", watchers, (rate,), label, variants=(False, True))}
 
 
 def scenario_multi(b: Bench, rep: int) -> dict[str, Any]:
@@ -390,4 +413,5 @@ SCENARIO_FUNCS = {
     "multi": scenario_multi,
     "polling": scenario_polling,
     "slow_readers": scenario_slow_readers,
+    "fanout_log": scenario_fanout_log,
 }

@@ -25,7 +25,10 @@ def worker_table(runs: Sequence[dict[str, Any]]) -> list[str]:
         ("raw redis-py `SET` of a record-sized value (anchor)", "raw_set"),
         ("`update_progress`, every call publishes (`PROGRESS_RATE` 1e9), task started here", "update_progress_publish"),
         ("… the same from a process that did not start the task", "update_progress_untracked"),
+        ("`log()`, every call publishes a write carrying its one line (`PROGRESS_RATE` 1e9)", "log_publish"),
         ("`update_progress` in a hot loop, coalesced at the default 10/s", "update_progress_hot"),
+        ('… the same inside a stage (`with manager.stage(task, "Process")`, 3 stages)', "update_progress_stage_hot"),
+        ('`log(task, f"Row {i} skipped")` in the same hot loop (lines ride the next write)', "log_hot"),
         ("`async_to_sync(channel_layer.group_send)` (anchor)", "async_to_sync_group_send"),
         ("celery-progress `ProgressRecorder.set_progress` (polling mode)", "celery_progress_poll"),
         ("celery-progress `WebSocketProgressRecorder.set_progress`", "celery_progress_ws"),
@@ -47,18 +50,37 @@ def worker_table(runs: Sequence[dict[str, Any]]) -> list[str]:
             f"| {ratio_text(runs, get, lambda r: get(r, 'raw_set'))} "
             f"| {ratio_text(runs, lambda r: get(r, 'async_to_sync_group_send'), get)} |"
         )
-    hot = [dig(run, "worker", "update_progress_hot") or {} for run in runs]
     lines.append("")
-    lines.append(
-        "Hot loop: "
-        + " / ".join(
-            f"{h.get('calls', 0):,} calls in {h.get('calls', 0) * (h.get('mean_us') or 0) / 1e6:.2f} s wrote "
-            f"{h.get('writes', '?')} states, last update kept: {'yes' if h.get('last_kept') else '**no**'}"
-            for h in hot
+    for key, label, kept in (
+        ("update_progress_hot", "Hot loop", "last update kept"),
+        ("update_progress_stage_hot", "Inside a stage", "last update kept, stage still active"),
+        ("log_hot", "`log()` loop", "last line kept"),
+    ):
+        hot = [dig(run, "worker", key) for run in runs]
+        if not any(hot):
+            continue
+        lines.append(
+            f"{label}: "
+            + " / ".join(_hot_text(h or {}, kept) for h in hot)
+            + ("." if key != "log_hot" else f" (a write carries at most `LOG_MAX_LINES` lines, {_bound(hot)}).")
         )
-        + "."
+        lines.append("")
+    return lines[:-1]
+
+
+def _hot_text(h: dict[str, Any], kept: str) -> str:
+    text = (
+        f"{h.get('calls', 0):,} calls in {h.get('calls', 0) * (h.get('mean_us') or 0) / 1e6:.2f} s wrote "
+        f"{h.get('writes', '?')} states, {kept}: {'yes' if h.get('last_kept') else '**no**'}"
     )
-    return lines
+    if "lines_numbered" in h:
+        text += f", {h['lines_numbered']:,} lines numbered, {h.get('lines_kept', 0):,} kept"
+    return text
+
+
+def _bound(hot: Sequence[dict[str, Any] | None]) -> str:
+    dropped = [(h or {}).get("lines_dropped") for h in hot]
+    return "the oldest dropped: " + " / ".join(f"{d:,}" if d is not None else "–" for d in dropped)
 
 
 def launch_table(runs: Sequence[dict[str, Any]]) -> list[str]:
@@ -178,6 +200,44 @@ def fanout_table(results: dict[str, Any], watchers: int) -> list[str]:
             ratio_text(runs, lambda r: g(r, "ours", "lat", "median"), lambda r: g(r, "naive", "lat", "median"))
         )
         lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
+def fanout_log_table(results: dict[str, Any]) -> list[str]:
+    """``--only fanout_log``: the same watchers and daphne, at the same rate, without and with a log line per update."""
+    runs = results["runs"]
+    watchers = results["plan"]["fanout_watchers"][-1]
+    block = f"ours/{watchers}"
+    steps = sorted({step for run in runs for step in dig(run, "fanout_log", block) or {} if step[0].isdigit()})
+    if not steps:
+        return ["(not run)"]
+    lines = [
+        "| watchers @ updates/s | variant | p50 ms | p99 ms | frames/s | delivered | lost finals "
+        "| daphne µs/frame | p50 ÷ without | p99 ÷ without |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in steps:
+        rate, _, with_log = step.partition("+")
+
+        def g(run: dict[str, Any], *path: str, step: str = step) -> Any:
+            return dig(run, "fanout_log", block, step, *path)
+
+        def plain(run: dict[str, Any], *path: str, rate: str = rate) -> Any:
+            return dig(run, "fanout_log", block, rate, *path)
+
+        cells = [
+            f"{watchers:,} @ {rate}",
+            "one log line in every update" if with_log else "without log lines (anchor)",
+            per_run(runs, lambda r: g(r, "lat", "median")),
+            per_run(runs, lambda r: g(r, "lat", "p99")),
+            per_run(runs, lambda r: g(r, "fps"), 0),
+            per_run(runs, lambda r: 100 * (g(r, "delivered_share") or 0), 0, " %"),
+            per_run(runs, lambda r: g(r, "missing_finals"), 0),
+            per_run(runs, lambda r, s=step: _cpu_per_frame(dig(r, "fanout_log", block, s)), 0),
+            ratio_text(runs, lambda r: g(r, "lat", "median"), lambda r: plain(r, "lat", "median")),
+            ratio_text(runs, lambda r: g(r, "lat", "p99"), lambda r: plain(r, "lat", "p99")),
+        ]
+        lines.append(row(cells))
     return lines
 
 

@@ -78,6 +78,12 @@ def targets_table(results: dict[str, Any]) -> list[str]:
     )
 
     publish, raw_set, group_send = w("update_progress_publish"), w("raw_set"), w("async_to_sync_group_send")
+    hot, stage_hot, log_hot = w("update_progress_hot"), w("update_progress_stage_hot"), w("log_hot")
+    log_publish = w("log_publish")
+
+    def fan_log(key: str, *path: str) -> Getter:
+        return lambda run: dig(run, "fanout_log", f"ours/{big}", key, *path)
+
     rows = [
         (
             "`update_progress` publishing call, median ≤ 3× raw redis-py `SET`",
@@ -92,6 +98,27 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             "group_send " + per_run(runs, group_send, unit=" µs"),
             ratio_text(runs, group_send, publish) + " cheaper",
             verdict(runs, ratio_ok(group_send, publish, lambda r: r >= 5)),
+        ),
+        (
+            "`update_progress` inside a stage: median ≤ 1.5× a plain call (hot loop, coalesced)",
+            per_run(runs, stage_hot, unit=" µs"),
+            "plain " + per_run(runs, hot, unit=" µs"),
+            ratio_text(runs, stage_hot, hot),
+            verdict(runs, ratio_ok(stage_hot, hot, lambda r: r <= 1.5)),
+        ),
+        (
+            "`log()`: median ≤ 1.5× a plain `update_progress` call (hot loop, coalesced)",
+            per_run(runs, log_hot, unit=" µs"),
+            "`update_progress` " + per_run(runs, hot, unit=" µs"),
+            ratio_text(runs, log_hot, hot),
+            verdict(runs, ratio_ok(log_hot, hot, lambda r: r <= 1.5)),
+        ),
+        (
+            "`log()` publishing (a write carrying one line): median ≤ 1.5× `update_progress` publishing (none)",
+            per_run(runs, log_publish, unit=" µs"),
+            "`update_progress` " + per_run(runs, publish, unit=" µs"),
+            ratio_text(runs, log_publish, publish),
+            verdict(runs, ratio_ok(log_publish, publish, lambda r: r <= 1.5)),
         ),
         (
             "end to end, 1 watcher: median ≤ 5× the Redis pub/sub floor",
@@ -183,6 +210,17 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             verdict(runs, ratio_ok(poll_304, poll_cp, lambda r: r < 1)),
         ),
     ]
+    if any(run.get("fanout_log") for run in runs):  # ``--only fanout_log``: the fan-out targets with log lines
+        for key, bound in (("median", 50), ("p99", 250)):
+            rows.append(
+                (
+                    f"fan-out {big:,} watchers at {sus}/s, a log line in every update: {key} < {bound} ms",
+                    per_run(runs, fan_log(f"{sus}+log", "lat", key), unit=" ms"),
+                    "without log lines " + per_run(runs, fan_log(sus, "lat", key), unit=" ms"),
+                    ratio_text(runs, fan_log(f"{sus}+log", "lat", key), fan_log(sus, "lat", key)),
+                    verdict(runs, lt(fan_log(f"{sus}+log", "lat", key), bound)),
+                )
+            )
     lines = ["| target | ours (run 1 / run 2) | anchor (same run) | ratio | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
     return lines

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime_async._core.records import State, StateRecord
+    from realtime_async._core.results import ResultLink
     from realtime_async.async_manager import AsyncManager, LifecycleEvent
     from realtime_async.exceptions import (
         ConflictError,
@@ -32,6 +33,7 @@ __all__ = [
     "LifecycleEvent",
     "PublicTaskError",
     "RealtimeAsyncError",
+    "ResultLink",
     "State",
     "StateRecord",
     "TaskCancelled",
@@ -47,6 +49,7 @@ _SOURCES = {
     "PublicTaskError": "realtime_async.exceptions",
     "RealtimeAsyncError": "realtime_async.exceptions",
     "TaskCancelled": "realtime_async.exceptions",
+    "ResultLink": "realtime_async._core.results",
     "State": "realtime_async._core.records",
     "StateRecord": "realtime_async._core.records",
     "task_lifecycle": "realtime_async.signals",

@@ -21,11 +21,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import model_ngettext
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.functional import lazy
 from django.utils.html import format_html
+from django.utils.translation import gettext
 
 from realtime_async._core.access import visible_record
 from realtime_async._writing.launch import default_title
@@ -57,19 +60,20 @@ def async_action(
     ``name`` is the action's name (default ``async_<function name>``); the admin
     requires unique names, so give one to each further action of the same function.
     """
-    label = description or f"Run {getattr(func, '__name__', str(func).rsplit('.', 1)[-1])} in the background"
+    label = description or _run_in_background(getattr(func, "__name__", str(func).rsplit(".", 1)[-1]))
 
     def action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         model: type[Model] = queryset.model
         pks = list(queryset.values_list("pk", flat=True))
         manager = AsyncManager.resolve_manager()
         count = len(pks)
-        plural = model._meta.verbose_name if count == 1 else model._meta.verbose_name_plural
         try:
             task_name = manager.launch_async_task(
                 func,
                 [str(pk) for pk in pks],
-                title=f"{title or default_title(func)}: {count} {plural}",
+                # In the launching user's language: a title is stored, like a message the worker writes.
+                title=gettext("%(title)s: %(count)s %(objects)s")
+                % {"title": title or default_title(func), "count": count, "objects": model_ngettext(queryset, count)},
                 conflict_ids={model._meta.label: pks} if lock else None,
                 user=request.user,
                 affected_objects=[str(obj) for obj in queryset[:MAX_AFFECTED_OBJECTS]],
@@ -78,22 +82,31 @@ def async_action(
         except ConflictError as exc:
             modeladmin.message_user(
                 request,
-                f"Nothing was launched: task {exc.holder} is already working on some of these "
-                f"{model._meta.verbose_name_plural}.",
+                gettext("Nothing was launched: task %(task)s is already working on some of these %(objects)s.")
+                % {"task": exc.holder, "objects": model._meta.verbose_name_plural},
                 level=messages.ERROR,
             )
             return None
         url = _progress_url(modeladmin, task_name)
         if url is None:
-            modeladmin.message_user(request, f"Task {task_name} launched.", level=messages.SUCCESS)
+            modeladmin.message_user(
+                request, gettext("Task %(task)s launched.") % {"task": task_name}, level=messages.SUCCESS
+            )
             return None
-        modeladmin.message_user(
-            request, format_html('Task {} launched. <a href="{}">Watch its progress</a>.', task_name, url)
-        )
+        text = gettext('Task {task} launched. <a href="{url}">Watch its progress</a>.')
+        modeladmin.message_user(request, format_html(text, task=task_name, url=url))
         return HttpResponseRedirect(url)
 
     action.__name__ = name or f"async_{getattr(func, '__name__', str(func).rsplit('.', 1)[-1])}"
     return admin.action(description=label, permissions=permissions)(action)
+
+
+def _run_in_background_text(name: str) -> str:
+    return gettext("Run %(name)s in the background") % {"name": name}
+
+
+#: The default description of an action: lazy, since actions are made at import, before any request's language.
+_run_in_background = lazy(_run_in_background_text, str)
 
 
 def _progress_url(modeladmin: Any, task_name: str) -> str | None:
@@ -130,7 +143,7 @@ class AsyncActionsMixin(_Base):
         context = {
             **self.admin_site.each_context(request),
             "opts": opts,
-            "title": record.get("title") or f"Task {task_name}",
+            "title": record.get("title") or gettext("Task %(task)s") % {"task": task_name},
             "task_name": task_name,
             "record": record,
             "changelist_url": reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),

@@ -7,28 +7,33 @@ workers, consumers and views all resolve the same class.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TextIO, TypeVar
 
 from django.db import transaction
 from django.urls import URLPattern, path
+from django.utils.module_loading import import_string
 
 from realtime_async._core import access, managers
 from realtime_async._core.locks import ConflictIds, from_lock_ids, to_lock_ids
+from realtime_async._core.messages import CANCELLED
 from realtime_async._core.naming import new_task_name, validate_task_name
-from realtime_async._core.records import StageState, State, StateRecord, is_final
+from realtime_async._core.records import State, StateRecord, is_final
 from realtime_async._core.store import Store, WriteMode, get_store
+from realtime_async._web.terminal import TerminalRenderer
+from realtime_async._writing import terminal
 from realtime_async._writing.cleanup import cleanup
+from realtime_async._writing.files import delete_final_task
 from realtime_async._writing.launch import OnCommit, callable_path, default_title, retrying, title_text, user_info
-from realtime_async._writing.stages import StageSpec, enter, leave, make_stages, stage_context
-from realtime_async._writing.track import track as track_items
-from realtime_async._writing.writer import Tracker, get_writer
+from realtime_async._writing.reporting import Reporting
+from realtime_async._writing.stages import StageSpec, make_stages
+from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
-from realtime_async.exceptions import ConflictError, TaskCancelled
+from realtime_async.downloads import download_view
+from realtime_async.exceptions import ConflictError
 from realtime_async.signals import task_lifecycle
 from realtime_async.tasks import run_async_task
 from realtime_async.views import cancel_view, progress_view
@@ -36,13 +41,14 @@ from realtime_async.views import cancel_view, progress_view
 __all__ = ["AsyncManager", "LifecycleEvent"]
 
 logger = logging.getLogger("realtime_async")
-_T = TypeVar("_T")
+
+_R = TypeVar("_R")
 
 #: The events of ``async_task_lifecycle`` and the ``task_lifecycle`` signal.
 LifecycleEvent = Literal["create", "start", "progress", "complete", "fail", "cancel", "cleanup"]
 
 
-class AsyncManager:
+class AsyncManager(Reporting):
     """Launches tasks on Celery and keeps their state, locks and lifecycle consistent.
 
     ``AsyncManager()`` makes an instance of the configured class
@@ -155,6 +161,39 @@ class AsyncManager:
             enqueue()
         return task_name
 
+    # -- running here, in a terminal ---------------------------------------
+    @classmethod
+    def run_inline(
+        cls,
+        func: str | Callable[..., _R],
+        /,
+        *args: Any,
+        title: str | None = None,
+        stages: StageSpec | None = None,
+        task_kwargs: dict[str, Any] | None = None,
+        stream: TextIO | None = None,
+    ) -> _R:
+        """Run a worker function here, its progress, stages and log on stderr (terminal mode, see README).
+
+        ``AsyncManager.run_inline(rebuild_project, 42, task_kwargs={"force": True})`` in a
+        command or a shell. The arguments are ``launch_async_task``'s, so the function's own
+        keywords (in ``task_kwargs``) never clash with ``title`` or ``stages``; ``func`` gets
+        ``task_key=None`` and ``manager_class`` as under Celery. On a terminal: a status line
+        redrawn in place, log lines above it; elsewhere, a few plain lines a second at most.
+        Returns what ``func`` returns, re-raises what it raises, after a final line ("Done",
+        "Failed: ...", "Cancelled"). Not a task: no store, no locks, no lifecycle events.
+        """
+        target: Callable[..., _R] = import_string(func) if isinstance(func, str) else func
+        return terminal.run(
+            TerminalRenderer(stream),
+            target,
+            args,
+            dict(task_kwargs or {}),
+            manager_class=cls,
+            title=title_text(title) or default_title(target),
+            stages=make_stages(stages),
+        )
+
     def _refuse_unfinished(self, task_name: str) -> None:
         record = self.get_progress(task_name)
         if record is not None and not is_final(record):
@@ -172,69 +211,7 @@ class AsyncManager:
         store.delete_task(task_name)
         store.remove_active(task_name)
 
-    # -- progress --------------------------------------------------------
-    def update_progress(
-        self,
-        task_key: str | None,
-        message: str | None = None,
-        *,
-        current: float | None = None,
-        total: float | None = None,
-        percent: float | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        """Report progress; cheap in a hot loop (coalesced), never raises on broadcast errors.
-
-        Inside a running task it raises ``TaskCancelled`` once the task was cancelled.
-        """
-        if not task_key:
-            return  # the worker runs outside realtime_async (a test, a shell): nothing to report
-        self._written(task_key, *get_writer().update(task_key, message, current, total, percent, data))
-
-    def _change(self, task_key: str | None, apply: Callable[[StateRecord], object], *, check: bool = True) -> None:
-        """Change a running task's record (stages); like ``update_progress``, it raises once the task is cancelled."""
-        if task_key:
-            self._written(task_key, *get_writer().change(task_key, apply), check=check)
-
-    def _written(self, task_key: str, written: bool, tracker: Tracker | None, *, check: bool = True) -> None:
-        if tracker is None:
-            return
-        if check and tracker.cancel_requested and not tracker.finished:
-            raise TaskCancelled(task_key)
-        if written:
-            self._emit("progress", task_key, meta=tracker.meta, record=tracker.record.copy())
-
-    def stage(self, task_key: str | None, name: str) -> contextlib.AbstractContextManager[None]:
-        """``with manager.stage(task_key, "Process"):`` marks the stage active, then done, failed or cancelled.
-
-        Inside it, ``update_progress`` moves the stage's own bar. ``ValueError`` names
-        the task's stages when ``name`` is not one of them.
-        """
-        return stage_context(self, task_key, name)
-
-    def declare_stages(self, task_key: str | None, stages: StageSpec) -> None:
-        """Declare (or replace) the stages of a running task, from its worker; all pending."""
-        declared = make_stages(stages)
-        self._change(task_key, lambda record: record.update({"stages": declared, "stage": None}))
-
-    def _stage_change(self, task_key: str | None, name: str, state: StageState | None) -> None:
-        """Enter stage ``name`` (``state`` None) or end it as ``state``."""
-        if state is None:
-            self._change(task_key, lambda record: enter(record, name))
-        else:  # the end of a stage never raises TaskCancelled: it would hide what ended it
-            self._change(task_key, lambda record: leave(record, name, state), check=False)
-
-    def track(
-        self, task_key: str | None, iterable: Iterable[_T], *, total: float | None = None, message: str | None = None
-    ) -> Iterator[_T]:
-        """Yield the items of ``iterable``, reporting how many are done: ``for row in manager.track(task_key, rows):``.
-
-        ``total`` defaults to ``len(iterable)`` when it has one (a generator reports
-        its count, with no percent, until it ends); ``message`` may use ``{n}`` and
-        ``{total}``. After a cancel it raises ``TaskCancelled`` at the next item.
-        """
-        return track_items(self, task_key, iterable, total=total, message=message)
-
+    # -- reading ---------------------------------------------------------
     def get_progress(self, task_name: str) -> StateRecord | None:
         """The task's state record, or None for an unknown (or expired) task."""
         try:
@@ -264,7 +241,7 @@ class AsyncManager:
                 run_async_task.app.control.revoke(task_name)
             except Exception:  # the cancel flag still stops it before it runs
                 logger.warning("realtime_async: revoke of %r failed", task_name, exc_info=True)
-            self.finish(task_name, "cancelled", message="Cancelled.", base=record)
+            self.finish(task_name, "cancelled", message=CANCELLED, base=record)
         return True
 
     def finish(
@@ -282,7 +259,9 @@ class AsyncManager:
 
         Returns the stored record, or None when the task was already final.
         """
-        found = base or get_writer().finish(task_name) or self.get_progress(task_name)
+        tracker = None if base else get_writer().finish(task_name)
+        found = base or (tracker.record if tracker else None) or self.get_progress(task_name)
+        lines = tracker.take_lines() if tracker else None  # the last lines go with the final state
         record: StateRecord = found.copy() if found else {"task": task_name}
         now = time.time()
         record.update({"updated_at": now, "finished_at": now, "eta": None, "result": result, "error": error})
@@ -292,7 +271,9 @@ class AsyncManager:
         if state == "success":
             record["percent"] = 100.0
         written = retrying(
-            f"final state of {task_name!r}", lambda: get_writer().commit(record, end=True), self.final_write_timeout
+            f"final state of {task_name!r}",
+            lambda: get_writer().commit(record, end=True, lines=lines),
+            self.final_write_timeout,
         )
         stored = written.record()
         if not written.written or stored is None:
@@ -392,6 +373,15 @@ class AsyncManager:
     def get_cancel_url(cls, name: str = "async-cancel") -> URLPattern:
         """The cancel endpoint's URL pattern (POST with CSRF), to add to ``urlpatterns``."""
         return path("realtime-async/cancel/<str:task_name>/", cancel_view, name=name)
+
+    @classmethod
+    def get_download_url(cls, name: str = "async-download") -> URLPattern:
+        """The download endpoint of attached files (``attach_file``), to add to ``urlpatterns``."""
+        return path("realtime-async/download/<str:signed>/", download_view, name=name)
+
+    def delete_task(self, task_name: str) -> bool:
+        """Forget a final task now: its record and its attached files; False when unknown or unfinished."""
+        return delete_final_task(task_name)
 
     def cleanup_completed_tasks(self, *, dry_run: bool = False) -> dict[str, Any]:
         """Find lost tasks and stale registry entries; see ``realtime_async._writing.cleanup``."""

@@ -25,9 +25,16 @@ MAX_CONNECTIONS_PER_USER   WebSocket connections per user per process       ``20
 POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
 FAST_BROADCAST             also publish each write over the cache's Redis   ``True``
                            pub/sub, for the servers' hubs (see ``fanout``)
+LOG_MAX_LINES              log lines kept per task (oldest dropped)        ``500``
+LOG_MAX_BYTES              bytes of log lines kept per task                 ``65536``
 STALLED_CLOSE_AFTER        seconds a WebSocket client may read nothing      ``10``
                            while updates wait before it is closed (4408;
                            daphne only; None: never)
+FILE_STORAGE_ALIAS         storage (``STORAGES``) of attached files         ``"default"``
+FILE_MAX_BYTES             largest file a task may attach                   ``52428800``
+FILE_MAX_PER_TASK          files one task may attach                        ``10``
+FILE_RETENTION             seconds an attached file and its download URL    ``86400``
+                           last; cleanup deletes it after
 ========================== =============================================== ==========
 """
 
@@ -69,8 +76,15 @@ class Settings:
     max_connections_per_user: int = 20
     poll_interval: float = 1.0
     fast_broadcast: bool = True
+    log_max_lines: int = 500
+    log_max_bytes: int = 65536
     #: Seconds a connection's transport may stay full before it is closed with 4408 (None: never).
     stalled_close_after: float | None = 10.0
+    #: Attached files (``attach_file``): where they are kept, their limits, how long they last.
+    file_storage_alias: str = "default"
+    file_max_bytes: int = 50 * 1024 * 1024
+    file_max_per_task: int = 10
+    file_retention: float = 86400
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -87,6 +101,10 @@ class Settings:
         if stalled is not None and (isinstance(stalled, bool) or not isinstance(stalled, (int, float)) or stalled <= 0):
             raise ImproperlyConfiguredError(
                 f"REALTIME_ASYNC['STALLED_CLOSE_AFTER'] must be a positive number or None, got {stalled!r}."
+            )
+        if not isinstance(self.file_storage_alias, str) or not self.file_storage_alias:
+            raise ImproperlyConfiguredError(
+                f"REALTIME_ASYNC['FILE_STORAGE_ALIAS'] must name one of STORAGES, got {self.file_storage_alias!r}."
             )
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ImproperlyConfiguredError(

@@ -31,13 +31,13 @@ from channels.utils import await_many_dispatch
 
 from realtime_async._core.access import cancel_outcome
 from realtime_async._core.managers import resolve_manager
-from realtime_async._core.naming import STAFF_FEED_GROUP, group_for_user, validate_task_name
+from realtime_async._core.naming import validate_task_name
 from realtime_async._core.process import Throttled
 from realtime_async._delivery.feed import FeedMixin
 from realtime_async._delivery.hub import Hub, LayerUnavailable, get_hub
 from realtime_async._delivery.limits import ConnectionCounter, TokenBucket, connection_key, frame_bytes
 from realtime_async._delivery.sending import progress_sender
-from realtime_async._delivery.subscription import Subscription, read_snapshot
+from realtime_async._delivery.subscription import LogMixin, Subscription, read_snapshot
 from realtime_async.conf import get_settings
 from realtime_async.protocol import (
     CLOSE_FINAL,
@@ -47,11 +47,13 @@ from realtime_async.protocol import (
     CLOSE_TOO_LARGE,
     CLOSE_UNAVAILABLE,
     FORBIDDEN_MESSAGE,
+    MAX_SEQ,
     NOT_FOUND_MESSAGE,
     BadRequest,
     Cancel,
     ClientMessage,
     ErrorCode,
+    LogRequest,
     Ping,
     Subscribe,
     SubscribeFeed,
@@ -69,13 +71,12 @@ logger = logging.getLogger("realtime_async")
 # During an outage every reconnecting client fails the same way: one line every ten seconds.
 _log = Throttled(logger)
 
-_NO_FEED = "No feed without a signed-in user."
 _INTERNAL_ERROR = 1011
 #: Open connections per user (or per client address, for anonymous ones) in this process.
 _connections = ConnectionCounter()
 
 
-class ProgressConsumer(FeedMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
+class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     """``ws/realtime-async/``: subscribe to tasks (up to ``MAX_SUBSCRIPTIONS``), follow the feed, cancel tasks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -180,6 +181,8 @@ class ProgressConsumer(FeedMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.subscribe_feed()
         elif isinstance(request, UnsubscribeFeed):
             await self.unsubscribe_feed()
+        elif isinstance(request, LogRequest):
+            await self.send_log(request.task, request.after, request.token)
         else:
             await self.cancel(request)
 
@@ -188,7 +191,8 @@ class ProgressConsumer(FeedMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         task = request.task
         sub = self._subs.get(task)
         if sub is not None:  # asked again: the current state at once
-            await self._send_current(task, sub, request.token, baseline=sub.sent)
+            if await self._send_current(task, sub, request.token, baseline=sub.sent) and request.log_after is not None:
+                await self.send_log(task, request.log_after)
             return
         if len(self._subs) >= get_settings().max_subscriptions:
             await self._send_error("limit", "Too many subscriptions on this connection.", task)
@@ -204,36 +208,13 @@ class ProgressConsumer(FeedMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         # Joined before this read, so nothing between the snapshot and the stream is missed.
         if await self._send_current(task, sub, request.token, baseline=None):
             sub.ready = True
+            if (
+                request.log_after is not None
+            ):  # the history, then what came meanwhile (duplicate lines are the client's to drop)
+                await self.send_log(task, request.log_after)
             for seq, frame, final in sub.held:
                 await self._emit(task, sub, seq, frame, final)
             sub.held.clear()
-
-    async def subscribe_feed(self) -> None:
-        """Follow every task the user may see (see ``feed_groups``); a second call changes nothing."""
-        if self._feed is not None:
-            return
-        user = self.scope.get("user")
-        if user is None or not getattr(user, "is_authenticated", False):
-            await self._send_error("not_found", _NO_FEED)
-            return
-        self._feed = groups = self.feed_groups(user)
-        try:
-            self._hub = self._hub or get_hub()
-            for group in groups:
-                await self._hub.watch_feed(group, self)
-        except LayerUnavailable as exc:
-            _log.warning("realtime_async: cannot follow the feed (%s); closing with 4503", exc)
-            await self._close(CLOSE_UNAVAILABLE)
-
-    async def unsubscribe_feed(self) -> None:
-        """Stop following the feed; what was decided about its tasks is kept for this connection."""
-        await self._leave_feed()
-
-    def feed_groups(self, user: Any) -> tuple[str, ...]:
-        """The groups a signed-in user's feed follows: ``STAFF_FEED_GROUP`` for staff, else their own."""
-        if getattr(user, "is_staff", False):
-            return (STAFF_FEED_GROUP,)
-        return (group_for_user(user.pk),)
 
     async def cancel(self, request: Cancel) -> None:
         """Called when a client asks to cancel a task; accepted, it is not answered (``cancelled`` follows)."""
@@ -368,7 +349,7 @@ class ProgressConsumer(FeedMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
 
 
 class TaskProgressConsumer(ProgressConsumer):
-    """``ws/realtime-async/task/<task_name>/?seq=&token=``: one task; closes 1000 after its final state."""
+    """``ws/realtime-async/task/<task_name>/?seq=&token=&log_after=``: one task; closes 1000 after its final state."""
 
     async def connect(self) -> None:
         await super().connect()
@@ -378,13 +359,16 @@ class TaskProgressConsumer(ProgressConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query["token"][-1] if query.get("token") else None
         # ``seq`` is accepted for symmetry with subscribe but changes nothing: the
-        # current state is always sent first.
+        # current state is always sent first. ``log_after`` asks for the log's history.
+        after = query["log_after"][-1] if query.get("log_after") else None
         try:
             task = validate_task_name(task)
         except ValueError:
             await self.not_found(str(task))
             return
-        await self._guarded(self.subscribe(Subscribe(task, None, token)))
+        valid = after is not None and len(after) <= 16 and after.isascii() and after.isdigit()
+        log_after = int(after) if valid and int(after) <= MAX_SEQ else None  # type: ignore[arg-type]
+        await self._guarded(self.subscribe(Subscribe(task, None, token, log_after)))
 
     async def handle(self, request: ClientMessage) -> None:
         if isinstance(request, Ping):

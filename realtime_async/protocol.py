@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from django.core.serializers.json import DjangoJSONEncoder
 
 from realtime_async._core.naming import validate_task_name
+
+if TYPE_CHECKING:
+    from realtime_async._core.store import LogRead
 
 __all__ = [
     "CLOSE_FINAL",
@@ -35,6 +38,7 @@ __all__ = [
     "ClientMessage",
     "ClientMessageType",
     "ErrorCode",
+    "LogRequest",
     "Ping",
     "ServerMessageType",
     "Subscribe",
@@ -43,6 +47,7 @@ __all__ = [
     "UnsubscribeFeed",
     "cancel_accepted_frame",
     "error_frame",
+    "log_frame",
     "parse_client_message",
     "pong_frame",
     "progress_envelope",
@@ -69,24 +74,25 @@ NOT_FOUND_MESSAGE: Final = "No such task."
 #: The public text of every ``forbidden`` answer to a cancel.
 FORBIDDEN_MESSAGE: Final = "You may not cancel this task."
 
-#: Largest ``seq`` a client may send: JavaScript numbers stay exact up to here.
+#: Largest ``seq`` (or log line number) a client may send: JavaScript numbers stay exact up to here.
 MAX_SEQ: Final = 2**53 - 1
 MAX_TOKEN_LENGTH: Final = 512
 MAX_ID_LENGTH: Final = 128
 #: Deepest nesting of arrays and objects a client message may have (a valid one has 1).
 _MAX_DEPTH: Final = 32
 
-ClientMessageType = Literal["subscribe", "unsubscribe", "ping", "subscribe_feed", "unsubscribe_feed", "cancel"]
-ServerMessageType = Literal["progress", "error", "pong"]
+ClientMessageType = Literal["subscribe", "unsubscribe", "ping", "subscribe_feed", "unsubscribe_feed", "cancel", "log"]
+ServerMessageType = Literal["progress", "log", "error", "pong"]
 ErrorCode = Literal["not_found", "forbidden", "bad_request", "limit"]
 
 _ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
-    "subscribe": frozenset({"v", "type", "task", "seq", "token"}),
+    "subscribe": frozenset({"v", "type", "task", "seq", "token", "log_after"}),
     "unsubscribe": frozenset({"v", "type", "task"}),
     "ping": frozenset({"v", "type", "id"}),
     "subscribe_feed": frozenset({"v", "type"}),
     "unsubscribe_feed": frozenset({"v", "type"}),
     "cancel": frozenset({"v", "type", "task"}),
+    "log": frozenset({"v", "type", "task", "after", "token"}),
 }
 
 
@@ -95,6 +101,8 @@ class Subscribe:
     task: str
     seq: int | None = None
     token: str | None = None
+    #: Send the task's log lines numbered above this one after the snapshot (None: no log history).
+    log_after: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +132,17 @@ class Cancel:
     task: str
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping | SubscribeFeed | UnsubscribeFeed | Cancel
+@dataclasses.dataclass(frozen=True)
+class LogRequest:
+    """Ask for ``task``'s log lines numbered above ``after`` (a gap, the last lines after a final state)."""
+
+    task: str
+    after: int
+    #: A watch token, for a task not subscribed on the connection (its subscription ended with its final state).
+    token: str | None = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | SubscribeFeed | UnsubscribeFeed | Cancel | LogRequest
 
 
 class BadRequest(Exception):
@@ -229,14 +247,29 @@ def parse_client_message(text: str) -> ClientMessage:
         return Unsubscribe(task)
     if kind == "cancel":
         return Cancel(task)
-    seq_value = content.get("seq")
-    seq = _integer(seq_value)
-    if seq_value is not None and (seq is None or not 0 <= seq <= MAX_SEQ):
-        raise BadRequest("Invalid field: seq.", task)
+    if kind == "log":
+        after = _counter(content, "after", task)
+        if after is None:
+            raise BadRequest("Missing field: after.", task)
+        return LogRequest(task, after, _token(content, task))
+    seq = _counter(content, "seq", task)
+    return Subscribe(task, seq, _token(content, task), _counter(content, "log_after", task))
+
+
+def _token(content: dict[str, Any], task: str) -> str | None:
     token = content.get("token")
     if token is not None and not (isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH):
         raise BadRequest("Invalid field: token.", task)
-    return Subscribe(task, seq, token)
+    return token
+
+
+def _counter(content: dict[str, Any], field: str, task: str) -> int | None:
+    """An optional ``seq``-like field: an integer from 0 to ``MAX_SEQ``."""
+    value = content.get(field)
+    number = _integer(value)
+    if value is not None and (number is None or not 0 <= number <= MAX_SEQ):
+        raise BadRequest(f"Invalid field: {field}.", task)
+    return number
 
 
 def _dumps(content: dict[str, Any]) -> str:
@@ -251,6 +284,14 @@ def progress_frame(task: str, record_json: str) -> str:
 def progress_envelope(task: str, record: dict[str, Any]) -> str:
     """A ``progress`` envelope around a decoded record (the polling endpoint's answer)."""
     return _dumps({"v": PROTOCOL_VERSION, "type": "progress", "task": task, "data": record})
+
+
+def log_frame(task: str, read: LogRead) -> str:
+    """A ``log`` envelope: the lines read (already JSON text), with where the task's log stands."""
+    head = (
+        f'{{"v":{PROTOCOL_VERSION},"type":"log","task":{json.dumps(task)},"last":{read.last},"dropped":{read.dropped}'
+    )
+    return f'{head},"lines":[{",".join(read.lines)}]}}'
 
 
 def error_frame(code: ErrorCode, message: str, task: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """URLs of realtime_async, to ``include("realtime_async.urls")`` in a project's URLconf.
 
-The patterns are ``AsyncManager.get_url()`` and ``AsyncManager.get_cancel_url()``,
+The patterns are ``AsyncManager.get_url()``, ``get_cancel_url()`` and ``get_download_url()``,
 so both ways of adding an endpoint serve the same path and view.
 """
 
@@ -12,4 +12,8 @@ __all__ = ["app_name", "urlpatterns"]
 
 app_name = "realtime_async"
 
-urlpatterns = [AsyncManager.get_url(name="progress"), AsyncManager.get_cancel_url(name="cancel")]
+urlpatterns = [
+    AsyncManager.get_url(name="progress"),
+    AsyncManager.get_cancel_url(name="cancel"),
+    AsyncManager.get_download_url(name="download"),
+]

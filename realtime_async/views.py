@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.utils.http import parse_etags
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
-from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 
-from realtime_async._core.access import cancel_outcome, visible_record
+from realtime_async._core.access import cancel_outcome
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.records import StateRecord, is_final
+from realtime_async._core.store import get_store
+from realtime_async._web.http import Unavailable, every_answer, unavailable, viewer_record
 from realtime_async.protocol import (
     FORBIDDEN_MESSAGE,
+    MAX_SEQ,
     NOT_FOUND_MESSAGE,
     cancel_accepted_frame,
     error_frame,
@@ -50,35 +50,28 @@ _MAX_LABEL = 200
 # No task name in it: a 404 says nothing about the name it answers.
 _NOT_FOUND_JSON = error_frame("not_found", NOT_FOUND_MESSAGE)
 _FORBIDDEN_JSON = error_frame("forbidden", FORBIDDEN_MESSAGE)
+_BAD_LOG_AFTER_JSON = error_frame("bad_request", "Invalid field: log_after.")
 
 
-def _every_answer(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Mark every answer of ``view``, its ``405`` included, as never cached and varying with the viewer.
-
-    ``Cookie`` always: the session decides, and a header set only when the
-    session was read would tell a forbidden task from an unknown one.
-    """
-    return never_cache(vary_on_headers("Accept", "HX-Request", "Cookie")(view))
-
-
-@_every_answer
+@every_answer("Accept", "HX-Request")
 @require_GET
 def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
     """The task's state record as JSON or an htmx fragment; 404 for unknown and forbidden tasks alike."""
     as_html = _wants_html(request)
-    token = request.GET.get("token") or None
     try:
-        record = visible_record(resolve_manager(), getattr(request, "user", None), task_name, token=token)
-    except Exception:  # the store is down, or a custom can_view() failed: no detail for the client
-        logger.exception("realtime_async: polling %.200r failed", task_name)
-        return _unavailable()
+        record = viewer_record(request, task_name, "polling")
+    except Unavailable:
+        return unavailable()
     if record is None:
         return _not_found(as_html)
 
     label = request.GET.get("label", "")[:_MAX_LABEL] or None
+    log_after = _log_after(request)
+    if log_after == -1:
+        return HttpResponse(_BAD_LOG_AFTER_JSON, status=400, content_type=_JSON)
     # The fragment holds its own URL (query string included) and label, so they
-    # belong to its ETag; the JSON depends on the record alone.
-    etag = _etag(task_name, record, f"html:{request.GET.urlencode()}" if as_html else "json")
+    # belong to its ETag; the JSON depends on the record and the log lines asked for.
+    etag = _etag(task_name, record, f"html:{request.GET.urlencode()}" if as_html else f"json:{log_after}")
     if etag in (matches := _if_none_match(request)) or "*" in matches:
         not_modified = HttpResponseNotModified()
         not_modified["ETag"] = etag
@@ -88,6 +81,12 @@ def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
         body: str = render_fragment(task_name, record, htmx_url=request.get_full_path(), label=label)
         content_type = _HTML
     else:
+        if log_after is not None and "log" in record:  # lines come with the state: one answer, one ETag
+            try:
+                record["log"] = get_store().read_log(task_name, log_after).info()
+            except Exception:
+                logger.exception("realtime_async: reading the log of %.200r failed", task_name)
+                return unavailable()
         body = progress_envelope(task_name, dict(record))
         content_type = _JSON
     response = (HttpResponseStopPolling if is_final(record) else HttpResponse)(body, content_type=content_type)
@@ -95,7 +94,7 @@ def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
     return response
 
 
-@_every_answer
+@every_answer("Accept", "HX-Request")
 @require_POST
 def cancel_view(request: HttpRequest, task_name: str) -> HttpResponse:
     """Cancel the task: 202 when accepted, 404 for unknown and invisible tasks alike, 403 when refused."""
@@ -104,12 +103,20 @@ def cancel_view(request: HttpRequest, task_name: str) -> HttpResponse:
         outcome = cancel_outcome(resolve_manager(), getattr(request, "user", None), task_name, token=token)
     except Exception:  # the store or the broker is down, or a hook failed: no detail for the client
         logger.exception("realtime_async: cancelling %.200r failed", task_name)
-        return _unavailable()
+        return unavailable()
     if outcome == "not_found":
         return HttpResponse(_NOT_FOUND_JSON, status=404, content_type=_JSON)
     if outcome == "forbidden":
         return HttpResponse(_FORBIDDEN_JSON, status=403, content_type=_JSON)
     return HttpResponse(cancel_accepted_frame(task_name), status=202, content_type=_JSON)
+
+
+def _log_after(request: HttpRequest) -> int | None:
+    """``?log_after=N``: None when absent, -1 when it is not a line number."""
+    value = request.GET.get("log_after")
+    if value is None:
+        return None
+    return int(value) if len(value) <= 16 and value.isascii() and value.isdigit() and int(value) <= MAX_SEQ else -1
 
 
 def _wants_html(request: HttpRequest) -> bool:
@@ -135,10 +142,3 @@ def _not_found(as_html: bool) -> HttpResponse:
     if as_html:
         return HttpResponse(render_fragment("", None), status=404, content_type=_HTML)
     return HttpResponse(_NOT_FOUND_JSON, status=404, content_type=_JSON)
-
-
-def _unavailable() -> HttpResponse:
-    """The answer when the store, the broker or a hook fails: retry soon, no detail for the client."""
-    response = HttpResponse("Service unavailable.", status=503, content_type="text/plain; charset=utf-8")
-    response["Retry-After"] = "2"
-    return response

@@ -31,6 +31,7 @@ from realtime_async._core.managers import resolve_manager
 from realtime_async._core.naming import validate_task_name
 from realtime_async._core.records import StateRecord, is_final
 from realtime_async._web.display import display, format_eta, i18n, state_labels
+from realtime_async._web.results import display_results
 from realtime_async.conf import get_settings
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def _context(
     poll_url: str | None = None,
     htmx_url: str | None = None,
     cancel: dict[str, str] | None = None,
+    log: bool = False,
 ) -> dict[str, Any]:
     shown = display(record)
     final = shown["final"]
@@ -95,6 +97,10 @@ def _context(
         "htmx_url": htmx_url if htmx_url and not final and record is not None else "",
         "i18n": json.dumps(i18n(), separators=(",", ":")) if mode == "widget" else "",
         "cancel": cancel if mode == "widget" and not final and record is not None else None,
+        # The result link and downloads of a succeeded task (widget.js redraws them from live records).
+        "results": display_results(record, token=token),
+        "log": log and mode == "widget" and record is not None,
+        "log_label": gettext("Log"),
     }
 
 
@@ -188,6 +194,7 @@ def render_live_progress(
     manager: AsyncManager | None = None,
     request: HttpRequest | None = None,
     cancel_url: str | None = None,
+    log: bool = True,
 ) -> SafeString:
     """The widget for ``task_name``, showing its current state as ``user`` (or ``token``) may see it.
 
@@ -195,7 +202,8 @@ def render_live_progress(
     ``"ws"`` or ``"poll"``. The assets are included unless ``include_assets`` is false.
     ``user`` defaults to ``request.user``; the request also provides the CSRF
     token of the Cancel button's POST fallback (to ``cancel_url``, by default
-    the ``realtime_async:cancel`` or ``async-cancel`` URL).
+    the ``realtime_async:cancel`` or ``async-cancel`` URL). With ``log`` (the
+    default) the task's log lines show under the bar, collapsed, once it has any.
     """
     checked = _transport(transport)
     if not isinstance(task_name, str):
@@ -224,6 +232,7 @@ def render_live_progress(
         ws_url=ws_url,
         poll_url=poll_url or _default_poll_url(task_name, token),
         cancel=cancel,
+        log=log,
     )
     html = _safe(render_to_string(TEMPLATE_NAME, context))
     return format_html("{}{}", html, render_assets(nonce=nonce)) if include_assets else html

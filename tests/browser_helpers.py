@@ -81,12 +81,13 @@ def run_chromium():
             chromium.close()
 
 
-def new_page(browser, base_url, *, user=None, no_websocket=False, timeout_ms=20_000):
+def new_page(browser, base_url, *, user=None, no_websocket=False, timeout_ms=20_000, locale=None):
     """A page in a context of its own (logged in as ``user``), recording events, CSP violations and errors.
 
+    ``locale`` ("de-DE") sets the browser's language, hence its ``Accept-Language``.
     Close it with ``page.context.close()``.
     """
-    context = browser.new_context(base_url=base_url)
+    context = browser.new_context(base_url=base_url, **({"locale": locale} if locale else {}))
     if user is not None:
         context.add_cookies([session_cookie(user, base_url)])
     context.add_init_script(RECORDER)

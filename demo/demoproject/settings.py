@@ -1,6 +1,7 @@
 """Settings of the realtime_async demo. ``demo/run.py`` sets REDIS_URL and DEMO_DB."""
 
 import os
+import tempfile
 from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent.parent
@@ -28,9 +29,13 @@ INSTALLED_APPS = [
     "realtime_async",
     "realtime_async.contrib.dashboard",
 ]
+#: The languages realtime_async ships catalogues for (realtime_async/locale).
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("fr", "Français")]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The widget, the dashboard and the admin page in the visitor's language (Accept-Language, the cookie).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -79,6 +84,14 @@ CHANNEL_LAYERS = {
 SESSION_ENGINE = "django.contrib.sessions.backends.cache"
 ASGI_APPLICATION = "asgi.application"
 STATIC_URL = "/static/"
+# Files tasks attach (the report's CSV): kept out of the source tree, downloaded through realtime_async's view.
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": os.environ.get("DEMO_FILES", Path(tempfile.gettempdir()) / "realtime-async-demo")},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_SERIALIZER = "json"

@@ -13,29 +13,27 @@ KINDS = {
 }
 
 
-def launch_kind(kind: str, user: Any = None) -> str:
-    manager = AsyncManager()
+def task_for(kind: str) -> tuple[str, list[Any], dict[str, Any]]:
+    """A kind's worker function (dotted path), its arguments and its launch options."""
     if kind == "rebuild":
         project = Project.objects.order_by("pk").first()
-        return manager.launch_async_task(
-            "projects.workers.rebuild_projects",
-            [project.pk],
-            title=f"Rebuild “{project}”",
-            conflict_ids={"projects.Project": {project.pk}},
-            user=user,
-            affected_objects=[str(project)],
-        )
+        options = {
+            "title": f"Rebuild “{project}”",
+            "conflict_ids": {"projects.Project": {project.pk}},
+            "affected_objects": [str(project)],
+        }
+        return "projects.workers.rebuild_projects", [[project.pk]], options
     if kind == "report":
         report = Report.objects.order_by("?").first()
-        return manager.launch_async_task(
-            "projects.workers.generate_report",
-            report.pk,
-            title=f"Report “{report}”",
-            user=user,
-            affected_objects=[str(report)],
-        )
+        options = {"title": f"Report “{report}”", "affected_objects": [str(report)]}
+        return "projects.workers.generate_report", [report.pk], options
     if kind == "import":
-        return manager.launch_async_task("projects.workers.import_customers", title="Import customers", user=user)
+        return "projects.workers.import_customers", [], {"title": "Import customers"}
     if kind == "cleanup":
-        return manager.launch_async_task("projects.workers.long_cleanup", title="Archive old files", user=user)
+        return "projects.workers.long_cleanup", [], {"title": "Archive old files"}
     raise ValueError(f"Unknown kind {kind!r}; choose one of {sorted(KINDS)}.")
+
+
+def launch_kind(kind: str, user: Any = None) -> str:
+    func, args, options = task_for(kind)
+    return AsyncManager().launch_async_task(func, *args, user=user, **options)

@@ -1,11 +1,15 @@
 """Worker functions of the demo: plain functions with realistic steps and durations."""
 
+import csv
+import io
 import random
 import time
 
+from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project, Report
+from realtime_async import ResultLink
 from realtime_async.async_manager import AsyncManager
 from realtime_async.exceptions import PublicTaskError
 
@@ -31,24 +35,34 @@ def rebuild_projects(pks, *, task_key=None, manager_class=None, **kwargs):
             manager.update_progress(task_key, f"{project.name}: file {n}/{project.files}", current=done, total=total)
         project.rebuilt_at = timezone.now()
         project.save(update_fields=["rebuilt_at"])
+        manager.log(task_key, f"{project.name}: {project.files} files rebuilt", level="success")
     return {"projects": len(projects), "files": done}
 
 
 def generate_report(report_id, *, task_key=None, manager_class=None, **kwargs):
-    """Generate a report in three stages: collect, render page by page, save."""
+    """Generate a report in three stages: collect, render page by page, save; it ends with the CSV and a link."""
     manager = AsyncManager.resolve_manager(manager_class)
     report = Report.objects.get(pk=report_id)
     manager.declare_stages(task_key, {"Collect data": 1, "Render pages": 3, "Save": 1})
     with manager.stage(task_key, "Collect data"):
         for _source in manager.track(task_key, range(4), message="Querying source {n} of {total}"):
             _pause(0.25)
+        manager.log(task_key, "Source 3 was slow to answer; its figures may be an hour old", level="warning")
+    rows = io.StringIO()
+    table = csv.writer(rows)
+    table.writerow(["page", "words", "figures"])
     with manager.stage(task_key, "Render pages"):
-        for _page in manager.track(task_key, range(report.pages), message="Rendering page {n}/{total}"):
+        for page in manager.track(task_key, range(1, report.pages + 1), message="Rendering page {n}/{total}"):
             _pause(0.25)
+            table.writerow([page, random.randint(200, 900), random.randint(0, 4)])
     with manager.stage(task_key, "Save"):
         report.generated_at = timezone.now()
         report.save(update_fields=["generated_at"])
-    return {"report": report.title, "pages": report.pages}
+        # The download button: kept through Django's storage API, served only to who may see this task.
+        rows.seek(0)
+        manager.attach_file(task_key, rows, filename=f"{report.title}.csv", content_type="text/csv; charset=utf-8")
+    # "Open the report": the report's own page (the admin's, in this demo).
+    return ResultLink(reverse("admin:projects_report_change", args=[report.pk]), "Open the report")
 
 
 def import_customers(*, task_key=None, manager_class=None, **kwargs):
@@ -57,6 +71,7 @@ def import_customers(*, task_key=None, manager_class=None, **kwargs):
     rows = list(range(1, 81))
     for row in manager.track(task_key, rows, message="Importing row {n} of {total}"):
         if row == 31:
+            manager.log(task_key, "Row 31 has no e-mail address", level="error")
             break  # the row with no e-mail
         _pause(0.1)
     raise PublicTaskError("Row 31: the e-mail column is empty. Nothing after row 30 was imported.")

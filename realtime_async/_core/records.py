@@ -22,10 +22,18 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 __all__ = [
     "FINAL_STATES",
+    "LOG_LEVELS",
+    "MAX_LOG_LINE_LENGTH",
     "MAX_MESSAGE_LENGTH",
     "MAX_STAGE_NAME_LENGTH",
     "MAX_TITLE_LENGTH",
     "RECORD_FIELDS",
+    "FileInfo",
+    "LogEntry",
+    "LogInfo",
+    "LogLevel",
+    "LogLine",
+    "ResultLinkInfo",
     "Stage",
     "StageState",
     "State",
@@ -56,6 +64,59 @@ class Stage(TypedDict):
     percent: float | None
 
 
+#: The levels of a log line: Django's message levels.
+LogLevel = Literal["debug", "info", "success", "warning", "error"]
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "success", "warning", "error")
+
+
+class LogEntry(TypedDict):
+    """A log line as the worker made it, before the store numbers it."""
+
+    #: When it was logged (Unix seconds).
+    t: float
+    level: LogLevel
+    text: str
+
+
+class LogLine(LogEntry):
+    """A stored log line (``docs/protocol.md``, "Log lines"): numbered from 1 by the store, in order."""
+
+    n: int
+
+
+class LogInfo(TypedDict, total=False):
+    """The record's ``log``: how far the task's log goes; ``lines`` only in the update that wrote them."""
+
+    #: The number of the newest line (0: none yet).
+    last: int
+    #: How many of the oldest lines the bound (``LOG_MAX_LINES``, ``LOG_MAX_BYTES``) dropped.
+    dropped: int
+    lines: list[LogLine]
+
+
+class ResultLinkInfo(TypedDict):
+    """A link the task's viewers may open once it succeeded (``docs/protocol.md``, "Results")."""
+
+    #: An http(s) URL or a path on this site (``_core/results.py``).
+    url: str
+    #: The link's text; None shows "Open the result".
+    label: str | None
+
+
+class FileInfo(TypedDict):
+    """A file the task attached (``docs/protocol.md``, "Results"); ``url`` is a signed download URL."""
+
+    #: Random, 32 hex digits: names the file in its download URL and in the storage.
+    id: str
+    name: str
+    #: Bytes.
+    size: int
+    content_type: str
+    url: str
+    #: When cleanup may delete it and its URL stops working (Unix seconds).
+    expires_at: int
+
+
 class StateRecord(TypedDict, total=False):
     """What every transport carries about one task (``docs/protocol.md``)."""
 
@@ -82,6 +143,12 @@ class StateRecord(TypedDict, total=False):
     result: Any
     error: str | None
     data: Any
+    #: Set by ``set_result_link`` (or a returned ``ResultLink``); None without one.
+    links: list[ResultLinkInfo] | None
+    #: Added by ``attach_file``; None without any.
+    files: list[FileInfo] | None
+    #: Present once the task logged a line; written by the store, never by the writer.
+    log: LogInfo
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(StateRecord.__annotations__)
@@ -90,6 +157,8 @@ MAX_MESSAGE_LENGTH = 1000
 MAX_TITLE_LENGTH = 200
 #: Longer stage names are cut, never refused.
 MAX_STAGE_NAME_LENGTH = 100
+#: Longer log lines are cut (with "…"), never refused.
+MAX_LOG_LINE_LENGTH = 1000
 
 
 def is_final(record: StateRecord | dict[str, Any] | None) -> bool:
@@ -106,7 +175,11 @@ def compute_percent(current: float | None, total: float | None, percent: float |
     return round(min(100.0, max(0.0, float(percent))), 2)
 
 
+#: The fields the store writes itself: the writer's copy of them is never sent.
+_STORE_FIELDS = frozenset({"seq", "log"})
+
+
 def encode_record_body(record: StateRecord | dict[str, Any]) -> str:
     """JSON of ``record`` without its opening brace; the store prepends ``{"seq":N,``."""
-    fields = {key: record.get(key) for key in RECORD_FIELDS if key != "seq"}
+    fields = {key: record.get(key) for key in RECORD_FIELDS if key not in _STORE_FIELDS}
     return json.dumps(fields, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)[1:]

@@ -20,11 +20,16 @@ from channels.db import database_sync_to_async
 
 from realtime_async._core.access import may_view
 from realtime_async._core.managers import resolve_manager
-from realtime_async._delivery.hub import Hub, Watcher
+from realtime_async._core.naming import STAFF_FEED_GROUP, group_for_user
+from realtime_async._core.process import Throttled
+from realtime_async._delivery.hub import Hub, LayerUnavailable, Watcher, get_hub
+from realtime_async.protocol import CLOSE_UNAVAILABLE
 
 __all__ = ["FeedMixin", "Seen"]
 
 logger = logging.getLogger("realtime_async")
+_log = Throttled(logger)
+_NO_FEED = "No feed without a signed-in user."
 
 #: Tasks one connection remembers (last seq sent, the feed's permission); the least recent are forgotten.
 REMEMBERED_TASKS = 4096
@@ -67,6 +72,8 @@ class FeedMixin:
     _send_frame: Callable[[dict[str, Any], str, bool], Awaitable[None]]
     _subs: dict[str, Any]
     _guarded: Callable[[Awaitable[None]], Coroutine[Any, Any, None]]
+    _send_error: Callable[..., Coroutine[Any, Any, None]]
+    _close: Callable[[int], Coroutine[Any, Any, None]]
 
     def _init_feed(self) -> None:
         #: The feed groups followed (None: no feed), and per task what was sent or decided.
@@ -75,6 +82,33 @@ class FeedMixin:
         #: Tasks whose feed updates wait for ``can_view``, asked by ``_decider`` a batch at a time.
         self._undecided: dict[str, None] = {}
         self._decider: asyncio.Task[None] | None = None
+
+    async def subscribe_feed(self) -> None:
+        """Follow every task the user may see (see ``feed_groups``); a second call changes nothing."""
+        if self._feed is not None:
+            return
+        user = self.scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            await self._send_error("not_found", _NO_FEED)
+            return
+        self._feed = groups = self.feed_groups(user)
+        try:
+            self._hub = self._hub or get_hub()
+            for group in groups:
+                await self._hub.watch_feed(group, cast(Watcher, self))
+        except LayerUnavailable as exc:
+            _log.warning("realtime_async: cannot follow the feed (%s); closing with 4503", exc)
+            await self._close(CLOSE_UNAVAILABLE)
+
+    async def unsubscribe_feed(self) -> None:
+        """Stop following the feed; what was decided about its tasks is kept for this connection."""
+        await self._leave_feed()
+
+    def feed_groups(self, user: Any) -> tuple[str, ...]:
+        """The groups a signed-in user's feed follows: ``STAFF_FEED_GROUP`` for staff, else their own."""
+        if getattr(user, "is_staff", False):
+            return (STAFF_FEED_GROUP,)
+        return (group_for_user(user.pk),)
 
     async def _leave_feed(self) -> None:
         groups, self._feed = self._feed, None

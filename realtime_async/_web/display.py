@@ -4,6 +4,10 @@ The same rules run in the browser (``static/realtime_async/display.js``);
 ``tests/display_cases.json`` is one table of cases that a pytest and a
 ``node:test`` both check, so the two cannot drift. The scripts get their
 strings from ``i18n()``, translated here so one place knows the language.
+Words that name both a task's state and a stage's ("Done", "Failed") have a
+context each (``pgettext``): languages agree them differently. The package's
+stock messages are stored in English and translated here, at display time
+(``_core/messages.py``); the scripts do the same through ``i18n()["messages"]``.
 """
 
 from __future__ import annotations
@@ -11,11 +15,23 @@ from __future__ import annotations
 import math
 from typing import Any, TypedDict
 
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext, pgettext
 
+from realtime_async._core.messages import STOCK_MESSAGES
 from realtime_async._core.records import StateRecord, is_final
+from realtime_async._web.results import results_i18n
 
-__all__ = ["UNAVAILABLE", "Display", "StageDisplay", "display", "format_eta", "i18n", "stage_labels", "state_labels"]
+__all__ = [
+    "UNAVAILABLE",
+    "Display",
+    "StageDisplay",
+    "display",
+    "format_eta",
+    "i18n",
+    "log_level_labels",
+    "stage_labels",
+    "state_labels",
+]
 
 #: The pseudo-state of a task that cannot be shown (unknown, or not for this viewer).
 UNAVAILABLE = "unavailable"
@@ -75,24 +91,24 @@ def format_eta(seconds: float | None) -> str:
 def state_labels() -> dict[str, str]:
     """Each state's visible name, translated; ``"unavailable"`` is a task that cannot be shown."""
     return {
-        "queued": gettext("Queued"),
-        "running": gettext("Running"),
-        "success": gettext("Done"),
-        "failure": gettext("Failed"),
-        "cancelled": gettext("Cancelled"),
-        "lost": gettext("Lost"),
-        UNAVAILABLE: gettext("Not available"),
+        "queued": pgettext("task state", "Queued"),
+        "running": pgettext("task state", "Running"),
+        "success": pgettext("task state", "Done"),
+        "failure": pgettext("task state", "Failed"),
+        "cancelled": pgettext("task state", "Cancelled"),
+        "lost": pgettext("task state", "Lost"),
+        UNAVAILABLE: pgettext("task state", "Not available"),
     }
 
 
 def stage_labels() -> dict[str, str]:
     """Each stage state in words, translated (the stepper's text for screen readers)."""
     return {
-        "pending": gettext("Not started"),
-        "active": gettext("In progress"),
-        "done": gettext("Done"),
-        "failed": gettext("Failed"),
-        "cancelled": gettext("Cancelled"),
+        "pending": pgettext("stage state", "Not started"),
+        "active": pgettext("stage state", "In progress"),
+        "done": pgettext("stage state", "Done"),
+        "failed": pgettext("stage state", "Failed"),
+        "cancelled": pgettext("stage state", "Cancelled"),
     }
 
 
@@ -111,7 +127,37 @@ def i18n() -> dict[str, Any]:
         "stages": gettext("Stages"),
         "stage": gettext("Stage %(n)s of %(total)s: %(name)s"),
         "stage_states": stage_labels(),
+        # The stock messages records hold in English, each in this language (see _stock()).
+        "messages": {text: gettext(text) for text in STOCK_MESSAGES},
+        "no_updates": gettext("Live updates are not available."),
+        # The result link's default label and the download button's text (_web/results.py).
+        **results_i18n(),
+        "log": gettext("Log"),
+        "log_levels": log_level_labels(),
+        # %(n)s is filled in by the script: the plural form is chosen here, for the count shown.
+        "log_dropped_one": ngettext(
+            "%(n)s earlier line is no longer kept.", "%(n)s earlier lines are no longer kept.", 1
+        ),
+        "log_dropped_other": ngettext(
+            "%(n)s earlier line is no longer kept.", "%(n)s earlier lines are no longer kept.", 2
+        ),
     }
+
+
+def log_level_labels() -> dict[str, str]:
+    """What each log level is called, in the request's language."""
+    return {
+        "debug": pgettext("log level", "Debug"),
+        "info": pgettext("log level", "Info"),
+        "success": pgettext("log level", "Success"),
+        "warning": pgettext("log level", "Warning"),
+        "error": pgettext("log level", "Error"),
+    }
+
+
+def _stock(text: Any) -> Any:
+    """A stock message in the viewer's language; any other text as the worker wrote it."""
+    return gettext(text) if isinstance(text, str) and text in STOCK_MESSAGES else text
 
 
 def _stages(record: StateRecord | dict[str, Any] | None, final: bool) -> tuple[list[StageDisplay], str]:
@@ -156,9 +202,9 @@ def display(record: StateRecord | dict[str, Any] | None, labels: dict[str, str] 
     if record is None:
         message = gettext("No such task.")
     elif state in ("failure", "lost"):
-        message = record.get("error") or gettext("The task failed.")
+        message = _stock(record.get("error")) or gettext("The task failed.")
     else:
-        message = record.get("message") or ""
+        message = _stock(record.get("message")) or ""
     return {
         "state": state,
         "state_label": labels.get(state, state),

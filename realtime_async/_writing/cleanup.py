@@ -4,7 +4,8 @@ Run by ``AsyncManager.cleanup_completed_tasks()``, the ``realtime_async_cleanup`
 command and the ``realtime_async.schedules.cleanup_async_artifacts`` beat task (defined in ``realtime_async.tasks``).
 It never touches a running task whose heartbeat is alive, nor a queued task
 younger than ``QUEUED_TIMEOUT``. Locks need no sweep: each has a TTL, renewed
-only while its task runs, and finishing a task releases its locks.
+only while its task runs, and finishing a task releases its locks. Attached
+files are deleted once their ``FILE_RETENTION`` passed (``files``: their storage names).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from realtime_async._core.messages import LOST_ERROR
 from realtime_async._core.records import FINAL_STATES
 from realtime_async._core.store import get_store
+from realtime_async._writing.files import sweep
 from realtime_async.conf import get_settings
 
 if TYPE_CHECKING:
@@ -21,12 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["LOST_ERROR", "cleanup"]
 
-#: The public error of a task whose worker died.
-LOST_ERROR = "The worker running this task stopped responding."
+# LOST_ERROR is stored in English and translated when shown (_core/messages.py).
 
 
 def cleanup(manager: AsyncManager, *, dry_run: bool = False) -> dict[str, Any]:
-    """Return ``{"active", "cleaned", "skipped", "dry_run"}``; see the module docstring."""
+    """Return ``{"active", "cleaned", "skipped", "files", "dry_run"}``; see the module docstring."""
     store = get_store()
     settings = get_settings()
     names = store.active()
@@ -59,4 +61,6 @@ def cleanup(manager: AsyncManager, *, dry_run: bool = False) -> dict[str, Any]:
             store.release(name)
             store.remove_active(name)
         manager._emit("cleanup", name, record=manager.get_progress(name), reason=reason)
-    return {"active": len(names), "cleaned": cleaned, "skipped": skipped, "dry_run": dry_run}
+    # Attached files whose FILE_RETENTION passed, found by listing the storage (_writing/files.py).
+    files = sweep(dry_run=dry_run)
+    return {"active": len(names), "cleaned": cleaned, "skipped": skipped, "files": files, "dry_run": dry_run}

@@ -17,7 +17,7 @@ from realtime_async._core.records import MAX_STAGE_NAME_LENGTH, Stage, StageStat
 from realtime_async.exceptions import TaskCancelled
 
 if TYPE_CHECKING:
-    from realtime_async.async_manager import AsyncManager
+    from realtime_async._writing.reporting import Reporting
 
 __all__ = ["StageSpec", "enter", "leave", "make_stages", "overall_percent", "stage_context"]
 
@@ -92,7 +92,7 @@ def leave(record: StateRecord, name: str, state: StageState) -> None:
 
 
 @contextlib.contextmanager
-def stage_context(manager: AsyncManager, task_key: str | None, name: str) -> Iterator[None]:
+def stage_context(manager: Reporting, task_key: str | None, name: str) -> Iterator[None]:
     """The body of ``AsyncManager.stage``: active inside, then done, failed or cancelled."""
     manager._stage_change(task_key, name, None)
     try:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from realtime_async.async_manager import AsyncManager
+    from realtime_async._writing.reporting import Reporting
 
 __all__ = ["track"]
 
@@ -23,7 +23,7 @@ def _total_of(iterable: Iterable[object], total: float | None) -> float | None:
 
 
 def track(
-    manager: AsyncManager, task_key: str | None, iterable: Iterable[_T], *, total: float | None, message: str | None
+    manager: Reporting, task_key: str | None, iterable: Iterable[_T], *, total: float | None, message: str | None
 ) -> Iterator[_T]:
     """Yield the items of ``iterable``, reporting ``current``/``total`` before each one and when it ends.
 

@@ -19,8 +19,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
 
 from realtime_async._core.managers import resolve_manager
+from realtime_async._core.messages import CANCELLED, GENERIC_ERROR, TIME_LIMIT_ERROR
 from realtime_async._core.records import is_final
+from realtime_async._core.results import ResultLink
 from realtime_async._core.store import get_store
+from realtime_async._writing.files import link_change
 from realtime_async._writing.sender import get_scheduler
 from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
@@ -30,9 +33,7 @@ __all__ = ["GENERIC_ERROR", "TIME_LIMIT_ERROR", "run"]
 
 logger = logging.getLogger("realtime_async")
 
-#: What users see when a worker fails with anything but ``PublicTaskError``.
-GENERIC_ERROR = "The task failed."
-TIME_LIMIT_ERROR = "The task took too long and was stopped."
+# GENERIC_ERROR and TIME_LIMIT_ERROR are stored in English and translated when shown (_core/messages.py).
 
 
 class _Heartbeat:
@@ -107,7 +108,7 @@ def run(func_path: str, args: list[Any], kwargs: dict[str, Any], task_name: str,
         )
         return None
     if store.is_cancelled(task_name):
-        manager.finish(task_name, "cancelled", message="Cancelled.")
+        manager.finish(task_name, "cancelled", message=CANCELLED)
         return None
     heartbeat = _Heartbeat(task_name)  # first, so cleanup never sees it running without one
     now = time.time()
@@ -126,7 +127,7 @@ def run(func_path: str, args: list[Any], kwargs: dict[str, Any], task_name: str,
         result = func(*args, task_key=task_name, manager_class=manager_path, **kwargs)
     except TaskCancelled:
         heartbeat.stop()
-        manager.finish(task_name, "cancelled", message="Cancelled.")
+        manager.finish(task_name, "cancelled", message=CANCELLED)
         return None
     except SoftTimeLimitExceeded:
         heartbeat.stop()
@@ -151,6 +152,12 @@ def run(func_path: str, args: list[Any], kwargs: dict[str, Any], task_name: str,
         return None
     finally:
         heartbeat.stop()
+    if isinstance(result, ResultLink):  # the function ended with its result link: the record shows it
+        try:
+            manager._change(task_name, link_change(result), check=False)
+        except ValueError:
+            logger.exception("realtime_async: task %r returned an unsafe result link; not shown", task_name)
+        result = None
     result = _jsonable(result, task_name)
     manager.finish(task_name, "success", result=result)
     return result

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -25,18 +25,22 @@ from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_f
 from realtime_async._core.process import PerProcess
 from realtime_async._core.records import (
     FINAL_STATES,
+    LOG_LEVELS,
+    MAX_LOG_LINE_LENGTH,
     MAX_MESSAGE_LENGTH,
+    LogEntry,
+    LogLevel,
     Stage,
     StateRecord,
     compute_percent,
     encode_record_body,
 )
-from realtime_async._core.store import Outcome, WriteMode, WriteResult, get_store
+from realtime_async._core.store import Lines, Outcome, WriteMode, WriteResult, get_store
 from realtime_async._writing.sender import broadcast, get_scheduler, wait_sent
 from realtime_async._writing.stages import overall_percent
 from realtime_async.conf import get_settings
 
-__all__ = ["Tracker", "Writer", "get_writer"]
+__all__ = ["Tracker", "Writer", "get_writer", "log_line", "progress_change"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -59,6 +63,56 @@ def _number(name: str, value: object) -> float | None:
     return value
 
 
+def progress_change(
+    message: str | None,
+    current: float | None,
+    total: float | None,
+    percent: float | None,
+    data: dict[str, Any] | None,
+) -> Callable[[StateRecord], None]:
+    """The change one ``update_progress`` call makes to a record, checked now (``ValueError``, ``TypeError``).
+
+    Inside an active stage the call moves the stage's own bar, and the task's
+    percent is the stages combined. The writer and the terminal apply the same change.
+    """
+    if message is not None and not isinstance(message, str):
+        message = str(message)
+    current, total = _number("current", current), _number("total", total)
+    percent = _number("percent", percent)
+    if data is not None:
+        json.dumps(data, cls=DjangoJSONEncoder)  # fail here, in the worker, not later
+
+    def apply(record: StateRecord) -> None:
+        if message is not None:
+            record["message"] = message[:MAX_MESSAGE_LENGTH]
+        if total is not None:
+            record["total"] = total
+        if current is not None:
+            record["current"] = current
+        if data is not None:
+            record["data"] = data
+        record["percent"] = compute_percent(record.get("current"), record.get("total"), percent)
+        if percent is not None and current is None:
+            record["current"] = None
+        active = _active_stage(record)
+        if active is not None:
+            active["percent"] = record["percent"]
+            record["percent"] = overall_percent(record.get("stages") or [])
+
+    return apply
+
+
+def log_line(text: object, level: str) -> LogEntry:
+    """A log line from what the worker gave: plain text on one line, cut to ``MAX_LOG_LINE_LENGTH``."""
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log(): level must be one of {', '.join(LOG_LEVELS)}, got {level!r}.")
+    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(char for char in text if char == "\n" or char == "\t" or char.isprintable())
+    if len(text) > MAX_LOG_LINE_LENGTH:
+        text = text[: MAX_LOG_LINE_LENGTH - 1] + "…"
+    return {"t": round(time.time(), 3), "level": cast(LogLevel, level), "text": text}
+
+
 @dataclasses.dataclass
 class Tracker:
     """What this process knows of one task it runs: its latest record and the coalescing state."""
@@ -71,6 +125,12 @@ class Tracker:
     finished: bool = False
     sample: tuple[float, float] | None = None
     meta: dict[str, Any] | None = None  # launch metadata, for lifecycle payloads
+    #: Log lines waiting for the next write (never dropped by coalescing, only by the bound).
+    lines: Lines = dataclasses.field(default_factory=Lines)
+
+    def take_lines(self) -> Lines:
+        lines, self.lines = self.lines, Lines()
+        return lines
 
 
 class Writer:
@@ -92,6 +152,7 @@ class Writer:
         meta: dict[str, Any] | None = None,
         wait: bool = False,
         end: bool = False,
+        lines: Lines | None = None,
     ) -> WriteResult:
         """Write ``record`` now and broadcast it; return what the store did.
 
@@ -123,6 +184,7 @@ class Writer:
                 floor=record.get("seq") or 0,
                 end=end,
                 publish=publish,
+                lines=lines,
             )
             if result.written:
                 message = {
@@ -147,44 +209,10 @@ class Writer:
     def tracker(self, task_name: str) -> Tracker | None:
         return self._trackers.get(task_name)
 
-    def update(
-        self,
-        task_name: str,
-        message: str | None,
-        current: float | None,
-        total: float | None,
-        percent: float | None,
-        data: dict[str, Any] | None,
+    def change(
+        self, task_name: str, apply: Callable[[StateRecord], object] | None, *, line: LogEntry | None = None
     ) -> tuple[bool, Tracker | None]:
-        """Apply one progress call; return ``(written_now, tracker)``."""
-        if message is not None and not isinstance(message, str):
-            message = str(message)
-        current, total = _number("current", current), _number("total", total)
-        percent = _number("percent", percent)
-        if data is not None:
-            json.dumps(data, cls=DjangoJSONEncoder)  # fail here, in the worker, not later
-
-        def apply(record: StateRecord) -> None:
-            if message is not None:
-                record["message"] = message[:MAX_MESSAGE_LENGTH]
-            if total is not None:
-                record["total"] = total
-            if current is not None:
-                record["current"] = current
-            if data is not None:
-                record["data"] = data
-            record["percent"] = compute_percent(record.get("current"), record.get("total"), percent)
-            if percent is not None and current is None:
-                record["current"] = None
-            active = _active_stage(record)
-            if active is not None:  # the call moves the stage's own bar; the task's is the stages combined
-                active["percent"] = record["percent"]
-                record["percent"] = overall_percent(record.get("stages") or [])
-
-        return self.change(task_name, apply)
-
-    def change(self, task_name: str, apply: Callable[[StateRecord], object]) -> tuple[bool, Tracker | None]:
-        """Change the running task's record with ``apply`` and write it, coalesced; return ``(written_now, tracker)``.
+        """Change the task's record with ``apply``, log ``line``, write coalesced; return ``(written_now, tracker)``.
 
         What ``apply`` raises (a ``ValueError`` about a stage name) reaches the worker; ``apply`` checks
         before it changes anything (``stages._find``), so the record is not copied on this hot path.
@@ -204,7 +232,10 @@ class Writer:
             if tracker.finished:
                 return False, tracker
             record = tracker.record
-            apply(record)
+            if apply is not None:
+                apply(record)
+            if line is not None:
+                tracker.lines.add(line, get_settings().log_max_lines)
             self._estimate(tracker, mono)
             record["state"] = "running"
             record["updated_at"] = now
@@ -213,13 +244,14 @@ class Writer:
                 tracker.last_write = mono
                 tracker.pending = False
                 snapshot = copy.deepcopy(record)
+                lines = tracker.take_lines()
             else:
                 tracker.pending = True
                 if not tracker.scheduled:
                     tracker.scheduled = True
                     get_scheduler().call_at(tracker.last_write + interval, lambda: self._trailing(task_name))
                 return False, tracker
-        self._write_progress(tracker, snapshot)
+        self._write_progress(tracker, snapshot, lines)
         return True, tracker
 
     def _estimate(self, tracker: Tracker, mono: float) -> None:
@@ -243,11 +275,13 @@ class Writer:
         if rate and goal:
             record["eta"] = round(max(0.0, (goal - measure) / rate), 1)
 
-    def _write_progress(self, tracker: Tracker, record: StateRecord) -> None:
+    def _write_progress(self, tracker: Tracker, record: StateRecord, lines: Lines) -> None:
         try:
-            result = self.commit(record)
-        except Exception as exc:  # Redis down: the worker carries on, the next write retries
+            result = self.commit(record, lines=lines)
+        except Exception as exc:  # Redis down: the worker carries on, the next write retries (lines too)
             logger.warning("realtime_async: progress write failed (%s: %s)", type(exc).__name__, exc)
+            with self._lock:
+                tracker.lines = lines.then(tracker.lines, get_settings().log_max_lines)
             return
         tracker.cancel_requested = tracker.cancel_requested or result.cancel_requested
         if result.written:
@@ -269,17 +303,18 @@ class Writer:
             tracker.pending = False
             tracker.last_write = time.monotonic()
             snapshot = copy.deepcopy(tracker.record)
-        self._write_progress(tracker, snapshot)
+            lines = tracker.take_lines()
+        self._write_progress(tracker, snapshot, lines)
 
-    def finish(self, task_name: str) -> StateRecord | None:
-        """Stop coalescing ``task_name`` and return its latest record (pending writes are superseded)."""
+    def finish(self, task_name: str) -> Tracker | None:
+        """Stop coalescing ``task_name``; its tracker has the latest record and the lines the final write carries."""
         with self._lock:
             tracker = self._trackers.pop(task_name, None)
             if tracker is None:
                 return None
             tracker.finished = True
             tracker.pending = False
-            return tracker.record
+            return tracker
 
 
 _writer = PerProcess(Writer)

@@ -43,6 +43,7 @@ def live_progress(
     ws_url: str | None = None,
     poll_url: str | None = None,
     cancel_url: str | None = None,
+    log: bool = True,
 ) -> SafeString:
     """The live progress widget of ``task_name``; see ``realtime_async.widgets.render_live_progress``."""
     request = _request(context)
@@ -56,6 +57,7 @@ def live_progress(
         ws_url=ws_url or None,
         poll_url=poll_url or None,
         cancel_url=cancel_url or None,
+        log=bool(log),
         nonce=_nonce(context, request),
         include_assets=_first_assets(context, request),
     )

@@ -164,3 +164,33 @@ def test_no_inline_script_or_style(alice):
         assert f'nonce="{nonce}"' in tag, tag
     assert "style=" not in html and "<style" not in html
     assert all(' src="' in tag for tag in re.findall(r"<script[^>]*>", html))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_title_links_to_the_task_page_with_its_live_widget_and_log(alice, bob):
+    name = recorded(alice, "running", message="Halfway", percent=50.0)
+    page = get(alice)
+    assert f'href="{URL}{name}/"' in page.content.decode()
+    task_page = Client()
+    task_page.force_login(alice)
+    answer = task_page.get(f"{URL}{name}/")
+    html = answer.content.decode()
+    assert answer.status_code == 200 and f'data-ra-task="{name}"' in html
+    assert 'data-ra-field="log"' in html and "data-ra-widget" in html
+    assert answer["Cache-Control"].startswith("max-age=0")
+    stranger = Client()
+    stranger.force_login(bob)
+    assert stranger.get(f"{URL}{name}/").status_code == 404
+    assert stranger.get(f"{URL}no-such-task/").status_code == 404
+    assert task_page.get(f"{URL}no-such-task/").status_code == 404
+    assert Client().get(f"{URL}{name}/").status_code == 302  # to the login page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_whose_record_expired_shows_its_row_and_says_the_log_is_gone(alice):
+    name = recorded(alice, "success", live=False, message="Imported <b>all</b>")
+    client = Client()
+    client.force_login(alice)
+    html = client.get(f"{URL}{name}/").content.decode()
+    assert "no longer kept" in html and "Imported &lt;b&gt;all&lt;/b&gt;" in html
+    assert "data-ra-widget" not in html

@@ -75,5 +75,5 @@ def test_the_my_tasks_page_lists_tasks_by_title(manager, alice):
     client = Client()
     client.force_login(alice)
     html = client.get(reverse("realtime_async_dashboard:my-tasks")).content.decode()
-    assert 'data-ra-field="title">Quarterly &lt;report&gt;</span>' in html
+    assert 'data-ra-field="title" href="/tasks/' in html and ">Quarterly &lt;report&gt;</a>" in html
     assert f'data-ra-field="task">{name}</small>' in html

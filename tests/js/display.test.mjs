@@ -83,3 +83,13 @@ test("displayStages without i18n speaks English; the stepper's keys are the ones
   const odd = displayStages({ state: "running", stages: [{ name: "x", state: "constructor" }] });
   assert.equal(odd.stages[0].stateLabel, "constructor");
 });
+
+for (const { record, expect } of cases.translated.records) {
+  test(`display in ${cases.translated.language}, case ${record.seq}: the stock messages translated, others as written`, () => {
+    const shown = display(record, cases.translated.i18n);
+    assert.deepEqual(
+      { state_label: shown.stateLabel, eta_text: shown.etaText, message: shown.message, stage_text: shown.stageText },
+      expect,
+    );
+  });
+}

@@ -125,7 +125,8 @@ test("auto: without WebSocket the widget polls at once; ws: it reports the task 
   wsOnly.widget.start();
   assert.equal(wsOnly.element.dataset.raState, "unavailable");
   assert.equal(field(wsOnly.element, "state"), "Not available");
-  assert.equal(field(wsOnly.element, "message"), "WebSocket is not available.");
+  assert.equal(field(wsOnly.element, "message"), cases.i18n.no_updates); // in the page's words, not the reason's
+  assert.equal(field(wsOnly.element, "message"), "Live updates are not available.");
   assert.deepEqual(wsOnly.events, ["error:"]);
 });
 

@@ -32,9 +32,13 @@ INSTALLED_APPS = [
     "realtime_async.contrib.dashboard",
     "tests.testapp",
 ]
+#: The languages realtime_async ships catalogues for (realtime_async/locale).
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("fr", "Français")]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The widget, the dashboard and the admin page in the visitor's language (Accept-Language, the cookie).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -83,6 +87,12 @@ CHANNEL_LAYERS = {
 }
 ASGI_APPLICATION = "tests.project.asgi.application"
 STATIC_URL = "/static/"
+# Files that tasks attach (attach_file), shared by every process of one session; never the working directory.
+FILES_DIR = os.environ.setdefault("RA_TEST_FILES_DIR", os.path.join(tempfile.gettempdir(), f"{PREFIX}-files"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": FILES_DIR}},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 SESSION_ENGINE = "django.contrib.sessions.backends.cache"
 
 CELERY_BROKER_URL = REDIS_URL

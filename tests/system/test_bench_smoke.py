@@ -30,11 +30,13 @@ def test_every_scenario_ran(results):
 def test_worker_side_costs_and_coalescing(results):
     worker = results["runs"][0]["worker"]
     keys = ("raw_set", "update_progress_publish", "update_progress_untracked", "async_to_sync_group_send", "launch")
-    for key in (*keys, "launch_locked", "celery_apply_async"):
+    for key in (*keys, "launch_locked", "celery_apply_async", "log_publish"):
         assert worker[key]["n"] > 0, key
-    hot = worker["update_progress_hot"]
-    assert hot["last_kept"], "coalescing must keep the last update"
-    assert 1 <= hot["writes"] < hot["calls"], hot
+    for key in ("update_progress_hot", "update_progress_stage_hot", "log_hot"):
+        hot = worker[key]
+        assert hot["last_kept"], f"coalescing must keep the last update ({key})"
+        assert 1 <= hot["writes"] < hot["calls"], (key, hot)
+    assert worker["log_hot"]["lines_numbered"] == worker["log_hot"]["calls"], worker["log_hot"]
 
 
 def _assert_complete(step, *, every_frame: bool, label: str):
@@ -65,6 +67,15 @@ def test_fan_out_every_watcher_gets_the_final_state(results):
                 step = block[f"{rate:g}"]
                 assert step["watchers"] == watchers
                 _assert_complete(step, every_frame=target == "naive", label=f"{target}/{watchers}@{rate}")
+
+
+def test_fan_out_with_log_lines():
+    """``--only fanout_log`` (not in the default set): the same step without, then with a log line per update."""
+    only = bench.run(bench.QUICK, scenarios=("fanout_log",), skip_optional=False)
+    (run,) = only["runs"]
+    block = run["fanout_log"][f"ours/{bench.QUICK.fanout_watchers[-1]}"]
+    for key in ("10", "10+log"):
+        _assert_complete(block[key], every_frame=False, label=key)
 
 
 def test_many_tasks_and_idle_memory(results):

@@ -98,6 +98,11 @@ def test_new_tasks_appear_and_finish_without_reload(pages, alice, bob, staff, ce
     assert done.locator('[data-ra-field="message"]').inner_text() == "Step 6/6"
     assert done.locator("progress").evaluate("(bar) => bar.value") == 100
     assert row(mine, theirs).count() == 0  # bob's task is not alice's to see
+    # A row the feed added links to the task's own page like a rendered one; the page shows the task.
+    link = done.locator('a[data-ra-field="title"]')
+    page_path = "/tasks/"  # the dashboard's own URLs, wherever the page showing the table is
+    assert link.get_attribute("href") == f"{page_path}{new}/"
+    assert row(mine, earlier).locator('a[data-ra-field="title"]').get_attribute("href") == f"{page_path}{earlier}/"
     seen = [event for event in events(mine, new) if event["row"]]
     assert {event["transport"] for event in seen} == {"ws"}, seen
     assert [event["name"] for event in seen][-3:] == ["progress", "final", "success"], seen
@@ -105,6 +110,9 @@ def test_new_tasks_appear_and_finish_without_reload(pages, alice, bob, staff, ce
     assert len(seqs) >= 3 and seqs == sorted(set(seqs)), seqs  # it moved, in order
     assert mine.locator("#ra-dashboard").get_attribute("data-ra-via") == "ws"
     assert len(mine.sockets) == 1
+    link.click()
+    mine.wait_for_selector(f'[data-ra-task="{new}"][data-ra-state="success"]')
+    assert mine.url.endswith(f"{page_path}{new}/")
     assert_clean(mine)
     assert_clean(everyone)
 

@@ -124,3 +124,15 @@ def staged(*, fail_in=None, steps=3, delay=0.05, task_key=None, manager_class=No
             if name == fail_in:
                 raise PublicTaskError(f"{name} broke.")
     return "staged"
+
+
+def chatty(n, *, delay=0.0, task_key=None, manager_class=None, **kwargs):
+    """Logs ``n`` numbered lines (every tenth a warning) beside its progress; fails after them when ``n`` is odd."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for i in range(1, n + 1):
+        manager.update_progress(task_key, f"Row {i} of {n}", current=i, total=n)
+        manager.log(task_key, f"Row {i} <b>done</b>", level="warning" if i % 10 == 0 else "info")
+        time.sleep(delay)
+    if n % 2:
+        raise PublicTaskError("Odd number of rows.")
+    return {"logged": n}

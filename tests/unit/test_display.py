@@ -49,3 +49,16 @@ def test_display(case):
     shown = display(case["record"])
     assert {key: shown[key] for key in case["expect"]} == case["expect"]
     assert set(case["expect"]) == set(shown) - {"percent"}  # the table covers every field shown as text
+
+
+def test_the_scripts_get_the_strings_of_the_table_in_another_language():
+    translated = CASES["translated"]
+    with translation.override(translated["language"]):
+        assert i18n() == translated["i18n"]
+
+
+@pytest.mark.parametrize("case", CASES["translated"]["records"], ids=lambda case: str(case["record"]["seq"]))
+def test_display_in_another_language_translates_the_stock_messages_only(case):
+    with translation.override(CASES["translated"]["language"]):
+        shown = display(case["record"])
+    assert {key: shown[key] for key in case["expect"]} == case["expect"]

@@ -93,6 +93,11 @@ VALID_CLIENT = [
     {"v": 1, "type": "subscribe_feed"},
     {"v": 1, "type": "unsubscribe_feed"},
     {"v": 1, "type": "cancel", "task": "rebuild-42"},
+    {"v": 1, "type": "subscribe", "task": "a", "log_after": 0},
+    {"v": 1, "type": "subscribe", "task": "a", "seq": 3, "log_after": 2**53 - 1},
+    {"v": 1, "type": "subscribe", "task": "a", "log_after": None},
+    {"v": 1, "type": "log", "task": "rebuild-42", "after": 0},
+    {"v": 1, "type": "log", "task": "rebuild-42", "after": 31.0},
 ]
 INVALID_CLIENT = [
     {"v": 1, "type": "subscribe", "task": "x" * 129},
@@ -107,6 +112,14 @@ INVALID_CLIENT = [
     {"v": 1, "type": "unsubscribe_feed", "id": 1},
     {"v": 2, "type": "subscribe_feed"},
     {"v": 1, "type": "cancel"},
+    {"v": 1, "type": "subscribe", "task": "a", "log_after": -1},
+    {"v": 1, "type": "subscribe", "task": "a", "log_after": "3"},
+    {"v": 1, "type": "subscribe", "task": "a", "log_after": 2**53},
+    {"v": 1, "type": "log", "task": "a"},
+    {"v": 1, "type": "log", "task": "a", "after": None},
+    {"v": 1, "type": "log", "task": "a", "after": 1.5},
+    {"v": 1, "type": "log", "task": "a", "after": 1, "seq": 1},
+    {"v": 1, "type": "log", "after": 1},
     {"v": 1, "type": "cancel", "task": "bad name"},
     {"v": 1, "type": "cancel", "task": "a", "token": "t"},
 ]
@@ -151,9 +164,8 @@ def test_the_docs_list_the_codes_the_code_uses():
     client_docs += doc[doc.index("## The feed and cancellation") : doc.index("## Ordering")]
     documented_client_types = set(re.findall(r'^\{"v": 1, "type": "(\w+)"', client_docs, re.M))
     assert documented_client_types == client_types
-    server_types = {
-        d["properties"]["type"]["const"] for d in (SCHEMA["$defs"][k] for k in ("progress", "error", "pong"))
-    }
+    server_kinds = ("progress", "logLines", "error", "pong")
+    server_types = {SCHEMA["$defs"][kind]["properties"]["type"]["const"] for kind in server_kinds}
     assert server_types == set(typing.get_args(protocol.ServerMessageType))
 
 

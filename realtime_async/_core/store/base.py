@@ -8,9 +8,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from realtime_async._core.records import StateRecord
+from realtime_async._core.records import LogEntry, LogInfo, LogLine, StateRecord
+from realtime_async.conf import get_settings
 
-__all__ = ["Outcome", "Store", "Write", "WriteMode", "WriteResult"]
+__all__ = ["Lines", "LogRead", "Outcome", "Store", "Write", "WriteMode", "WriteResult"]
 
 
 class WriteMode(enum.IntEnum):
@@ -32,6 +33,52 @@ class Outcome(enum.Enum):
     UNFINISHED_EXISTS = "unfinished_exists"
 
 
+@dataclasses.dataclass
+class Lines:
+    """Log lines waiting for a write, oldest first, and how many the bound dropped before they were written."""
+
+    entries: list[LogEntry] = dataclasses.field(default_factory=list)
+    dropped: int = 0
+
+    def add(self, entry: LogEntry, limit: int) -> None:
+        self.entries.append(entry)
+        self._bound(limit)
+
+    def then(self, newer: Lines, limit: int) -> Lines:
+        """These lines followed by ``newer`` (a failed write puts its lines back before the new ones)."""
+        joined = Lines([*self.entries, *newer.entries], self.dropped + newer.dropped)
+        joined._bound(limit)
+        return joined
+
+    def _bound(self, limit: int) -> None:
+        excess = len(self.entries) - limit
+        if excess > 0:  # more lines than the log keeps: the oldest would be dropped by the store anyway
+            del self.entries[:excess]
+            self.dropped += excess
+
+    def bodies(self) -> list[str]:
+        """Each line's JSON without its opening brace: the store puts ``{"n":N,`` before it."""
+        return [json.dumps(entry, separators=(",", ":"), ensure_ascii=False)[1:] for entry in self.entries]
+
+    def __bool__(self) -> bool:
+        return bool(self.entries) or self.dropped > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRead:
+    """Lines of a task's log after a number, with where the log stands."""
+
+    #: The newest line's number (0: the task logged nothing).
+    last: int
+    dropped: int
+    #: The lines' JSON, oldest first.
+    lines: list[str]
+
+    def info(self) -> LogInfo:
+        decoded: list[LogLine] = [json.loads(line) for line in self.lines]
+        return {"last": self.last, "dropped": self.dropped, "lines": decoded}
+
+
 @dataclasses.dataclass(frozen=True)
 class Write:
     """One call of ``Store.write_state``, as the implementations get it."""
@@ -46,6 +93,9 @@ class Write:
     floor: int
     end: bool
     publish: Sequence[str]
+    lines: Lines
+    #: The log's bound: lines and bytes kept per task (``LOG_MAX_LINES``, ``LOG_MAX_BYTES``).
+    log_limits: tuple[int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +133,7 @@ class Store:
         floor: int = 0,
         end: bool = False,
         publish: Sequence[str] = (),
+        lines: Lines | None = None,
     ) -> WriteResult:
         """Store a record (``body``: its JSON without the opening brace) above seq ``floor``.
 
@@ -92,14 +143,27 @@ class Store:
         written is also published, in the same step, to the pub/sub channel of
         each group in ``publish`` (``RedisStore.broadcast_channel``); stores
         without pub/sub ignore it.
+
+        ``lines`` are appended to the task's log when the record is written:
+        numbered after the log's last line (and the lines they dropped), the
+        oldest dropped while the log is over ``log_limits``. The record gets
+        ``log`` (``last``, ``dropped``); the one returned and published also
+        has the new lines. A ``CREATE`` starts a new log.
         """
-        return self._write_state(Write(task_name, state, body, ttl, mode, meta, floor, end, publish))
+        settings = get_settings()
+        limits = (settings.log_max_lines, settings.log_max_bytes)
+        write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines or Lines(), limits)
+        return self._write_state(write)
 
     def _write_state(self, write: Write) -> WriteResult:
         raise NotImplementedError
 
     def read_state(self, task_name: str) -> str | None:
         """The stored record as JSON, or None."""
+        raise NotImplementedError
+
+    def read_log(self, task_name: str, after: int = 0) -> LogRead:
+        """The task's log lines numbered above ``after``, oldest first (all it keeps when ``after`` is 0)."""
         raise NotImplementedError
 
     def read_meta(self, task_name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.cache import caches
 
 from realtime_async._core.records import FINAL_STATES
-from realtime_async._core.store.base import Outcome, Store, Write, WriteMode, WriteResult
+from realtime_async._core.store.base import LogRead, Outcome, Store, Write, WriteMode, WriteResult
 from realtime_async.conf import get_settings
 
 __all__ = ["CacheStore"]
@@ -47,15 +47,40 @@ class CacheStore(Store):
                 return WriteResult(refused, 0, entry["rec"], self.is_cancelled(task_name))
             if mode is WriteMode.CREATE:
                 self.cache.delete(self._k("c", task_name))
+                entry.pop("log", None)
             entry["seq"] = max(entry["seq"], write.floor) + 1
             entry["state"] = write.state
-            entry["rec"] = f'{{"seq":{entry["seq"]},{write.body}'
+            log, published = self._append(entry, write)
+            entry["rec"] = f'{{"seq":{entry["seq"]},{log}{write.body}'
             if write.meta:
                 entry["meta"] = write.meta
             self.cache.set(self._k("t", task_name), entry, write.ttl)
             if write.end:
                 self._end(task_name)
-            return WriteResult(Outcome.WRITTEN, entry["seq"], entry["rec"], self.is_cancelled(task_name))
+            returned = f'{{"seq":{entry["seq"]},{published}{write.body}'
+            return WriteResult(Outcome.WRITTEN, entry["seq"], returned, self.is_cancelled(task_name))
+
+    @staticmethod
+    def _append(entry: dict[str, Any], write: Write) -> tuple[str, str]:
+        """Append ``write.lines`` as ``write.lua`` does; return the record's ``log`` as stored and as published."""
+        log = entry.setdefault("log", {"last": 0, "dropped": 0, "lines": []})
+        log["last"] += write.lines.dropped
+        log["dropped"] += write.lines.dropped
+        new = []
+        for body in write.lines.bodies():
+            log["last"] += 1
+            new.append(f'{{"n":{log["last"]},{body}')
+        kept: list[str] = log["lines"] + new
+        most, budget = write.log_limits
+        size = sum(len(line.encode()) for line in kept)
+        while kept and (len(kept) > most or size > budget):
+            size -= len(kept.pop(0).encode())
+            log["dropped"] += 1
+        log["lines"] = kept
+        if not log["last"]:
+            return "", ""
+        head = f'"log":{{"last":{log["last"]},"dropped":{log["dropped"]}'
+        return head + "},", (head + f',"lines":[{",".join(new)}]}},' if new else head + "},")
 
     def _end(self, task_name: str) -> None:
         self.release(task_name)
@@ -65,6 +90,11 @@ class CacheStore(Store):
     def read_state(self, task_name: str) -> str | None:
         entry = self.cache.get(self._k("t", task_name))
         return entry["rec"] if entry else None
+
+    def read_log(self, task_name: str, after: int = 0) -> LogRead:
+        log = (self.cache.get(self._k("t", task_name)) or {}).get("log") or {"last": 0, "dropped": 0, "lines": []}
+        first = log["last"] - len(log["lines"]) + 1
+        return LogRead(log["last"], log["dropped"], log["lines"][max(0, after - first + 1) :])
 
     def read_meta(self, task_name: str) -> dict[str, Any]:
         entry = self.cache.get(self._k("t", task_name)) or {}

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from realtime_async._core.records import FINAL_STATES
-from realtime_async._core.store.base import Outcome, Store, Write, WriteResult
+from realtime_async._core.store.base import LogRead, Outcome, Store, Write, WriteResult
 from realtime_async.conf import get_settings
 
 __all__ = ["RedisStore"]
@@ -48,6 +48,7 @@ class RedisStore(Store):
         self._acquire = client.register_script(_script("acquire"))
         self._release = client.register_script(_script("release"))
         self._renew = client.register_script(_script("renew"))
+        self._read_log = client.register_script(_script("readlog"))
         self._lock_prefix = f"{prefix}:l:"
         db = client.connection_pool.connection_kwargs.get("db") or 0
         self._broadcast_prefix = f"{prefix}:bc:{db}:"
@@ -62,10 +63,11 @@ class RedisStore(Store):
 
     def _write_state(self, write: Write) -> WriteResult:
         k, name = self._k, write.task_name
-        keys = [k("t", name), k("c", name), k("tl", name), k("a", "tasks"), k("hb", name)]
-        channels = map(self.broadcast_channel, write.publish)
+        keys = [k("t", name), k("c", name), k("tl", name), k("a", "tasks"), k("hb", name), k("log", name)]
+        lines = write.lines.bodies()
         args = [write.state, write.body, _ms(write.ttl), int(write.mode), write.meta, write.floor, name, int(write.end)]
-        args.extend(channels)
+        args += [len(lines), *write.log_limits, write.lines.dropped, *lines]
+        args.extend(map(self.broadcast_channel, write.publish))
         seq, rec, cancel = self._write(keys=keys, args=args)
         seq = int(seq)
         outcome = _NOT_WRITTEN.get(seq, Outcome.WRITTEN)
@@ -75,12 +77,16 @@ class RedisStore(Store):
         value = self.client.hget(self._k("t", task_name), "rec")
         return value.decode() if value is not None else None
 
+    def read_log(self, task_name: str, after: int = 0) -> LogRead:
+        last, dropped, *lines = self._read_log(keys=[self._k("t", task_name), self._k("log", task_name)], args=[after])
+        return LogRead(int(last), int(dropped), [_text(line) for line in lines])
+
     def read_meta(self, task_name: str) -> dict[str, Any]:
         value = self.client.hget(self._k("t", task_name), "meta")
         return json.loads(value) if value else {}
 
     def delete_task(self, task_name: str) -> None:
-        self.client.delete(self._k("t", task_name), self._k("hb", task_name), self._k("c", task_name))
+        self.client.delete(*(self._k(kind, task_name) for kind in ("t", "hb", "c", "log")))
 
     def acquire(self, task_name: str, lock_ids: list[str], ttl: float) -> dict[str, str]:
         keys = [self._k("tl", task_name), *(self._lock_prefix + lock for lock in lock_ids)]
@@ -104,7 +110,7 @@ class RedisStore(Store):
         return sorted(key.decode()[n:] for key in self.client.smembers(self._k("tl", task_name)))
 
     def renew(self, task_name: str, *, lock_ttl: float, heartbeat_timeout: float, state_ttl: float) -> list[str]:
-        keys = [self._k("tl", task_name), self._k("hb", task_name), self._k("t", task_name)]
+        keys = [self._k(kind, task_name) for kind in ("tl", "hb", "t", "log")]
         lost = self._renew(keys=keys, args=[task_name, _ms(lock_ttl), _ms(heartbeat_timeout), _ms(state_ttl)])
         n = len(self._lock_prefix)
         return [key.decode()[n:] for key in lost]

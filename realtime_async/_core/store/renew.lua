@@ -1,5 +1,5 @@
 -- A running task's heartbeat: renew its locks, liveness and record.
--- KEYS: lock set, heartbeat, task hash. ARGV: task, lock ttl ms, heartbeat
+-- KEYS: lock set, heartbeat, task hash, log list. ARGV: task, lock ttl ms, heartbeat
 -- timeout ms, state ttl ms. Returns the locks this task no longer holds; they
 -- stay in its set so that holds_locks keeps saying so until the task releases them.
 local lost = {}
@@ -10,4 +10,5 @@ end
 redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[2]), tonumber(ARGV[4])))
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return lost

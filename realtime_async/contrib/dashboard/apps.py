@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy
 
 
 class DashboardConfig(AppConfig):
     name = "realtime_async.contrib.dashboard"
     label = "realtime_async_dashboard"
-    verbose_name = "Background tasks"
+    verbose_name = gettext_lazy("Background tasks")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

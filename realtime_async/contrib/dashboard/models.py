@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import pgettext_lazy
 
 __all__ = ["TaskRecord"]
 
@@ -10,12 +11,13 @@ class TaskRecord(models.Model):
     """What the lifecycle hooks saw of one task; the cache stays the live source of truth."""
 
     class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCESS = "success"
-        FAILURE = "failure"
-        CANCELLED = "cancelled"
-        LOST = "lost"
+        # The labels are the ones of migration 0001: equal in English, so no migration is due.
+        QUEUED = "queued", pgettext_lazy("task state", "Queued")
+        RUNNING = "running", pgettext_lazy("task state", "Running")
+        SUCCESS = "success", pgettext_lazy("task state", "Success")
+        FAILURE = "failure", pgettext_lazy("task state", "Failure")
+        CANCELLED = "cancelled", pgettext_lazy("task state", "Cancelled")
+        LOST = "lost", pgettext_lazy("task state", "Lost")
 
     task_name = models.CharField(max_length=128, unique=True)
     title = models.CharField(max_length=200, blank=True)

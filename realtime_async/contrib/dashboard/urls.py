@@ -5,4 +5,7 @@ from django.urls import path
 from realtime_async.contrib.dashboard import views
 
 app_name = "realtime_async_dashboard"
-urlpatterns = [path("", views.my_tasks, name="my-tasks")]
+urlpatterns = [
+    path("", views.my_tasks, name="my-tasks"),
+    path("<str:task_name>/", views.task_page, name="task"),
+]

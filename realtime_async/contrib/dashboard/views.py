@@ -14,21 +14,23 @@ from typing import Any, cast
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from realtime_async._core.access import may_view
+from realtime_async._core.access import may_view, visible_record
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.records import State, StateRecord
 from realtime_async._web.display import display, i18n, state_labels
+from realtime_async._web.results import display_results
 from realtime_async.conf import get_settings
 from realtime_async.contrib.dashboard.models import TaskRecord
 from realtime_async.widgets import DEFAULT_WS_PATH
 
-__all__ = ["LIMIT", "my_tasks", "row_context", "visible_records"]
+__all__ = ["LIMIT", "my_tasks", "row_context", "task_page", "task_url_prefix", "visible_records"]
 
 #: Rows on the page; older tasks are in the admin.
 LIMIT = 50
@@ -62,6 +64,8 @@ def row_context(record: StateRecord, labels: dict[str, str] | None = None) -> di
         "message": shown["message"],
         # "Stage 2 of 3: Process" while a stage of the task is current, else "".
         "stage_text": shown["stage_text"],
+        # A succeeded task's result link and downloads (_web/results.py; dashboard.js redraws them).
+        "results": display_results(record),
         "final": shown["final"],
     }
 
@@ -80,7 +84,7 @@ def my_tasks(request: HttpRequest) -> HttpResponse:
         if may_view(manager, request.user, row.task_name, record):
             rows.append(row_context(record, labels))
     rows_only = request.headers.get("HX-Request") == "true"
-    context: dict[str, Any] = {"rows": rows}
+    context: dict[str, Any] = {"rows": rows, "task_url": task_url_prefix()}
     if not rows_only:
         context.update(
             poll_ms=str(max(100, round(get_settings().poll_interval * 1000))),
@@ -93,6 +97,36 @@ def my_tasks(request: HttpRequest) -> HttpResponse:
     response = render(request, template, context)
     patch_vary_headers(response, ("HX-Request",))
     return response
+
+
+@never_cache
+@require_GET
+@login_required
+def task_page(request: HttpRequest, task_name: str) -> HttpResponse:
+    """One task: its live widget, with stages, log and results, for as long as its record is kept.
+
+    404 for unknown and forbidden tasks alike, as everywhere. A task whose
+    record expired (``FINAL_STATE_TTL``) but whose row is still in the database
+    gets the row, and a note that its log is no longer kept.
+    """
+    manager = resolve_manager()
+    record = visible_record(manager, request.user, task_name)
+    row = None
+    if record is None:
+        row = visible_records(request.user).filter(task_name=task_name).first()
+        if row is None or not may_view(manager, request.user, task_name, _from_row(row)):
+            raise Http404
+    context = {"task_name": task_name, "live": record is not None}
+    context["row"] = row_context(record or _from_row(cast(TaskRecord, row)))
+    return render(request, "realtime_async_dashboard/task.html", context)
+
+
+def task_url_prefix() -> str:
+    """The path of a task's page without the name (``"/tasks/"``); "" when this app's URLs are not included."""
+    try:
+        return reverse("realtime_async_dashboard:task", args=["-"])[:-2]
+    except NoReverseMatch:
+        return ""
 
 
 def _from_row(row: TaskRecord) -> StateRecord:

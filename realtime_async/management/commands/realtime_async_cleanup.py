@@ -28,4 +28,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{verb} {item['task']}: {item['reason']}")
         for item in summary["skipped"]:
             self.stdout.write(f"Skipped {item['task']}: {item['reason']}")
+        if summary.get("files"):
+            deleted = "Would delete" if summary["dry_run"] else "Deleted"
+            self.stdout.write(f"{deleted} {len(summary['files'])} attached file(s) past FILE_RETENTION.")
         self.stdout.write(self.style.SUCCESS(f"{verb} {len(summary['cleaned'])}, skipped {len(summary['skipped'])}."))

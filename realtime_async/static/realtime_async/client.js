@@ -12,6 +12,7 @@
  *   subscriptions.js   Subscription, FeedSubscription (what subscribe()/subscribeFeed() return)
  *   backoff.js         backoffDelay: the reconnect and poll retry delays
  *   poll.js            pollProgress: one task through the polling endpoint
+ *   log.js             LogCursor: a task's log lines, in order, with its gaps asked for
  *
  * The page scripts built on it: display.js (how a record is shown), page.js
  * (one client per page, the fallback policy), widget.js, and the dashboard's
@@ -25,6 +26,8 @@
  *     onError(error) {},      // {code, message, task}: not_found, forbidden, limit, bad_request
  *     token: "optional watch token",
  *     seq: 17,                // optional: the last seq you saw
+ *     onLog(lines, { reset, dropped }) {},  // optional: the task's log lines, history first, then live
+ *     logAfter: 30,           // optional: the last log line you have (history starts after it)
  *   });
  *   const feed = client.subscribeFeed({ onProgress(record) {}, onError(error) {}, onSubscribed() {} });
  *   await client.cancel("rebuild-42");  // resolved once sent; "cancelled" follows as progress
@@ -38,9 +41,11 @@
 
 import { DEFAULT_URL, PROTOCOL_VERSION, isFinal, websocketUrl } from "./protocol.js";
 import { Connection } from "./socket.js";
+import { LogCursor } from "./log.js";
 import { FeedMemory, FeedSubscription, Subscription } from "./subscriptions.js";
 
 export { backoffDelay } from "./backoff.js";
+export { LogCursor } from "./log.js";
 export { pollProgress } from "./poll.js";
 export { DEFAULT_URL, FINAL_STATES, PROTOCOL_VERSION, isFinal, websocketUrl } from "./protocol.js";
 export { FeedSubscription, Subscription } from "./subscriptions.js";
@@ -108,20 +113,29 @@ export class RealtimeAsyncClient extends EventTarget {
   /**
    * Watch `task`. `seq` is the last seq the caller saw (the server still sends
    * the current record once); `token` is a watch token for users without a session.
+   * With `onLog`, the task's log lines after `logAfter` (0: all it keeps) come
+   * first, then each new line, in order, across reconnects.
    */
-  subscribe(task, { onProgress, onFinal, onError, token, seq } = {}) {
+  subscribe(task, { onProgress, onFinal, onError, onLog, token, seq, logAfter } = {}) {
     if (this._closed) throw new Error("RealtimeAsyncClient: subscribe() after close().");
     if (typeof task !== "string" || !task) throw new TypeError("RealtimeAsyncClient: task must be a non-empty string.");
-    const sub = new Subscription(this, task, { onProgress, onFinal, onError });
+    const sub = new Subscription(this, task, { onProgress, onFinal, onError, onLog });
     let entry = this._tasks.get(task);
     if (!entry) {
       entry = { subs: new Set(), seq: Number(seq) || 0, token: token || undefined, record: null, delivered: false };
+      entry.log = onLog ? new LogCursor(logAfter) : null;
       this._tasks.set(task, entry);
       this._sendSubscribe(task, entry);
     } else {
       entry.token ||= token || undefined;
-      // A later watcher of a task already followed gets its latest record at once.
+      // A later watcher of a task already followed gets its latest record (and the log lines held) at once.
       if (entry.record) queueMicrotask(() => sub._deliver(entry.record));
+      if (onLog && entry.log) {
+        queueMicrotask(() => sub._logged(entry.log.lines, { reset: false, dropped: entry.log.dropped }));
+      } else if (onLog) {
+        entry.log = new LogCursor(logAfter);
+        this._askLog(task, entry);
+      }
     }
     entry.subs.add(sub);
     this._connection.connect();
@@ -251,6 +265,7 @@ export class RealtimeAsyncClient extends EventTarget {
 
   _received(message) {
     if (message.type === "progress") this._progress(message.task, message.data);
+    else if (message.type === "log") this._history(message);
     else if (message.type === "error") this._error(message);
     else if (message.type === "pong") this._pong(message.id);
   }
@@ -279,12 +294,40 @@ export class RealtimeAsyncClient extends EventTarget {
     entry.record = record;
     entry.delivered = true;
     for (const sub of [...entry.subs]) sub._deliver(record);
-    // A subscriber may have unsubscribed from its callback, which already let the task go.
-    if (isFinal(record) && this._tasks.get(task) === entry) {
-      this._tasks.delete(task);
-      this._send({ v: PROTOCOL_VERSION, type: "unsubscribe", task });
-      this._maybeIdle();
+    if (entry.log) {
+      const step = entry.log.live(record.log);
+      this._logged(entry, step);
+      if (step.ask) this._askLog(task, entry, false);
     }
+    // A subscriber may have unsubscribed from its callback, which already let the task go.
+    // The log's last lines, when they are still asked for, end it instead (see _history).
+    if (isFinal(record) && this._tasks.get(task) === entry && !entry.log?.asked) this._let(task);
+  }
+
+  _history(message) {
+    const entry = this._tasks.get(message.task);
+    if (!entry?.log) return;
+    this._logged(entry, entry.log.history(message));
+    if (isFinal(entry.record) && this._tasks.get(message.task) === entry) this._let(message.task);
+  }
+
+  _logged(entry, { lines, reset }) {
+    if (!lines.length && !reset) return;
+    for (const sub of [...entry.subs]) sub._logged(lines, { reset, dropped: entry.log.dropped });
+  }
+
+  // The lines after the cursor; after a final state the server checks access again, hence the token.
+  _askLog(task, entry, mark = true) {
+    if (mark) entry.log.asked = true;
+    const message = { v: PROTOCOL_VERSION, type: "log", task, after: entry.log.last };
+    if (entry.token && isFinal(entry.record)) message.token = entry.token;
+    this._send(message);
+  }
+
+  _let(task) {
+    this._tasks.delete(task);
+    this._send({ v: PROTOCOL_VERSION, type: "unsubscribe", task });
+    this._maybeIdle();
   }
 
   _error(message) {
@@ -330,6 +373,10 @@ export class RealtimeAsyncClient extends EventTarget {
     const message = { v: PROTOCOL_VERSION, type: "subscribe", task };
     if (entry.seq) message.seq = entry.seq;
     if (entry.token) message.token = entry.token;
+    if (entry.log) {
+      message.log_after = entry.log.last; // the history comes after the current record
+      entry.log.asked = true;
+    }
     this._send(message);
   }
 

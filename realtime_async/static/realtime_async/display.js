@@ -7,10 +7,18 @@
  *
  * `i18n` is the object the server sends in data-ra-i18n:
  * {states: {state: label}, eta_s, eta_min, eta_h, unavailable, failed,
- *  stages, stage, stage_states: {stage state: label}, ...}.
+ *  stages, stage, stage_states: {stage state: label}, messages: {English: translated}, ...}.
+ * Every user-facing word comes from it, in the page's language (display.py
+ * translates it); the English defaults below only serve pages without it.
  */
 
 import { isFinal } from "./protocol.js";
+
+/** A stock message of the package (stored in English) in the page's language; any other text as written. */
+function stock(text, i18n) {
+  const messages = i18n.messages || {};
+  return typeof text === "string" && Object.hasOwn(messages, text) ? messages[text] : text;
+}
 
 function interpolate(template, values) {
   return String(template).replace(/%\((\w+)\)s/g, (_, name) => String(values[name] ?? ""));
@@ -77,8 +85,8 @@ export function display(record, i18n = {}) {
   const final = isFinal(record);
   let message;
   if (!record) message = i18n.unavailable;
-  else if (state === "failure" || state === "lost") message = record.error || i18n.failed;
-  else message = record.message ?? "";
+  else if (state === "failure" || state === "lost") message = stock(record.error, i18n) || i18n.failed;
+  else message = stock(record.message ?? "", i18n);
   return {
     state,
     stateLabel: i18n.states?.[state] ?? state,

@@ -1,6 +1,7 @@
 /** Following one task without a WebSocket (public through client.js). */
 
 import { backoffDelay } from "./backoff.js";
+import { LogCursor } from "./log.js";
 import { PROTOCOL_VERSION, call, isFinal } from "./protocol.js";
 
 /**
@@ -8,12 +9,25 @@ import { PROTOCOL_VERSION, call, isFinal } from "./protocol.js";
  * with fetch() and JSON: the same records and callbacks as `subscribe()`.
  *
  * Unchanged polls cost a 304 (the last ETag is sent back); errors back off
- * exponentially; a 404 ends it with `onError({code: "not_found"})`. Returns
- * `{stop()}`.
+ * exponentially; a 404 ends it with `onError({code: "not_found"})`. With
+ * `onLog(lines, {reset, dropped})`, each poll asks for the log lines after the
+ * last one it has (`?log_after=`; from `logAfter`, 0: all the server keeps).
+ * Returns `{stop()}`.
  */
 export function pollProgress(
   url,
-  { task, interval = 1000, maxInterval = 30000, seq = 0, onProgress, onFinal, onError, fetch: fetcher } = {},
+  {
+    task,
+    interval = 1000,
+    maxInterval = 30000,
+    seq = 0,
+    onProgress,
+    onFinal,
+    onError,
+    onLog,
+    logAfter = 0,
+    fetch: fetcher,
+  } = {},
 ) {
   const doFetch = fetcher || globalThis.fetch.bind(globalThis);
   let etag = null;
@@ -23,6 +37,14 @@ export function pollProgress(
   let stopped = false;
   let timer = null;
   let controller = null;
+  const log = onLog ? new LogCursor(logAfter) : null;
+  const address = () => {
+    if (!log) return url;
+    const [path, query = ""] = url.split("?", 2);
+    const params = new URLSearchParams(query);
+    params.set("log_after", String(log.last));
+    return `${path}?${params}`;
+  };
 
   const stop = () => {
     stopped = true;
@@ -45,7 +67,7 @@ export function pollProgress(
     if (etag) headers["If-None-Match"] = etag;
     let record = null;
     try {
-      const response = await doFetch(url, {
+      const response = await doFetch(address(), {
         headers,
         credentials: "same-origin",
         cache: "no-store",
@@ -66,6 +88,11 @@ export function pollProgress(
     } catch {
       if (stopped) return;
       errors += 1;
+    }
+    if (record && log && record.log) {
+      // A polling answer has every kept line after log_after: history, whatever its seq.
+      const step = log.history(record.log);
+      if (step.lines.length || step.reset) call(onLog, step.lines, { reset: step.reset, dropped: log.dropped });
     }
     if (record && (record.seq > last || (record.seq === last && !delivered))) {
       last = record.seq;

@@ -11,12 +11,13 @@ const FEED_MEMORY = 1000;
 
 /** One watcher of one task; returned by `RealtimeAsyncClient.subscribe()`. */
 export class Subscription {
-  constructor(client, task, { onProgress, onFinal, onError } = {}) {
+  constructor(client, task, { onProgress, onFinal, onError, onLog } = {}) {
     this.task = task;
     this.record = null;
     this.active = true;
     this._client = client;
-    this._handlers = { onProgress, onFinal, onError };
+    this._handlers = { onProgress, onFinal, onError, onLog };
+    this._logAfter = 0;
   }
 
   /** The seq of the last record delivered to this subscription (0: none yet). */
@@ -39,6 +40,14 @@ export class Subscription {
       this.active = false;
       call(this._handlers.onFinal, record);
     }
+  }
+
+  // Log lines come after the final state too (its last lines, a gap filled): `active` is not asked.
+  _logged(lines, info) {
+    const fresh = info.reset ? lines : lines.filter((line) => line.n > this._logAfter);
+    if (info.reset) this._logAfter = 0;
+    if (fresh.length) this._logAfter = fresh[fresh.length - 1].n;
+    if (fresh.length || info.reset) call(this._handlers.onLog, fresh, info);
   }
 
   _fail(error) {

@@ -38,13 +38,21 @@
  * when a task's first stages arrive after the server rendered none; only the
  * items that changed are touched, so screen readers are not told it all again.
  *
+ * Log ([data-ra-field="log"], a <details> hidden until the first line):
+ * logview.js's. The widget asks for the task's log history when it starts
+ * (also for a task rendered final, whose log stays readable as long as its
+ * record), then gets each new line; across reconnects and the polling
+ * fallback alike, no line is shown twice.
+ *
  * What a record looks like is display.js's (shared with the dashboard); the
  * page's one client and the fallback rule are page.js's.
  */
 
 import { isFinal, pollProgress } from "./client.js";
 import { display } from "./display.js";
+import { LogView } from "./logview.js";
 import { readJson, sharedClient, startAll, watchFallback, whenReady } from "./page.js";
+import { displayResults, renderResults } from "./results.js";
 
 export { formatEta } from "./display.js";
 export { sharedClient } from "./page.js";
@@ -73,13 +81,16 @@ export class LiveProgress {
     this._fallback = null; // page.js's watch over the socket, in "auto"
     this.cancelButton = element.querySelector("[data-ra-cancel]");
     this._cancelling = false;
+    this.log = new LogView(element, this.i18n);
+    this._onLog = this.log.enabled ? (lines, info) => this.log.add(lines, info) : undefined;
   }
 
   start() {
     if (this.done || this.client || this.poller) return;
     this.cancelButton?.addEventListener("click", () => this.cancel());
     if (isFinal({ state: this.state })) {
-      this.done = true; // rendered final by the server: nothing more will happen
+      this.done = true; // rendered final by the server: nothing more will happen, but its log can be read
+      if (this._onLog) this._finalLog();
       return;
     }
     if (this.transport === "poll") {
@@ -92,6 +103,7 @@ export class LiveProgress {
       token: this.token,
       onProgress: (record) => this._fromSocket(record),
       onError: (error) => this._socketError(error),
+      onLog: this._onLog,
     });
     if (this.transport === "auto") {
       this._fallback = watchFallback(this.client, () => this._startPolling());
@@ -187,11 +199,27 @@ export class LiveProgress {
 
   /** Stop following the task (the element left the page, or you are done with it). */
   stop() {
+    this._settle();
+    this.subscription?.unsubscribe();
+    this.log.stop();
+  }
+
+  // The task is final: no more states, but the subscription stays until the client
+  // ends it, after the log's last lines (see client.js).
+  _settle() {
     this.done = true;
     this._fallback?.stop();
-    this.subscription?.unsubscribe();
     this.poller?.stop();
     this.poller = null;
+  }
+
+  _finalLog() {
+    const onLog = this._onLog;
+    if (this.transport === "poll") {
+      if (this.pollUrl) pollProgress(this.pollUrl, { task: this.task, seq: this.seq, onLog });
+      return;
+    }
+    this.subscription = sharedClient(this.wsUrl).subscribe(this.task, { token: this.token, onLog });
   }
 
   _fromSocket(record) {
@@ -226,6 +254,8 @@ export class LiveProgress {
       seq: this.seq,
       onProgress: (record) => this._apply(record, "poll"),
       onError: (error) => this._error(error),
+      onLog: this._onLog,
+      logAfter: this.log.last,
     });
   }
 
@@ -238,7 +268,7 @@ export class LiveProgress {
     const detail = { task: this.task, record, transport };
     this._dispatch("progress", detail);
     if (isFinal(record)) {
-      this.stop();
+      this._settle();
       this._dispatch("final", detail);
       this._dispatch(record.state, detail);
     }
@@ -285,10 +315,13 @@ export class LiveProgress {
     fill?.setAttribute("width", percent === null ? "0" : percent.toFixed(2));
     this._text("percent", shown.percentText);
     this._text("eta", shown.etaText);
-    // A task that cannot be shown gives the server's reason; not_found is said in the page's language.
-    const why = !record && error?.message && error.code !== "not_found" ? error.message : "";
+    // A task that cannot be shown says why in the page's language: not_found as "No such task.", anything
+    // else as "Live updates are not available." (the server's English reason is in the error event).
+    const why = !record && error && error.code !== "not_found" ? this.i18n.no_updates || error.message || "" : "";
     this._text("message", why || shown.message, false);
     this._stages(shown.stages);
+    // A succeeded task's link and download buttons (results.js), into progress.html's data-ra-field="results".
+    renderResults(el.querySelector('[data-ra-field="results"]'), displayResults(record, this.i18n, this.token));
     if (this.cancelButton && (!record || shown.final)) {
       this.cancelButton.hidden = true;
       this.cancelButton.disabled = true;

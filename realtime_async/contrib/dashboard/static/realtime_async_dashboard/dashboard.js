@@ -26,6 +26,7 @@
 import { backoffDelay, isFinal } from "../realtime_async/client.js";
 import { display } from "../realtime_async/display.js";
 import { readJson, sharedClient, startAll, watchFallback, whenReady } from "../realtime_async/page.js";
+import { displayResults, renderResults } from "../realtime_async/results.js";
 
 const SELECTOR = "[data-ra-dashboard]";
 
@@ -240,6 +241,11 @@ export class LiveDashboard {
     // A task launched before titles existed is named by its task name.
     const title = record.title || record.task;
     this._text(row, "title", title);
+    // The title links to the task's own page (its log, stages and results): data-ra-task-url, then the name.
+    const link = row.querySelector('a[data-ra-field="title"]');
+    if (link && this.table.dataset.raTaskUrl) {
+      link.setAttribute("href", `${this.table.dataset.raTaskUrl}${encodeURIComponent(record.task)}/`);
+    }
     this._text(row, "task", record.task);
     this._text(row, "state", shown.stateLabel);
     const bar = row.querySelector("progress");
@@ -251,6 +257,7 @@ export class LiveDashboard {
     this._text(row, "percent", shown.percentText);
     this._text(row, "message", shown.message);
     this._text(row, "stage", shown.stageText, true);
+    renderResults(row.querySelector('[data-ra-field="results"]'), displayResults(record, this.i18n));
   }
 
   _text(row, field, text, hideEmpty = false) {

@@ -1,0 +1,28 @@
+"""Worker functions that end with results: a CSV attached and a result link (tests/system/test_results.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+from realtime_async._core.results import ResultLink
+from realtime_async.async_manager import AsyncManager
+
+
+def report_rows(rows: int) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["row", "name"])
+    for n in range(1, rows + 1):
+        writer.writerow([n, f"Name {n} <é>"])
+    return buffer.getvalue()
+
+
+def write_report(rows, *, delay=0.0, task_key=None, manager_class=None, **kwargs):
+    """Writes a CSV row by row in a temporary file, attaches it, and ends with a link."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for _ in manager.track(task_key, range(rows), message="Row {n} of {total}"):
+        time.sleep(delay)
+    manager.attach_file(task_key, io.StringIO(report_rows(rows)), filename=f"Report {rows} März.csv")
+    return ResultLink("/demo/widgets/?done=1", "Open the report")
