@@ -307,3 +307,17 @@ def test_records_with_results_match_the_protocol_schema(user):
     validator.validate(old)
     with pytest.raises(ValidationError):
         validator.validate({**old, "links": [{"url": "javascript:alert(1)", "label": None}]})
+
+
+def test_staff_download_any_task_and_an_expired_watch_token_opens_nothing(user, django_user_model, client, settings):
+    # The rest of the matrix: owner, other user, anonymous, valid and foreign tokens are above.
+    name, entry = finished_with_file(user)
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_user("sam", is_staff=True))
+    ok = staff.get(entry["url"])
+    assert ok.status_code == 200 and body(ok) == CSV
+    token = make_watch_token(name)
+    settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "WATCH_TOKEN_MAX_AGE": 1}
+    time.sleep(2.1)  # the signer's age has a resolution of a second
+    expired = client.get(entry["url"], {"token": token})
+    assert expired.status_code == 404 and expired.content == b"No such file."

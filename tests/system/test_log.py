@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 from django.test import Client
+from websockets.exceptions import ConnectionClosed
 
 from realtime_async._core.store import get_store
 from tests.services import start_daphne, wait_for
@@ -79,6 +81,30 @@ async def test_every_line_arrives_once_in_order_across_a_reconnect(celery_worker
     assert [line["n"] for line in got] == list(range(1, LINES + 1))
     assert [line["text"] for line in got[:2]] == ["Row 1 <b>done</b>", "Row 2 <b>done</b>"]
     assert {line["level"] for line in got} == {"info", "warning"}
+
+
+async def test_no_line_is_lost_or_repeated_across_a_daphne_restart(celery_worker_proc, manager, alice):
+    cookie = await asyncio.to_thread(session_cookie, alice)
+    daphne, port = await asyncio.to_thread(start_daphne, name="daphne-log-restart-1")
+    try:
+        name = await asyncio.to_thread(
+            manager.launch_async_task, "tests.testapp.workers.chatty", 600, user=alice, task_kwargs={"delay": 0.01}
+        )
+        got: list[dict] = []
+        async with ws(port, "/ws/realtime-async/", cookie) as conn:
+            await conn.send(json.dumps({"v": 1, "type": "subscribe", "task": name, "log_after": 0}))
+            await _follow(conn, name, got, stop_after=100)
+            await asyncio.to_thread(daphne.stop)  # the server goes away mid-stream
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await _follow(conn, name, got)  # whatever was on its way, up to the close
+        daphne, _ = await asyncio.to_thread(start_daphne, port=port, name="daphne-log-restart-2")
+        async with ws(port, "/ws/realtime-async/", cookie) as conn:
+            await conn.send(json.dumps({"v": 1, "type": "subscribe", "task": name, "log_after": got[-1]["n"]}))
+            final = await _follow(conn, name, got)
+    finally:
+        await asyncio.to_thread(daphne.stop)
+    assert final["state"] == "success"
+    assert [line["n"] for line in got] == list(range(1, 601))  # every line once, in order
 
 
 def test_the_log_outlives_the_task_and_polling_serves_it(celery_worker_proc, manager, django_user_model):

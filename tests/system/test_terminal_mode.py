@@ -55,8 +55,11 @@ def manage(env, *args, timeout=60):
     )
 
 
-def manage_in_a_pty(env, *args, timeout=60, columns=100):
-    """Run the command with a terminal as stdin, stdout and stderr; return its exit code and all it printed."""
+def manage_in_a_pty(env, *args, timeout=60, columns=100, interrupt_on=None):
+    """Run the command with a terminal as stdin, stdout and stderr; return its exit code and all it printed.
+
+    With ``interrupt_on``, Ctrl-C (SIGINT) is sent once the output holds that text.
+    """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
     proc = subprocess.Popen(
@@ -82,6 +85,9 @@ def manage_in_a_pty(env, *args, timeout=60, columns=100):
                 if not chunk and proc.poll() is not None:
                     break
                 output += chunk
+                if interrupt_on is not None and interrupt_on.encode() in output:
+                    os.killpg(proc.pid, signal.SIGINT)
+                    interrupt_on = None
             elif proc.poll() is not None:
                 break
         else:
@@ -176,11 +182,16 @@ def test_follow_exits_1_when_the_task_fails(demo_worker):
 
 @pytest.mark.slow
 def test_follow_on_a_terminal_draws_the_same_status_line(demo_worker):
+    # The rebuild ends before a poll may see it running: its log and final line are what a terminal shows of it.
     code, out = manage_in_a_pty(demo_worker, "rebuild", "--follow")
     assert code == 0, out[-3000:]
-    assert CLEAR in out and "█" in out
     assert "\x1b[32mSuccess\x1b[0m: Website: " in out
     assert out.rsplit(CLEAR, 1)[1].split("\r\n")[0] == "Rebuild “Website” · Done"
+    # A longer task is seen running: its bar is redrawn in place until Ctrl-C stops following it.
+    code, out = manage_in_a_pty(demo_worker, "cleanup", "--follow", columns=200, interrupt_on="Archiving batch ")
+    assert code == 130, out[-3000:]
+    assert out.count(CLEAR) >= 2 and "█" in out and "Archiving batch " in out
+    assert "Stopped following" in out
 
 
 @pytest.mark.slow
