@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from realtime_async._core.records import State, StateRecord
     from realtime_async._core.results import ResultLink
+    from realtime_async._writing.groups import Part
     from realtime_async.async_manager import AsyncManager, LifecycleEvent
     from realtime_async.exceptions import (
         ConflictError,
@@ -31,6 +32,7 @@ __all__ = [
     "ConflictError",
     "ImproperlyConfiguredError",
     "LifecycleEvent",
+    "Part",
     "PublicTaskError",
     "RealtimeAsyncError",
     "ResultLink",
@@ -50,6 +52,7 @@ _SOURCES = {
     "RealtimeAsyncError": "realtime_async.exceptions",
     "TaskCancelled": "realtime_async.exceptions",
     "ResultLink": "realtime_async._core.results",
+    "Part": "realtime_async._writing.groups",
     "State": "realtime_async._core.records",
     "StateRecord": "realtime_async._core.records",
     "task_lifecycle": "realtime_async.signals",

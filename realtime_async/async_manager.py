@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from django.db import transaction
 from django.urls import URLPattern, path
@@ -19,15 +19,17 @@ from django.utils.module_loading import import_string
 
 from realtime_async._core import access, managers
 from realtime_async._core.locks import ConflictIds, from_lock_ids, to_lock_ids
-from realtime_async._core.messages import CANCELLED
 from realtime_async._core.naming import new_task_name, validate_task_name
-from realtime_async._core.records import State, StateRecord, is_final
+from realtime_async._core.records import GroupPolicy, StateRecord, is_final
 from realtime_async._core.store import Store, WriteMode, get_store
 from realtime_async._web.terminal import TerminalRenderer
 from realtime_async._writing import terminal
 from realtime_async._writing.cleanup import cleanup
+from realtime_async._writing.ending import Ending, LifecycleEvent
 from realtime_async._writing.files import delete_final_task
-from realtime_async._writing.launch import OnCommit, callable_path, default_title, retrying, title_text, user_info
+from realtime_async._writing.groups import Part, PlannedPart, launch_group
+from realtime_async._writing.launch import OnCommit, callable_path, default_title, title_text, user_info
+from realtime_async._writing.locking import Locking
 from realtime_async._writing.reporting import Reporting
 from realtime_async._writing.stages import StageSpec, make_stages
 from realtime_async._writing.writer import get_writer
@@ -44,11 +46,8 @@ logger = logging.getLogger("realtime_async")
 
 _R = TypeVar("_R")
 
-#: The events of ``async_task_lifecycle`` and the ``task_lifecycle`` signal.
-LifecycleEvent = Literal["create", "start", "progress", "complete", "fail", "cancel", "cleanup"]
 
-
-class AsyncManager(Reporting):
+class AsyncManager(Reporting, Ending, Locking):
     """Launches tasks on Celery and keeps their state, locks and lifecycle consistent.
 
     ``AsyncManager()`` makes an instance of the configured class
@@ -161,6 +160,49 @@ class AsyncManager(Reporting):
             enqueue()
         return task_name
 
+    def launch_async_group(
+        self,
+        parts: Iterable[Part | str | Callable[..., Any]],
+        *,
+        task_name: str | None = None,
+        title: str | None = None,
+        conflict_ids: ConflictIds | None = None,
+        user: Any = None,
+        affected_objects: Iterable[Any] | None = None,
+        on_failure: GroupPolicy = "continue",
+        manager_class: type[AsyncManager] | str | None = None,
+        queue: str | None = None,
+        **celery_options: Any,
+    ) -> str:
+        """Launch ``parts`` (``Part(func, args, kwargs, weight=, title=)``, or bare functions) as one group.
+
+        Returns the parent task's name: a task like any other to watch, whose
+        record counts its parts by state and whose percent is their weighted
+        mean. The conflict ids are reserved once, for the parent. ``on_failure``:
+        ``"continue"`` (the group ends when every part ended) or ``"fail_fast"``
+        (the first failed part ends it and cancels the others). ``ValueError``
+        for an empty group, more than ``GROUP_MAX_PARTS`` parts, a bad weight or
+        a part that cannot be imported, before anything is reserved or enqueued.
+        """
+        manager_path = manager_class if isinstance(manager_class, str) else (manager_class or type(self)).class_path()
+        options = {key: value for key, value in {"queue": queue, **celery_options}.items() if value is not None}
+
+        def enqueue(part: PlannedPart) -> None:
+            call = {"func_path": part.func_path, "args": part.args, "kwargs": part.kwargs, "task_name": part.name}
+            run_async_task.apply_async(kwargs={**call, "manager_path": manager_path}, task_id=part.name, **options)
+
+        return launch_group(
+            self,
+            parts,
+            enqueue,
+            task_name=task_name,
+            title=title,
+            conflict_ids=conflict_ids,
+            user=user,
+            affected_objects=affected_objects,
+            on_failure=on_failure,
+        )
+
     # -- running here, in a terminal ---------------------------------------
     @classmethod
     def run_inline(
@@ -225,100 +267,8 @@ class AsyncManager(Reporting):
         """Whether someone asked for ``task_key`` to be cancelled."""
         return get_store().is_cancelled(task_key)
 
-    def cancel(self, task_name: str, user: Any = None) -> bool:
-        """Cancel a task the ``user`` may cancel; return False when it is unknown, final or forbidden.
-
-        A queued task is revoked and ends ``cancelled`` at once; a running one
-        ends ``cancelled`` at its next ``update_progress`` call.
-        """
-        record = self.get_progress(task_name)
-        if record is None or is_final(record) or not self.can_cancel(user, record):
-            return False
-        store = get_store()
-        store.set_cancel(task_name, get_settings().final_state_ttl)
-        if record["state"] == "queued":
-            try:
-                run_async_task.app.control.revoke(task_name)
-            except Exception:  # the cancel flag still stops it before it runs
-                logger.warning("realtime_async: revoke of %r failed", task_name, exc_info=True)
-            self.finish(task_name, "cancelled", message=CANCELLED, base=record)
-        return True
-
-    def finish(
-        self,
-        task_name: str,
-        state: State,
-        *,
-        message: str | None = None,
-        result: Any = None,
-        error: str | None = None,
-        base: StateRecord | None = None,
-        event_payload: dict[str, Any] | None = None,
-    ) -> StateRecord | None:
-        """Write a final state, releasing locks, registry entry and heartbeat in the same step; emit the event.
-
-        Returns the stored record, or None when the task was already final.
-        """
-        tracker = None if base else get_writer().finish(task_name)
-        found = base or (tracker.record if tracker else None) or self.get_progress(task_name)
-        lines = tracker.take_lines() if tracker else None  # the last lines go with the final state
-        record: StateRecord = found.copy() if found else {"task": task_name}
-        now = time.time()
-        record.update({"updated_at": now, "finished_at": now, "eta": None, "result": result, "error": error})
-        record["state"] = state
-        if message is not None:
-            record["message"] = message
-        if state == "success":
-            record["percent"] = 100.0
-        written = retrying(
-            f"final state of {task_name!r}",
-            lambda: get_writer().commit(record, end=True, lines=lines),
-            self.final_write_timeout,
-        )
-        stored = written.record()
-        if not written.written or stored is None:
-            return None
-        event: LifecycleEvent = "complete" if state == "success" else "cancel" if state == "cancelled" else "fail"
-        meta = get_store().read_meta(task_name)
-        self._emit(event, task_name, meta=meta, record=stored, **(event_payload or {}))
-        return stored
-
-    #: Seconds ``finish`` keeps retrying a final write while Redis is away (a restart, a failover).
-    final_write_timeout: float = 60.0
-
-    # -- locks -----------------------------------------------------------
-    def add_conflict_ids(self, task_name: str, conflict_ids: ConflictIds) -> bool:
-        """Reserve every object or none; True when ``task_name`` now holds them all."""
-        validate_task_name(task_name)
-        lock_ids = to_lock_ids(conflict_ids)
-        return not lock_ids or not get_store().acquire(task_name, lock_ids, get_settings().lock_ttl)
-
-    def remove_conflict_ids(self, task_name: str, conflict_ids: ConflictIds | None = None) -> int:
-        """Release the given objects (all of the task's when None); return how many were freed.
-
-        Only locks ``task_name`` still holds are released: one that expired and
-        was taken by another task stays with that task.
-        """
-        return get_store().release(task_name, to_lock_ids(conflict_ids) or None)
-
-    def check_conflict(self, conflict_ids: ConflictIds) -> dict[str, dict[str, str]]:
-        """Who holds what: ``{"app_label.model": {"pk": task_name}}`` for the held ones."""
-        return from_lock_ids(get_store().holders(to_lock_ids(conflict_ids)))
-
-    def holds_locks(self, task_name: str) -> bool:
-        """Whether ``task_name`` still holds every lock it reserved (check before writing)."""
-        store = get_store()
-        mine = store.task_locks(task_name)
-        held = store.holders(mine)
-        return all(held.get(lock) == task_name for lock in mine)
-
-    def remove_active_task(self, task_name: str) -> None:
-        """Drop a task from the registry of active tasks (its record stays)."""
-        get_store().remove_active(task_name)
-
-    def active_tasks(self) -> list[str]:
-        """Names of tasks launched and not yet finished, oldest first."""
-        return get_store().active()
+    def _revoke(self, task_names: list[str]) -> None:
+        run_async_task.app.control.revoke(task_names)
 
     # -- lifecycle and permissions --------------------------------------
     def async_task_lifecycle(self, event: LifecycleEvent, task_name: str, **payload: Any) -> None:

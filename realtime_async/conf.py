@@ -25,6 +25,7 @@ MAX_CONNECTIONS_PER_USER   WebSocket connections per user per process       ``20
 POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
 FAST_BROADCAST             also publish each write over the cache's Redis   ``True``
                            pub/sub, for the servers' hubs (see ``fanout``)
+GROUP_MAX_PARTS            parts one group may have                        ``10000``
 LOG_MAX_LINES              log lines kept per task (oldest dropped)        ``500``
 LOG_MAX_BYTES              bytes of log lines kept per task                 ``65536``
 STALLED_CLOSE_AFTER        seconds a WebSocket client may read nothing      ``10``
@@ -76,6 +77,7 @@ class Settings:
     max_connections_per_user: int = 20
     poll_interval: float = 1.0
     fast_broadcast: bool = True
+    group_max_parts: int = 10000
     log_max_lines: int = 500
     log_max_bytes: int = 65536
     #: Seconds a connection's transport may stay full before it is closed with 4408 (None: never).

@@ -9,6 +9,7 @@ import secrets
 __all__ = [
     "CLEANUP_TASK_NAME",
     "HUB_CHANNEL_PREFIX",
+    "MAX_TASK_NAME_LENGTH",
     "PROGRESS_TYPE",
     "RUN_TASK_NAME",
     "STAFF_FEED_GROUP",
@@ -31,6 +32,7 @@ PROGRESS_TYPE = "realtime_async.progress"
 HUB_CHANNEL_PREFIX = "realtime_async.hub"
 
 #: Task names travel in URLs, cache keys and log lines, so they are kept plain.
+MAX_TASK_NAME_LENGTH = 128
 TASK_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}"
 _TASK_NAME_RE = re.compile(TASK_NAME_PATTERN)
 

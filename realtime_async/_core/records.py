@@ -22,6 +22,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 __all__ = [
     "FINAL_STATES",
+    "GROUP_STATES",
     "LOG_LEVELS",
     "MAX_LOG_LINE_LENGTH",
     "MAX_MESSAGE_LENGTH",
@@ -29,10 +30,14 @@ __all__ = [
     "MAX_TITLE_LENGTH",
     "RECORD_FIELDS",
     "FileInfo",
+    "GroupCounts",
+    "GroupInfo",
+    "GroupPolicy",
     "LogEntry",
     "LogInfo",
     "LogLevel",
     "LogLine",
+    "PartInfo",
     "ResultLinkInfo",
     "Stage",
     "StageState",
@@ -49,6 +54,9 @@ State = Literal["queued", "running", "success", "failure", "cancelled", "lost"]
 #: here, and a test checks that ``client.js`` and ``tests/display_cases.json`` agree.
 FINAL_STATES: frozenset[str] = frozenset({"success", "failure", "cancelled", "lost"})
 
+
+#: Every state, in the order a group counts them.
+GROUP_STATES: tuple[str, ...] = ("queued", "running", "success", "failure", "cancelled", "lost")
 
 StageState = Literal["pending", "active", "done", "failed", "cancelled"]
 
@@ -117,6 +125,36 @@ class FileInfo(TypedDict):
     expires_at: int
 
 
+GroupPolicy = Literal["continue", "fail_fast"]
+
+
+class GroupCounts(TypedDict):
+    """How many parts of a group are in each state."""
+
+    queued: int
+    running: int
+    success: int
+    failure: int
+    cancelled: int
+    lost: int
+
+
+class GroupInfo(TypedDict):
+    """A group parent's ``group``: its parts, its failure policy and its parts' states, counted."""
+
+    parts: int
+    policy: GroupPolicy
+    counts: GroupCounts
+
+
+class PartInfo(TypedDict):
+    """A part's ``part``: its group's parent task, its place and its weight."""
+
+    group: str
+    index: int
+    weight: float
+
+
 class StateRecord(TypedDict, total=False):
     """What every transport carries about one task (``docs/protocol.md``)."""
 
@@ -149,6 +187,10 @@ class StateRecord(TypedDict, total=False):
     files: list[FileInfo] | None
     #: Present once the task logged a line; written by the store, never by the writer.
     log: LogInfo
+    #: A group's parent: its parts counted by state (``docs/protocol.md``, "Groups"); None otherwise.
+    group: GroupInfo | None
+    #: A part of a group: its parent and weight; None otherwise.
+    part: PartInfo | None
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(StateRecord.__annotations__)

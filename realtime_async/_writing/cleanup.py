@@ -10,13 +10,15 @@ files are deleted once their ``FILE_RETENTION`` passed (``files``: their storage
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from realtime_async._core.messages import LOST_ERROR
-from realtime_async._core.records import FINAL_STATES
+from realtime_async._core.records import FINAL_STATES, StateRecord
 from realtime_async._core.store import get_store
 from realtime_async._writing.files import sweep
+from realtime_async._writing.writer import group_link
 from realtime_async.conf import get_settings
 
 if TYPE_CHECKING:
@@ -41,6 +43,12 @@ def cleanup(manager: AsyncManager, *, dry_run: bool = False) -> dict[str, Any]:
             reason = "no state record (expired or removed)"
         elif state in FINAL_STATES:
             reason = f"already {state}"
+        elif record.get("group"):  # no worker, no heartbeat: a group ends with its parts
+            if _settle(manager, name, record, cleaned, dry_run):
+                manager._emit("cleanup", name, record=manager.get_progress(name), reason=_SETTLED)
+            else:
+                skipped.append({"task": name, "reason": "a group whose parts have not all ended"})
+            continue
         elif state == "running" and store.is_alive(name):
             skipped.append({"task": name, "reason": "running with a live heartbeat"})
             continue
@@ -64,3 +72,22 @@ def cleanup(manager: AsyncManager, *, dry_run: bool = False) -> dict[str, Any]:
     # Attached files whose FILE_RETENTION passed, found by listing the storage (_writing/files.py).
     files = sweep(dry_run=dry_run)
     return {"active": len(names), "cleaned": cleaned, "skipped": skipped, "files": files, "dry_run": dry_run}
+
+
+_SETTLED = "every part ended, but not the group: its final write was lost"
+
+
+def _settle(
+    manager: AsyncManager, name: str, record: StateRecord, cleaned: list[dict[str, str]], dry_run: bool
+) -> bool:
+    """End a group whose parts all ended (its last part's write was lost); True when it did (or would)."""
+    store = get_store()
+    parts = store.group_parts(name)
+    if not parts or not all(state in FINAL_STATES for state in parts.values()):
+        return False
+    cleaned.append({"task": name, "reason": _SETTLED, "state": record["state"]})
+    if not dry_run:
+        result = store.settle_group(group_link(name, record.get("owner")))
+        if result.final:
+            manager._ended(name, json.loads(result.record_json), {"reason": _SETTLED})
+    return True

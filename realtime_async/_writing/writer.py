@@ -35,12 +35,12 @@ from realtime_async._core.records import (
     compute_percent,
     encode_record_body,
 )
-from realtime_async._core.store import Lines, Outcome, WriteMode, WriteResult, get_store
+from realtime_async._core.store import GroupLink, GroupResult, Lines, Outcome, WriteMode, WriteResult, get_store
 from realtime_async._writing.sender import broadcast, get_scheduler, wait_sent
 from realtime_async._writing.stages import overall_percent
 from realtime_async.conf import get_settings
 
-__all__ = ["Tracker", "Writer", "get_writer", "log_line", "progress_change"]
+__all__ = ["Tracker", "Writer", "get_writer", "group_link", "log_line", "progress_change", "task_groups"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -113,6 +113,19 @@ def log_line(text: object, level: str) -> LogEntry:
     return {"t": round(time.time(), 3), "level": cast(LogLevel, level), "text": text}
 
 
+def task_groups(task_name: str, owner: object) -> tuple[str, ...]:
+    """The Channels groups a task's records go to: its watchers, the staff feed, its owner's feed."""
+    groups: tuple[str, ...] = (group_for_task(task_name), STAFF_FEED_GROUP)
+    return groups + (group_for_user(owner),) if owner is not None else groups
+
+
+def group_link(parent: str, owner: object) -> GroupLink:
+    """Where a part's writes send its group's parent: its groups, at most ``PROGRESS_RATE`` times a second."""
+    settings = get_settings()
+    publish = task_groups(parent, owner) if settings.fast_broadcast else ()
+    return GroupLink(parent, publish, 1.0 / settings.progress_rate)
+
+
 @dataclasses.dataclass
 class Tracker:
     """What this process knows of one task it runs: its latest record and the coalescing state."""
@@ -165,13 +178,12 @@ class Writer:
         body = encode_record_body(record)
         meta_json = json.dumps(meta, cls=DjangoJSONEncoder) if meta is not None else ""
         sent = None
-        # The task's watchers, its owner's feed and the staff feed (see the consumer's feeds).
-        groups: tuple[str, ...] = (group_for_task(task_name), STAFF_FEED_GROUP)
-        if record.get("owner") is not None:
-            groups += (group_for_user(record["owner"]),)
+        groups = task_groups(task_name, record.get("owner"))
         # The write script publishes the record to the servers' hubs itself (see ``fanout``);
         # the groups get it too, through the channel layer, for every other consumer.
         publish = groups if settings.fast_broadcast else ()
+        part = record.get("part")
+        link = group_link(part["group"], record.get("owner")) if part else None
         # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
             result = get_store().write_state(
@@ -185,6 +197,7 @@ class Writer:
                 end=end,
                 publish=publish,
                 lines=lines,
+                group=link,
             )
             if result.written:
                 message = {
@@ -196,9 +209,36 @@ class Writer:
                     "record": result.record_json,
                 }
                 sent = broadcast(groups, message)
+            if link is not None and result.group is not None:
+                sent = self._parent_written(link, result.group) or sent
         if wait or state in FINAL_STATES:
             wait_sent(sent)
         return result
+
+    def _parent_written(self, link: GroupLink, group: GroupResult) -> Any:
+        """Broadcast the parent's record a part's write published, or flush it once its interval passed."""
+        if group.flush_in is not None:
+            get_scheduler().call_at(time.monotonic() + group.flush_in, lambda: self.flush_group(link))
+        if not group.record_json:
+            return None
+        parent = json.loads(group.record_json)
+        message = {
+            "type": PROGRESS_TYPE,
+            "task": link.parent,
+            "seq": parent["seq"],
+            "state": parent["state"],
+            "owner": parent.get("owner"),
+            "record": group.record_json,
+        }
+        return broadcast(task_groups(link.parent, parent.get("owner")), message)
+
+    def flush_group(self, link: GroupLink) -> None:
+        """Publish a parent that waited for its interval (on the scheduler thread); never raises."""
+        try:
+            with self._write_lock:
+                self._parent_written(link, get_store().settle_group(link))
+        except Exception as exc:  # Redis away: the next part's write publishes it
+            logger.warning("realtime_async: publishing group %r failed (%s)", link.parent, type(exc).__name__)
 
     # -- progress --------------------------------------------------------
     def track(self, record: StateRecord, meta: dict[str, Any] | None = None) -> None:

@@ -136,3 +136,14 @@ def chatty(n, *, delay=0.0, task_key=None, manager_class=None, **kwargs):
     if n % 2:
         raise PublicTaskError("Odd number of rows.")
     return {"logged": n}
+
+
+def chunk(index, *, seconds=0.0, fail=False, task_key=None, manager_class=None, **kwargs):
+    """One part of a group: a few progress steps over ``seconds``; fails with a public error when ``fail``."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for step in range(1, 5):
+        time.sleep(seconds / 4)
+        manager.update_progress(task_key, f"Chunk {index}: step {step}/4", current=step, total=4)
+    if fail:
+        raise PublicTaskError(f"Chunk {index} is broken.")
+    return {"chunk": index}

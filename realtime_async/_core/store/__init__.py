@@ -14,13 +14,24 @@ from typing import Any
 from django.core.cache import caches
 
 from realtime_async._core.process import PerProcess
-from realtime_async._core.store.base import Lines, LogRead, Outcome, Store, WriteMode, WriteResult
+from realtime_async._core.store.base import (
+    GroupLink,
+    GroupResult,
+    Lines,
+    LogRead,
+    Outcome,
+    Store,
+    WriteMode,
+    WriteResult,
+)
 from realtime_async._core.store.cache_store import CacheStore
 from realtime_async._core.store.redis_store import RedisStore
 from realtime_async.conf import get_settings
 
 __all__ = [
     "CacheStore",
+    "GroupLink",
+    "GroupResult",
     "Lines",
     "LogRead",
     "Outcome",

@@ -11,7 +11,7 @@ from typing import Any
 from realtime_async._core.records import LogEntry, LogInfo, LogLine, StateRecord
 from realtime_async.conf import get_settings
 
-__all__ = ["Lines", "LogRead", "Outcome", "Store", "Write", "WriteMode", "WriteResult"]
+__all__ = ["GroupLink", "GroupResult", "Lines", "LogRead", "Outcome", "Store", "Write", "WriteMode", "WriteResult"]
 
 
 class WriteMode(enum.IntEnum):
@@ -80,6 +80,31 @@ class LogRead:
 
 
 @dataclasses.dataclass(frozen=True)
+class GroupLink:
+    """The group a written part belongs to: its parent's name and where the parent's record is published."""
+
+    parent: str
+    #: The pub/sub channels of the parent's groups (``RedisStore.broadcast_channel``).
+    publish: Sequence[str] = ()
+    #: The parent is published at most once per this many seconds (``1 / PROGRESS_RATE``); a final state always.
+    interval: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupResult:
+    """What a part's write did to its group's parent."""
+
+    #: The parent's record as published, "" when it was not (unchanged, or within the interval).
+    record_json: str = ""
+    #: The parent's final state when this write ended the group, else "".
+    final: str = ""
+    #: Parts that were not final when the group ended, with their state: now flagged to cancel.
+    unfinished: tuple[tuple[str, str], ...] = ()
+    #: Seconds until the parent may be published, when this write left it waiting; else None.
+    flush_in: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Write:
     """One call of ``Store.write_state``, as the implementations get it."""
 
@@ -96,6 +121,7 @@ class Write:
     lines: Lines
     #: The log's bound: lines and bytes kept per task (``LOG_MAX_LINES``, ``LOG_MAX_BYTES``).
     log_limits: tuple[int, int]
+    group: GroupLink | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +134,8 @@ class WriteResult:
     #: The stored record as JSON: the one written, or the one that stopped the write.
     record_json: str
     cancel_requested: bool
+    #: Set when the written task is a part of a group (``Write.group``).
+    group: GroupResult | None = None
 
     @property
     def written(self) -> bool:
@@ -134,6 +162,7 @@ class Store:
         end: bool = False,
         publish: Sequence[str] = (),
         lines: Lines | None = None,
+        group: GroupLink | None = None,
     ) -> WriteResult:
         """Store a record (``body``: its JSON without the opening brace) above seq ``floor``.
 
@@ -149,11 +178,35 @@ class Store:
         oldest dropped while the log is over ``log_limits``. The record gets
         ``log`` (``last``, ``dropped``); the one returned and published also
         has the new lines. A ``CREATE`` starts a new log.
+
+        With ``group``, the written task is a part of that group: in the same
+        atomic step its parent's counts and weighted percent change by this
+        part's difference, and the parent is published (rate-limited; see
+        ``GroupResult``) or ended when every part ended.
         """
         settings = get_settings()
         limits = (settings.log_max_lines, settings.log_max_bytes)
-        write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines or Lines(), limits)
+        write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines or Lines(), limits, group)
         return self._write_state(write)
+
+    def create_group(self, parent: str, parts: dict[str, tuple[float, str]], policy: str) -> None:
+        """Set up the aggregate of a new group (``parts``: name → weight and title): every part queued."""
+        raise NotImplementedError
+
+    def settle_group(self, group: GroupLink) -> GroupResult:
+        """Publish a waiting parent (a flush), or end it when every part ended (cleanup); see ``write_state``."""
+        raise NotImplementedError
+
+    def group_parts(self, parent: str) -> dict[str, str]:
+        """Each part of the group and its state as the aggregate last counted it."""
+        raise NotImplementedError
+
+    def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
+        """Each part as the aggregate knows it: ``{"s": state, "p": percent, "w": weight, "t": title, "e": error}``.
+
+        One read of the parts hash (``GROUP_MAX_PARTS`` entries at most): for a breakdown, not for a hot path.
+        """
+        raise NotImplementedError
 
     def _write_state(self, write: Write) -> WriteResult:
         raise NotImplementedError

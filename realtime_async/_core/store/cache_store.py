@@ -13,8 +13,18 @@ from typing import Any
 from django.core.cache import caches
 
 from realtime_async._core.records import FINAL_STATES
-from realtime_async._core.store.base import LogRead, Outcome, Store, Write, WriteMode, WriteResult
+from realtime_async._core.store.base import (
+    GroupLink,
+    GroupResult,
+    LogRead,
+    Outcome,
+    Store,
+    Write,
+    WriteMode,
+    WriteResult,
+)
 from realtime_async.conf import get_settings
+from realtime_async.exceptions import ImproperlyConfiguredError
 
 __all__ = ["CacheStore"]
 
@@ -90,6 +100,21 @@ class CacheStore(Store):
     def read_state(self, task_name: str) -> str | None:
         entry = self.cache.get(self._k("t", task_name))
         return entry["rec"] if entry else None
+
+    def create_group(self, parent: str, parts: dict[str, tuple[float, str]], policy: str) -> None:
+        raise ImproperlyConfiguredError(
+            "Groups need the Redis store: their parts update the parent atomically across processes. "
+            "Set REALTIME_ASYNC['CACHE_ALIAS'] to a Redis cache."
+        )
+
+    def settle_group(self, group: GroupLink) -> GroupResult:
+        return GroupResult()  # no group was ever created here (create_group refuses)
+
+    def group_parts(self, parent: str) -> dict[str, str]:
+        return {}
+
+    def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
+        return {}
 
     def read_log(self, task_name: str, after: int = 0) -> LogRead:
         log = (self.cache.get(self._k("t", task_name)) or {}).get("log") or {"last": 0, "dropped": 0, "lines": []}

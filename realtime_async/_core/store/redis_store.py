@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
-from realtime_async._core.records import FINAL_STATES
-from realtime_async._core.store.base import LogRead, Outcome, Store, Write, WriteResult
+from realtime_async._core.records import FINAL_STATES, GROUP_STATES
+from realtime_async._core.store.base import GroupLink, GroupResult, LogRead, Outcome, Store, Write, WriteResult
 from realtime_async.conf import get_settings
 
 __all__ = ["RedisStore"]
@@ -25,10 +25,12 @@ _NOT_WRITTEN = {-1: Outcome.FINAL_KEPT, -2: Outcome.UNFINISHED_EXISTS}
 
 def _script(name: str) -> str:
     text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    if name == "write":
-        # The final states come from Python, where they are defined once.
+    if name in ("write", "group"):
+        # The states come from Python, where they are defined once.
         final = ", ".join(f'["{state}"] = true' for state in sorted(FINAL_STATES))
-        text = f"local FINAL = {{{final}}}\n{text}"
+        named = ", ".join(f'{state} = "{state}"' for state in GROUP_STATES)
+        ordered = ", ".join(f'"{state}"' for state in GROUP_STATES)
+        text = f"local FINAL = {{{final}}}\nlocal STATE = {{{named}}}\nlocal STATES = {{{ordered}}}\n{text}"
     return text
 
 
@@ -49,6 +51,7 @@ class RedisStore(Store):
         self._release = client.register_script(_script("release"))
         self._renew = client.register_script(_script("renew"))
         self._read_log = client.register_script(_script("readlog"))
+        self._group = client.register_script(_script("group"))
         self._lock_prefix = f"{prefix}:l:"
         db = client.connection_pool.connection_kwargs.get("db") or 0
         self._broadcast_prefix = f"{prefix}:bc:{db}:"
@@ -68,10 +71,65 @@ class RedisStore(Store):
         args = [write.state, write.body, _ms(write.ttl), int(write.mode), write.meta, write.floor, name, int(write.end)]
         args += [len(lines), *write.log_limits, write.lines.dropped, *lines]
         args.extend(map(self.broadcast_channel, write.publish))
-        seq, rec, cancel = self._write(keys=keys, args=args)
+        if write.group is None:
+            seq, rec, cancel = self._write(keys=keys, args=args)
+            group = None
+        else:  # the part's write and its group's aggregate: one MULTI, one round trip
+            pipe = self.client.pipeline(transaction=True)
+            self._write(keys=keys, args=args, client=pipe)
+            self._call_group(pipe, write.group, name)
+            (seq, rec, cancel), answer = pipe.execute()
+            group = self._group_result(answer)
         seq = int(seq)
         outcome = _NOT_WRITTEN.get(seq, Outcome.WRITTEN)
-        return WriteResult(outcome, max(seq, 0), _text(rec), bool(cancel))
+        return WriteResult(outcome, max(seq, 0), _text(rec), bool(cancel), group)
+
+    def _call_group(self, client: Any, group: GroupLink, part: str) -> Any:
+        settings = get_settings()
+        keys = [self._k("t", part or group.parent), self._k("t", group.parent), self._k("gp", group.parent)]
+        keys += [self._k("tl", group.parent), self._k("a", "tasks"), self._k("c", group.parent)]
+        args = [part, group.parent, _ms(group.interval), _ms(settings.final_state_ttl), _ms(settings.progress_ttl)]
+        args += [self._k("c", ""), _ms(settings.final_state_ttl), "0" if part else "1"]
+        args.extend(map(self.broadcast_channel, group.publish))
+        return self._group(keys=keys, args=args, client=client)
+
+    @staticmethod
+    def _group_result(answer: list[Any]) -> GroupResult:
+        kind = int(answer[0])
+        if kind == 1:
+            rest = [_text(item) for item in answer[3:]]
+            unfinished = tuple(zip(rest[::2], rest[1::2], strict=True))
+            return GroupResult(_text(answer[1]), _text(answer[2]), unfinished)
+        if kind == 2:
+            return GroupResult(flush_in=max(0.0, int(answer[1]) / 1000))
+        return GroupResult()
+
+    def create_group(self, parent: str, parts: dict[str, tuple[float, str]], policy: str) -> None:
+        total = sum(weight for weight, _ in parts.values())
+        fields: dict[str, Any] = {f"g:{state}": 0 for state in GROUP_STATES}
+        fields.update({"g:queued": len(parts), "g:parts": len(parts), "g:sumw": total, "g:wp": 0, "g:ended": 0})
+        fields["g:policy"] = policy
+        packed = {
+            name: json.dumps({"s": "queued", "p": 0, "w": weight, "t": title}, ensure_ascii=False)
+            for name, (weight, title) in parts.items()
+        }
+        ttl = _ms(get_settings().progress_ttl)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._k("t", parent), mapping=fields)
+        pipe.delete(self._k("gp", parent))
+        pipe.hset(self._k("gp", parent), mapping=packed)
+        pipe.pexpire(self._k("gp", parent), ttl)
+        pipe.execute()
+
+    def settle_group(self, group: GroupLink) -> GroupResult:
+        return self._group_result(self._call_group(self.client, group, ""))
+
+    def group_parts(self, parent: str) -> dict[str, str]:
+        return {name: entry["s"] for name, entry in self.group_entries(parent).items()}
+
+    def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
+        packed = self.client.hgetall(self._k("gp", parent))
+        return {_text(name): json.loads(value) for name, value in packed.items()}
 
     def read_state(self, task_name: str) -> str | None:
         value = self.client.hget(self._k("t", task_name), "rec")
@@ -86,7 +144,7 @@ class RedisStore(Store):
         return json.loads(value) if value else {}
 
     def delete_task(self, task_name: str) -> None:
-        self.client.delete(*(self._k(kind, task_name) for kind in ("t", "hb", "c", "log")))
+        self.client.delete(*(self._k(kind, task_name) for kind in ("t", "hb", "c", "log", "gp")))
 
     def acquire(self, task_name: str, lock_ids: list[str], ttl: float) -> dict[str, str]:
         keys = [self._k("tl", task_name), *(self._lock_prefix + lock for lock in lock_ids)]
