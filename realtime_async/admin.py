@@ -13,10 +13,15 @@ The worker receives the selected primary keys as its first argument:
 The action locks the selected objects; on conflict it names the task that
 holds them and launches nothing. On success it redirects to a live progress
 page inside the admin (``AsyncActionsMixin`` adds it to the model's URLs).
+
+With ``chunk_size=N`` the action launches one group instead: a part per N
+selected objects, run in parallel by as many workers as there are, each part
+the same worker call on its own chunk of pks, watched as one task.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +36,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 
 from realtime_async._core.access import visible_record
+from realtime_async._writing.groups import Part
 from realtime_async._writing.launch import default_title
 from realtime_async.async_manager import AsyncManager
+from realtime_async.conf import get_settings
 from realtime_async.exceptions import ConflictError
 
 __all__ = ["MAX_AFFECTED_OBJECTS", "AsyncActionsMixin", "async_action"]
@@ -52,33 +59,45 @@ def async_action(
     lock: bool = True,
     name: str | None = None,
     title: str | None = None,
+    chunk_size: int | None = None,
 ) -> AdminAction:
-    """An admin action that launches ``func`` for the selected objects, in one task.
+    """An admin action that launches ``func`` for the selected objects, in one task or, with ``chunk_size``, one group.
 
     The task's title is ``title`` followed by how many objects were selected
     ("Rebuild: 3 projects"); without ``title``, the function's (see ``launch_async_task``).
     ``name`` is the action's name (default ``async_<function name>``); the admin
     requires unique names, so give one to each further action of the same function.
+
+    ``chunk_size=N`` launches a group (``launch_async_group``) of one part per N
+    selected objects, each weighted by its number of objects and titled by its
+    range ("Rebuild: 500 projects (1–500)"); the locks of every selected object
+    are reserved once, for the group. A size, not a number of chunks, because it
+    is what bounds each part's run time (and so its time limits) whatever the
+    selection; chunks grow past it only when the selection would need more than
+    ``GROUP_MAX_PARTS`` parts.
     """
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"async_action(): chunk_size must be a positive int (objects per part), got {chunk_size!r}.")
     label = description or _run_in_background(getattr(func, "__name__", str(func).rsplit(".", 1)[-1]))
 
     def action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         model: type[Model] = queryset.model
         pks = list(queryset.values_list("pk", flat=True))
         manager = AsyncManager.resolve_manager()
-        count = len(pks)
+        heading = title or default_title(func)
+        options: dict[str, Any] = {
+            # In the launching user's language: a title is stored, like a message the worker writes.
+            "title": _counted(heading, queryset, len(pks)),
+            "conflict_ids": {model._meta.label: pks} if lock else None,
+            "user": request.user,
+            "affected_objects": [str(obj) for obj in queryset[:MAX_AFFECTED_OBJECTS]],
+        }
         try:
-            task_name = manager.launch_async_task(
-                func,
-                [str(pk) for pk in pks],
-                # In the launching user's language: a title is stored, like a message the worker writes.
-                title=gettext("%(title)s: %(count)s %(objects)s")
-                % {"title": title or default_title(func), "count": count, "objects": model_ngettext(queryset, count)},
-                conflict_ids={model._meta.label: pks} if lock else None,
-                user=request.user,
-                affected_objects=[str(obj) for obj in queryset[:MAX_AFFECTED_OBJECTS]],
-                task_kwargs=task_kwargs,
-            )
+            if chunk_size is None:
+                task_name = manager.launch_async_task(func, [str(pk) for pk in pks], task_kwargs=task_kwargs, **options)
+            else:
+                parts = _split(func, pks, chunk_size, task_kwargs, heading, queryset)
+                task_name = manager.launch_async_group(parts, **options)
         except ConflictError as exc:
             modeladmin.message_user(
                 request,
@@ -99,6 +118,35 @@ def async_action(
 
     action.__name__ = name or f"async_{getattr(func, '__name__', str(func).rsplit('.', 1)[-1])}"
     return admin.action(description=label, permissions=permissions)(action)
+
+
+def _counted(heading: str, queryset: QuerySet[Any], count: int) -> str:
+    """The title of ``count`` objects ("Rebuild: 3 projects"), in the request's language."""
+    return gettext("%(title)s: %(count)s %(objects)s") % {
+        "title": heading,
+        "count": count,
+        "objects": model_ngettext(queryset, count),
+    }
+
+
+def _split(
+    func: str | Callable[..., Any],
+    pks: list[Any],
+    chunk_size: int,
+    task_kwargs: dict[str, Any] | None,
+    heading: str,
+    queryset: QuerySet[Any],
+) -> list[Part]:
+    """One part per ``chunk_size`` pks (more per part if the selection would need over ``GROUP_MAX_PARTS``)."""
+    size = max(chunk_size, math.ceil(len(pks) / get_settings().group_max_parts))
+    parts = []
+    for start in range(0, len(pks), size):
+        chunk = pks[start : start + size]
+        # The range is numbers and a dash: no new string to translate.
+        span = f"{start + 1}–{start + len(chunk)}" if len(chunk) > 1 else f"{start + 1}"
+        part_title = f"{_counted(heading, queryset, len(chunk))} ({span})"
+        parts.append(Part(func, ([str(pk) for pk in chunk],), task_kwargs, weight=len(chunk), title=part_title))
+    return parts
 
 
 def _run_in_background_text(name: str) -> str:
@@ -146,6 +194,7 @@ class AsyncActionsMixin(_Base):
             "title": record.get("title") or gettext("Task %(task)s") % {"task": task_name},
             "task_name": task_name,
             "record": record,
+            "is_group": bool(record.get("group")),  # the page shows a group's parts under its bar
             "changelist_url": reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),
         }
         return TemplateResponse(request, self.async_progress_template, context)

@@ -27,7 +27,7 @@ from realtime_async._writing import terminal
 from realtime_async._writing.cleanup import cleanup
 from realtime_async._writing.ending import Ending, LifecycleEvent
 from realtime_async._writing.files import delete_final_task
-from realtime_async._writing.groups import Part, PlannedPart, launch_group
+from realtime_async._writing.groups import GroupKind, Part, PlannedPart, launch_group
 from realtime_async._writing.launch import OnCommit, callable_path, default_title, title_text, user_info
 from realtime_async._writing.locking import Locking
 from realtime_async._writing.reporting import Reporting
@@ -170,6 +170,7 @@ class AsyncManager(Reporting, Ending, Locking):
         user: Any = None,
         affected_objects: Iterable[Any] | None = None,
         on_failure: GroupPolicy = "continue",
+        then: Part | str | Callable[..., Any] | None = None,
         manager_class: type[AsyncManager] | str | None = None,
         queue: str | None = None,
         **celery_options: Any,
@@ -183,25 +184,60 @@ class AsyncManager(Reporting, Ending, Locking):
         (the first failed part ends it and cancels the others). ``ValueError``
         for an empty group, more than ``GROUP_MAX_PARTS`` parts, a bad weight or
         a part that cannot be imported, before anything is reserved or enqueued.
+        ``then`` (a ``Part`` or function) runs once after every part succeeded, with
+        their results in part order as its first argument; the group ends with it.
         """
+        options = {"task_name": task_name, "title": title, "conflict_ids": conflict_ids, "user": user}
+        options |= {"affected_objects": affected_objects, "on_failure": on_failure, "then": then}
+        return self._launch_parts("group", parts, options, manager_class, {"queue": queue, **celery_options})
+
+    def launch_async_chain(
+        self,
+        steps: Iterable[Part | str | Callable[..., Any]],
+        *,
+        task_name: str | None = None,
+        title: str | None = None,
+        conflict_ids: ConflictIds | None = None,
+        user: Any = None,
+        affected_objects: Iterable[Any] | None = None,
+        on_failure: GroupPolicy = "fail_fast",
+        then: Part | str | Callable[..., Any] | None = None,
+        manager_class: type[AsyncManager] | str | None = None,
+        queue: str | None = None,
+        **celery_options: Any,
+    ) -> str:
+        """Launch ``steps`` to run one after another, each a stage of the parent task; as ``launch_async_group``.
+
+        A step starts when the one before it succeeded; a failed step ends the
+        chain (``"fail_fast"``, the default; the steps after it are cancelled) or,
+        with ``"continue"``, the next step starts all the same and the chain ends
+        ``failure``. Steps do not get the previous step's result; ``then`` gets them all.
+        """
+        options = {"task_name": task_name, "title": title, "conflict_ids": conflict_ids, "user": user}
+        options |= {"affected_objects": affected_objects, "on_failure": on_failure, "then": then}
+        return self._launch_parts("chain", steps, options, manager_class, {"queue": queue, **celery_options})
+
+    def _launch_parts(
+        self,
+        kind: GroupKind,
+        parts: Iterable[Part | str | Callable[..., Any]],
+        options: dict[str, Any],
+        manager_class: type[AsyncManager] | str | None,
+        celery_options: dict[str, Any],
+    ) -> str:
         manager_path = manager_class if isinstance(manager_class, str) else (manager_class or type(self)).class_path()
-        options = {key: value for key, value in {"queue": queue, **celery_options}.items() if value is not None}
+        extra = {"manager": manager_path, "options": {k: v for k, v in celery_options.items() if v is not None}}
 
         def enqueue(part: PlannedPart) -> None:
-            call = {"func_path": part.func_path, "args": part.args, "kwargs": part.kwargs, "task_name": part.name}
-            run_async_task.apply_async(kwargs={**call, "manager_path": manager_path}, task_id=part.name, **options)
+            self._enqueue({"task": part.name, "func": part.func_path, "kwargs": part.kwargs, **extra}, part.args)
 
-        return launch_group(
-            self,
-            parts,
-            enqueue,
-            task_name=task_name,
-            title=title,
-            conflict_ids=conflict_ids,
-            user=user,
-            affected_objects=affected_objects,
-            on_failure=on_failure,
-        )
+        return launch_group(self, parts, enqueue, enqueue_meta=extra, kind=kind, **options)
+
+    def _enqueue(self, spec: dict[str, Any], args: list[Any]) -> None:
+        """Enqueue one part of a group (``spec``: its task, function, kwargs, manager and Celery options)."""
+        call = {"func_path": spec["func"], "args": args, "kwargs": spec["kwargs"], "task_name": spec["task"]}
+        call["manager_path"] = spec["manager"]
+        run_async_task.apply_async(kwargs=call, task_id=spec["task"], **spec.get("options", {}))
 
     # -- running here, in a terminal ---------------------------------------
     @classmethod

@@ -45,6 +45,7 @@ __all__ = [
     "SubscribeFeed",
     "Unsubscribe",
     "UnsubscribeFeed",
+    "breakdown_envelope",
     "cancel_accepted_frame",
     "error_frame",
     "log_frame",
@@ -284,6 +285,11 @@ def progress_frame(task: str, record_json: str) -> str:
 def progress_envelope(task: str, record: dict[str, Any]) -> str:
     """A ``progress`` envelope around a decoded record (the polling endpoint's answer)."""
     return _dumps({"v": PROTOCOL_VERSION, "type": "progress", "task": task, "data": record})
+
+
+def breakdown_envelope(task: str, data: dict[str, Any]) -> str:
+    """A ``breakdown`` envelope: a group's parts (the polling endpoint's ``?parts=1`` answer, HTTP only)."""
+    return _dumps({"v": PROTOCOL_VERSION, "type": "breakdown", "task": task, "data": data})
 
 
 def log_frame(task: str, read: LogRead) -> str:

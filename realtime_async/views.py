@@ -5,7 +5,9 @@
 - JSON, the WebSocket ``progress`` envelope, by default and for ``Accept: application/json``;
 - for htmx requests, the widget's HTML fragment, which polls itself until the task is final;
 - ``286`` once the task is final (htmx stops polling), ``404`` for unknown and
-  forbidden tasks alike, ``304`` when ``If-None-Match`` holds the current ``ETag``.
+  forbidden tasks alike, ``304`` when ``If-None-Match`` holds the current ``ETag``;
+- with ``?parts=1``, JSON only: a group parent's parts, a ``breakdown`` envelope
+  (``_web/breakdown.py``); ``400`` for a task that is not a group's parent.
 
 Every answer is marked never to be cached: the state changes under the same URL.
 
@@ -29,11 +31,13 @@ from realtime_async._core.access import cancel_outcome
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.records import StateRecord, is_final
 from realtime_async._core.store import get_store
+from realtime_async._web.breakdown import breakdown
 from realtime_async._web.http import Unavailable, every_answer, unavailable, viewer_record
 from realtime_async.protocol import (
     FORBIDDEN_MESSAGE,
     MAX_SEQ,
     NOT_FOUND_MESSAGE,
+    breakdown_envelope,
     cancel_accepted_frame,
     error_frame,
     progress_envelope,
@@ -51,6 +55,8 @@ _MAX_LABEL = 200
 _NOT_FOUND_JSON = error_frame("not_found", NOT_FOUND_MESSAGE)
 _FORBIDDEN_JSON = error_frame("forbidden", FORBIDDEN_MESSAGE)
 _BAD_LOG_AFTER_JSON = error_frame("bad_request", "Invalid field: log_after.")
+_BAD_PARTS_JSON = error_frame("bad_request", "Invalid field: parts (1 asks for a group's parts).")
+_NOT_A_GROUP_JSON = error_frame("bad_request", "Not a group: only a group's parent task has parts.")
 
 
 @every_answer("Accept", "HX-Request")
@@ -63,7 +69,9 @@ def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
     except Unavailable:
         return unavailable()
     if record is None:
-        return _not_found(as_html)
+        return _not_found(as_html and "parts" not in request.GET)
+    if "parts" in request.GET:
+        return _breakdown(request, task_name, record)
 
     label = request.GET.get("label", "")[:_MAX_LABEL] or None
     log_after = _log_after(request)
@@ -72,9 +80,7 @@ def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
     # The fragment holds its own URL (query string included) and label, so they
     # belong to its ETag; the JSON depends on the record and the log lines asked for.
     etag = _etag(task_name, record, f"html:{request.GET.urlencode()}" if as_html else f"json:{log_after}")
-    if etag in (matches := _if_none_match(request)) or "*" in matches:
-        not_modified = HttpResponseNotModified()
-        not_modified["ETag"] = etag
+    if (not_modified := _not_modified(request, etag)) is not None:
         return not_modified
 
     if as_html:
@@ -111,6 +117,27 @@ def cancel_view(request: HttpRequest, task_name: str) -> HttpResponse:
     return HttpResponse(cancel_accepted_frame(task_name), status=202, content_type=_JSON)
 
 
+def _breakdown(request: HttpRequest, task_name: str, record: StateRecord) -> HttpResponse:
+    """``?parts=1``: the parts of a group's parent, JSON only; its viewers are the parent's (same owner)."""
+    if request.GET.get("parts") != "1":
+        return HttpResponse(_BAD_PARTS_JSON, status=400, content_type=_JSON)
+    if not record.get("group"):
+        return HttpResponse(_NOT_A_GROUP_JSON, status=400, content_type=_JSON)
+    try:
+        entries = get_store().group_entries(task_name)
+    except Exception:
+        logger.exception("realtime_async: reading the parts of %.200r failed", task_name)
+        return unavailable()
+    body = breakdown_envelope(task_name, dict(breakdown(task_name, record, entries)))
+    # The parts can change between two publishes of the parent (its seq): the ETag names the answer's bytes.
+    etag = _etag(task_name, record, f"parts:{hashlib.blake2b(body.encode(), digest_size=8).hexdigest()}")
+    if (not_modified := _not_modified(request, etag)) is not None:
+        return not_modified
+    response = (HttpResponseStopPolling if is_final(record) else HttpResponse)(body, content_type=_JSON)
+    response["ETag"] = etag
+    return response
+
+
 def _log_after(request: HttpRequest) -> int | None:
     """``?log_after=N``: None when absent, -1 when it is not a line number."""
     value = request.GET.get("log_after")
@@ -130,6 +157,15 @@ def _etag(task_name: str, record: StateRecord, variant: str) -> str:
     # (whose seq may start again) from the run a client saw before.
     seed = f"{task_name}\0{record.get('created_at')}\0{variant}"
     return f'"{record.get("seq")}-{hashlib.blake2b(seed.encode(), digest_size=8).hexdigest()}"'
+
+
+def _not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
+    """The ``304`` when ``If-None-Match`` holds ``etag`` (or ``*``); None otherwise."""
+    if etag not in (matches := _if_none_match(request)) and "*" not in matches:
+        return None
+    not_modified = HttpResponseNotModified()
+    not_modified["ETag"] = etag
+    return not_modified
 
 
 def _if_none_match(request: HttpRequest) -> set[str]:

@@ -8,7 +8,8 @@ script or style, so the widget works under a strict Content Security Policy.
 
 A Cancel button is rendered for viewers whose session may cancel the task
 (``AsyncManager.can_cancel``), never for watch-token viewers, and only while
-the task is not final.
+the task is not final. With ``breakdown=True`` a group's parent also shows its
+parts (``_web/breakdown.py``), kept current by ``breakdown.js``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from realtime_async._core.access import visible_record
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.naming import validate_task_name
 from realtime_async._core.records import StateRecord, is_final
+from realtime_async._core.store import get_store
+from realtime_async._web.breakdown import breakdown as group_breakdown
+from realtime_async._web.breakdown import shown_parts
 from realtime_async._web.display import display, format_eta, i18n, state_labels
 from realtime_async._web.results import display_results
 from realtime_async.conf import get_settings
@@ -75,6 +79,7 @@ def _context(
     htmx_url: str | None = None,
     cancel: dict[str, str] | None = None,
     log: bool = False,
+    breakdown: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     shown = display(record)
     final = shown["final"]
@@ -101,12 +106,20 @@ def _context(
         "results": display_results(record, token=token),
         "log": log and mode == "widget" and record is not None,
         "log_label": gettext("Log"),
+        "breakdown": breakdown if mode == "widget" else None,
     }
 
 
 def _label(label: str | None, record: StateRecord | None) -> str:
     """The bar's name: the one given, else the task's title, else "Progress"."""
     return label or (record.get("title") if record else None) or gettext("Progress")
+
+
+def _breakdown(task_name: str, record: StateRecord | None) -> dict[str, Any] | None:
+    """A group parent's parts as first shown (``shown_parts``); None for any other task."""
+    if record is None or not record.get("group"):
+        return None
+    return shown_parts(group_breakdown(task_name, record, get_store().group_entries(task_name)))
 
 
 def _default_poll_url(task_name: str, token: str | None) -> str | None:
@@ -195,6 +208,7 @@ def render_live_progress(
     request: HttpRequest | None = None,
     cancel_url: str | None = None,
     log: bool = True,
+    breakdown: bool = False,
 ) -> SafeString:
     """The widget for ``task_name``, showing its current state as ``user`` (or ``token``) may see it.
 
@@ -204,6 +218,8 @@ def render_live_progress(
     token of the Cancel button's POST fallback (to ``cancel_url``, by default
     the ``realtime_async:cancel`` or ``async-cancel`` URL). With ``log`` (the
     default) the task's log lines show under the bar, collapsed, once it has any.
+    With ``breakdown``, a group's parent lists its parts (title, state, percent;
+    the failed ones with their error) under a summary, up to ``BREAKDOWN_LIMIT``.
     """
     checked = _transport(transport)
     if not isinstance(task_name, str):
@@ -233,6 +249,7 @@ def render_live_progress(
         poll_url=poll_url or _default_poll_url(task_name, token),
         cancel=cancel,
         log=log,
+        breakdown=_breakdown(task_name, record) if breakdown else None,
     )
     html = _safe(render_to_string(TEMPLATE_NAME, context))
     return format_html("{}{}", html, render_assets(nonce=nonce)) if include_assets else html

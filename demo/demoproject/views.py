@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
-from projects.launchers import KINDS, launch_kind
+from projects.launchers import GROUPS, KINDS, launch_kind
 
 from realtime_async.exceptions import ConflictError
 
@@ -41,7 +41,7 @@ def launch(request: HttpRequest) -> HttpResponse:
         task_name = launch_kind(kind, request.user)
     except ConflictError as exc:
         return JsonResponse({"error": f"Task {exc.holder} is already working on these objects."}, status=409)
-    launched = {"task": task_name, "label": KINDS[kind]}
+    launched = {"task": task_name, "label": KINDS[kind], "group": kind in GROUPS}
     request.session["demo_tasks"] = [*request.session.get("demo_tasks", []), launched][-20:]
     if request.accepts("text/html") and not request.headers.get("X-Requested-With"):
         return redirect(request.POST.get("next") or "index")

@@ -77,6 +77,21 @@ def import_customers(*, task_key=None, manager_class=None, **kwargs):
     raise PublicTaskError("Row 31: the e-mail column is empty. Nothing after row 30 was imported.")
 
 
+def import_file(filename, rows, *, fail=False, task_key=None, manager_class=None, **kwargs):
+    """One part of "Import 40 files in parallel": a file's rows in a few steps of slightly random length."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    steps = 4
+    for step in range(1, steps + 1):
+        _pause(random.uniform(0.2, 0.6))
+        done = rows * step // steps
+        manager.update_progress(task_key, f"{filename}: row {done} of {rows}", current=done, total=rows)
+        if fail and step == 2:
+            manager.log(task_key, f"{filename}: row {done + 1} has no customer number", level="error")
+            raise PublicTaskError(f"{filename}: row {done + 1} has no customer number.")
+    manager.log(task_key, f"{filename}: {rows} rows imported", level="success")
+    return {"file": filename, "rows": rows}
+
+
 def long_cleanup(*, task_key=None, manager_class=None, **kwargs):
     """A slow task to try the Cancel button on."""
     manager = AsyncManager.resolve_manager(manager_class)

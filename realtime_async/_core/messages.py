@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_noop
 
-__all__ = ["CANCELLED", "GENERIC_ERROR", "LOST_ERROR", "STOCK_MESSAGES", "TIME_LIMIT_ERROR"]
+__all__ = [
+    "CANCELLED",
+    "GENERIC_ERROR",
+    "LOST_ERROR",
+    "PART_CANCELLED",
+    "STOCK_MESSAGES",
+    "THEN_NOT_STARTED",
+    "TIME_LIMIT_ERROR",
+]
 
 #: The message of a task that ended cancelled.
 CANCELLED = gettext_noop("Cancelled.")
@@ -25,5 +33,10 @@ TIME_LIMIT_ERROR = gettext_noop("The task took too long and was stopped.")
 #: The error of a task whose worker died.
 LOST_ERROR = gettext_noop("The worker running this task stopped responding.")
 
+#: The error of a ``fail_fast`` group ended by a cancelled part (``_core/store/group.lua`` writes it).
+PART_CANCELLED = gettext_noop("A part was cancelled.")
+#: The error of a group's part (a chain's step, the fan-in step) that could not be enqueued when its time came.
+THEN_NOT_STARTED = gettext_noop("This step could not be started.")
+
 #: Every stock text, the ones display time translates (any other message is shown as written).
-STOCK_MESSAGES = (CANCELLED, GENERIC_ERROR, TIME_LIMIT_ERROR, LOST_ERROR)
+STOCK_MESSAGES = (CANCELLED, GENERIC_ERROR, TIME_LIMIT_ERROR, LOST_ERROR, PART_CANCELLED, THEN_NOT_STARTED)

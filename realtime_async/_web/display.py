@@ -2,7 +2,10 @@
 
 The same rules run in the browser (``static/realtime_async/display.js``);
 ``tests/display_cases.json`` is one table of cases that a pytest and a
-``node:test`` both check, so the two cannot drift. The scripts get their
+``node:test`` both check, so the two cannot drift. A group's summary
+("1,000 parts: 812 done, 3 failed, 185 running") groups digits with the
+language's thousand separator, which ``i18n()`` sends the scripts too, so both
+sides write numbers alike (rather than each asking its own locale library). The scripts get their
 strings from ``i18n()``, translated here so one place knows the language.
 Words that name both a task's state and a stage's ("Done", "Failed") have a
 context each (``pgettext``): languages agree them differently. The package's
@@ -15,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, TypedDict
 
-from django.utils.translation import gettext, ngettext, pgettext
+from django.utils.formats import get_format
+from django.utils.translation import gettext, ngettext, npgettext, pgettext
 
 from realtime_async._core.messages import STOCK_MESSAGES
 from realtime_async._core.records import StateRecord, is_final
@@ -26,7 +30,9 @@ __all__ = [
     "Display",
     "StageDisplay",
     "display",
+    "format_count",
     "format_eta",
+    "group_summary",
     "i18n",
     "log_level_labels",
     "stage_labels",
@@ -69,6 +75,8 @@ class Display(TypedDict):
     stages: list[StageDisplay]
     #: ``"Stage 2 of 3: Process"`` while a stage is current, else ``""``.
     stage_text: str
+    #: A group's parent: ``"1,000 parts: 812 done, 3 failed, 185 running"``; ``""`` for any other task.
+    group_text: str
 
 
 def _half_up(value: float) -> int:
@@ -141,7 +149,68 @@ def i18n() -> dict[str, Any]:
         "log_dropped_other": ngettext(
             "%(n)s earlier line is no longer kept.", "%(n)s earlier lines are no longer kept.", 2
         ),
+        "group": _group_i18n(),
     }
+
+
+def _group_words(n: int) -> dict[str, str]:
+    """The summary's words in the plural form for ``n`` (their ``%(n)s`` still to fill in)."""
+    return {
+        "parts": npgettext("group summary", "%(n)s part", "%(n)s parts", n),
+        "success": npgettext("group summary", "%(n)s done", "%(n)s done", n),
+        "failure": npgettext("group summary", "%(n)s failed", "%(n)s failed", n),
+        "cancelled": npgettext("group summary", "%(n)s cancelled", "%(n)s cancelled", n),
+        "running": npgettext("group summary", "%(n)s running", "%(n)s running", n),
+        "queued": npgettext("group summary", "%(n)s queued", "%(n)s queued", n),
+        "omitted": npgettext("group summary", "%(n)s more part not listed.", "%(n)s more parts not listed.", n),
+    }
+
+
+def _group_i18n() -> dict[str, Any]:
+    # The plural form is chosen here for 1 and for more (as log_dropped_*); the script fills in %(n)s.
+    return {
+        "summary": pgettext("group summary", "%(parts)s: %(counts)s"),
+        "thousands": str(get_format("THOUSAND_SEPARATOR")),
+        "parts": gettext("Parts"),
+        "one": _group_words(1),
+        "other": _group_words(2),
+    }
+
+
+def format_count(n: int) -> str:
+    """``1234`` as ``"1,234"``: digits grouped by three with the language's separator (as display.js)."""
+    return f"{n:,}".replace(",", str(get_format("THOUSAND_SEPARATOR")))
+
+
+#: The summary's pieces in order, each the states it counts: a lost part is a failed one, as in the parent's error.
+_SUMMARY = (
+    ("success", ("success",)),
+    ("failure", ("failure", "lost")),
+    ("cancelled", ("cancelled",)),
+    ("running", ("running",)),
+    ("queued", ("queued",)),
+)
+
+
+def group_summary(group: Any) -> str:
+    """A group parent's ``group`` in words, ``"1,000 parts: 812 done, 3 failed, 185 running"``; ``""`` if none.
+
+    States no part is in are left out; lost parts count as failed.
+    """
+    if not isinstance(group, dict) or not isinstance(group.get("counts"), dict):
+        return ""
+    counts, parts = group["counts"], group.get("parts")
+    if not isinstance(parts, int) or isinstance(parts, bool):
+        return ""
+    pieces = []
+    for key, states in _SUMMARY:
+        n = sum(value for state in states if isinstance(value := counts.get(state), int) and value > 0)
+        if n:
+            pieces.append(_group_words(n)[key] % {"n": format_count(n)})
+    text = _group_words(parts)["parts"] % {"n": format_count(parts)}
+    if not pieces:
+        return text
+    return pgettext("group summary", "%(parts)s: %(counts)s") % {"parts": text, "counts": ", ".join(pieces)}
 
 
 def log_level_labels() -> dict[str, str]:
@@ -217,4 +286,5 @@ def display(record: StateRecord | dict[str, Any] | None, labels: dict[str, str] 
         "message": str(message),
         "stages": stages,
         "stage_text": stage_text,
+        "group_text": group_summary(record.get("group")) if record is not None else "",
     }

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from realtime_async._core.messages import CANCELLED
+from realtime_async._core.messages import CANCELLED, THEN_NOT_STARTED
 from realtime_async._core.records import FINAL_STATES, State, StateRecord, is_final
 from realtime_async._core.store import get_store
 from realtime_async._writing.launch import retrying
@@ -41,6 +41,28 @@ class Ending:
 
     def _emit(self, event: Any, task_name: str, *, meta: dict[str, Any] | None = None, **payload: Any) -> None:
         raise NotImplementedError
+
+    def _enqueue(self, spec: dict[str, Any], args: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _start(self, parent: str, name: str) -> None:
+        """Enqueue a group's waiting part: a chain's next step, or the fan-in step with every part's result.
+
+        A failed enqueue ends that part failed, so the group goes on (or ends) by its policy.
+        """
+        store = get_store()
+        spec = store.read_meta(parent)["pending"][name]
+        args = list(spec["args"])
+        if spec.get("results"):  # the parts' results in part order
+            record = self.get_progress(parent)
+            group = record.get("group") if record else None
+            names = [f"{parent}.{index}" for index in range(group["parts"] if group else 0)]
+            args = [store.group_results(names), *args]
+        try:
+            self._enqueue(spec, args)
+        except Exception:  # the broker is away: this part cannot run, and the group must not wait for it forever
+            logger.exception("realtime_async: enqueueing %r of %r failed", name, parent)
+            self.finish(name, "failure", error=THEN_NOT_STARTED)
 
     def cancel(self, task_name: str, user: Any = None) -> bool:
         """Cancel a task the ``user`` may cancel; return False when it is unknown, final or forbidden.
@@ -111,9 +133,12 @@ class Ending:
         self._ended(task_name, stored, event_payload)
         group = written.group
         part = stored.get("part")
-        if group is not None and group.final and part is not None:  # this part ended its group
-            self._ended(part["group"], json.loads(group.record_json), None)
-            self._stop_parts(list(group.unfinished))
+        if group is not None and part is not None:
+            if group.final:  # this part ended its group
+                self._ended(part["group"], json.loads(group.record_json), None)
+                self._stop_parts(list(group.unfinished))
+            elif group.start:  # the next step of a chain, or the fan-in step: this write, and no other
+                self._start(part["group"], group.start)
         return stored
 
     def _ended(self, task_name: str, stored: StateRecord, payload: dict[str, Any] | None) -> None:

@@ -186,7 +186,7 @@ def delete_files(record: StateRecord | dict[str, Any] | None) -> int:
 
 
 def delete_final_task(task_name: str) -> bool:
-    """Delete a final task's files and record (``AsyncManager.delete_task``); False when unknown or unfinished."""
+    """Delete a final task's files and record, and a group's parts; False when unknown or unfinished."""
     try:
         validate_task_name(task_name)
     except ValueError:
@@ -195,6 +195,12 @@ def delete_final_task(task_name: str) -> bool:
     record = json.loads(stored) if stored else None
     if not is_final(record):
         return False
+    if record and record.get("group"):  # a group's parts (and fan-in step) go with it
+        for part in get_store().group_parts(task_name):
+            part_record = get_store().read_state(part)
+            if part_record:
+                delete_files(json.loads(part_record))
+            get_store().delete_task(part)
     delete_files(record)
     get_store().delete_task(task_name)
     return True

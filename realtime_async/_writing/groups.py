@@ -15,22 +15,36 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from django.db import transaction
 from django.utils.module_loading import import_string
 
 from realtime_async._core.locks import ConflictIds, to_lock_ids
 from realtime_async._core.naming import MAX_TASK_NAME_LENGTH, new_task_name, validate_task_name
-from realtime_async._core.records import GROUP_STATES, GroupCounts, GroupPolicy, StateRecord
-from realtime_async._core.store import Store, WriteMode, get_store
+from realtime_async._core.records import GROUP_STATES, MAX_STAGE_NAME_LENGTH, GroupCounts, GroupPolicy, StateRecord
+from realtime_async._core.store import NewGroup, Store, WriteMode, get_store
 from realtime_async._writing.launch import OnCommit, callable_path, default_title, title_text, user_info
+from realtime_async._writing.stages import StageSpec, make_stages
 from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
 
-__all__ = ["POLICIES", "GroupLauncher", "Part", "PlannedPart", "launch_group", "plan_parts", "record_group"]
+__all__ = [
+    "POLICIES",
+    "GroupKind",
+    "GroupLauncher",
+    "Part",
+    "PlannedPart",
+    "launch_group",
+    "parent_stages",
+    "plan_parts",
+    "plan_then",
+    "record_group",
+]
 
 POLICIES: tuple[GroupPolicy, ...] = ("continue", "fail_fast")
+#: A group runs its parts side by side; a chain one after another.
+GroupKind = Literal["group", "chain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +74,31 @@ class PlannedPart:
     title: str
 
 
+def _plan(raw: Part | str | Callable[..., Any], name: str, what: str) -> PlannedPart:
+    part = raw if isinstance(raw, Part) else Part(raw)
+    weight = part.weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+        raise ValueError(f"{what}: the weight must be a positive number, got {weight!r}.")
+    path = callable_path(part.func)
+    try:
+        import_string(path)
+    except ImportError as exc:
+        raise ValueError(f"{what}: {path!r} cannot be imported ({exc}).") from None
+    title = title_text(part.title) or default_title(part.func)
+    return PlannedPart(name, path, list(part.args), dict(part.kwargs or {}), float(weight), title)
+
+
+def plan_then(
+    then: Part | str | Callable[..., Any] | None, parent: str, parts: list[PlannedPart]
+) -> PlannedPart | None:
+    """The fan-in step, checked like a part; its weight defaults to the parts' mean (it counts as one more part)."""
+    if then is None:
+        return None
+    if not isinstance(then, Part):
+        then = Part(then, weight=sum(part.weight for part in parts) / len(parts))
+    return _plan(then, f"{parent}.then", "then")
+
+
 def plan_parts(parts: Iterable[Part | str | Callable[..., Any]], parent: str) -> list[PlannedPart]:
     """Check every part before anything is reserved or enqueued; ``ValueError`` says which part and why."""
     given = list(parts)
@@ -70,37 +109,22 @@ def plan_parts(parts: Iterable[Part | str | Callable[..., Any]], parent: str) ->
         raise ValueError("launch_async_group(): a group needs at least one part.")
     if len(given) > limit:
         raise ValueError(f"launch_async_group(): {len(given)} parts, more than GROUP_MAX_PARTS ({limit}).")
-    planned = []
-    for index, raw in enumerate(given):
-        part = raw if isinstance(raw, Part) else Part(raw)
-        weight = part.weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
-            raise ValueError(f"Part {index}: the weight must be a positive number, got {weight!r}.")
-        path = callable_path(part.func)
-        try:
-            import_string(path)
-        except ImportError as exc:
-            raise ValueError(f"Part {index}: {path!r} cannot be imported ({exc}).") from None
-        planned.append(
-            PlannedPart(
-                name=f"{parent}.{index}",
-                func_path=path,
-                args=list(part.args),
-                kwargs=dict(part.kwargs or {}),
-                weight=float(weight),
-                title=title_text(part.title) or default_title(part.func),
-            )
-        )
-    return planned
+    return [_plan(raw, f"{parent}.{index}", f"Part {index}") for index, raw in enumerate(given)]
 
 
 def record_group(
-    parent: StateRecord, planned: list[PlannedPart], policy: GroupPolicy, meta: dict[str, Any], store: Store
+    parent: StateRecord,
+    planned: list[PlannedPart],
+    then: PlannedPart | None,
+    policy: GroupPolicy,
+    meta: dict[str, Any],
+    store: Store,
+    kind: GroupKind,
 ) -> None:
-    """Write every part's record (queued, with its ``part``) and set up the parent's aggregate."""
+    """Write every part's record (queued, with its ``part``; the fan-in step last) and set up the aggregate."""
     now = time.time()
-    writer = get_writer()
-    for index, part in enumerate(planned):
+    records: list[tuple[StateRecord, dict[str, Any]]] = []
+    for index, part in enumerate([*planned, *([then] if then else [])]):
         record: StateRecord = {
             "task": part.name,
             "title": part.title,
@@ -111,10 +135,44 @@ def record_group(
             "part": {"group": parent["task"], "index": index, "weight": part.weight},
         }
         part_meta = {**meta, "task_kwargs": part.kwargs, "func": part.func_path, "locks": []}
-        created = writer.commit(record, mode=WriteMode.CREATE, meta=part_meta)
+        part_meta.pop("pending", None)
+        records.append((record, part_meta))
+    for (record, _), created in zip(records, get_writer().create_quietly(records), strict=True):
         if not created.written:
-            raise ValueError(f"Task name {part.name!r} belongs to a task that has not finished.")
-    store.create_group(parent["task"], {part.name: (part.weight, part.title) for part in planned}, policy)
+            raise ValueError(f"Task name {record['task']!r} belongs to a task that has not finished.")
+    weights = {part.name: (part.weight, part.title) for part in planned}
+    fan_in = (then.name, then.weight, then.title) if then else None
+    store.create_group(NewGroup(parent["task"], weights, policy, fan_in, kind))
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Stage names from titles, cut as stages cut them and made distinct ("Load", "Load (2)")."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        base = " ".join(name.split())[: MAX_STAGE_NAME_LENGTH - 6] or "-"
+        seen[base] = seen.get(base, 0) + 1
+        unique.append(base if seen[base] == 1 else f"{base} ({seen[base]})")
+    return unique
+
+
+def parent_stages(
+    title: str, planned: list[PlannedPart], then: PlannedPart | None, kind: GroupKind
+) -> StageSpec | None:
+    """A chain's steps (and fan-in step) as stages; a group with a fan-in step: its parts, then the step."""
+    if kind == "chain":
+        steps = [*planned, *([then] if then else [])]
+        return dict(zip(_unique([step.title for step in steps]), (step.weight for step in steps), strict=True))
+    if then is not None:
+        first, last = _unique([title, then.title])
+        return {first: sum(part.weight for part in planned), last: then.weight}
+    return None
+
+
+def _spec(part: PlannedPart, extra: dict[str, Any], *, results: bool = False) -> dict[str, Any]:
+    """How ``Ending`` enqueues a part later: its task, function, arguments, and the launch's manager and options."""
+    spec = {"task": part.name, "func": part.func_path, "args": part.args, "kwargs": part.kwargs, **extra}
+    return {**spec, "results": True} if results else spec
 
 
 class GroupLauncher(Protocol):
@@ -138,12 +196,20 @@ def launch_group(
     user: Any,
     affected_objects: Iterable[Any] | None,
     on_failure: GroupPolicy,
+    then: Part | str | Callable[..., Any] | None = None,
+    enqueue_meta: dict[str, Any] | None = None,
+    kind: GroupKind = "group",
 ) -> str:
-    """The body of ``AsyncManager.launch_async_group``: check, record, reserve, then enqueue every part on commit."""
+    """The body of ``launch_async_group`` and ``launch_async_chain``: check, record, reserve, enqueue on commit.
+
+    A group enqueues every part; a chain its first step, the others waiting in the
+    parent's meta (``pending``) until the step before them ended (``Ending``).
+    """
     if on_failure not in POLICIES:
         raise ValueError(f"launch_async_group(): on_failure must be one of {', '.join(POLICIES)}, got {on_failure!r}.")
     parent = validate_task_name(task_name) if task_name is not None else new_task_name("group")
     planned = plan_parts(parts, parent)  # nothing reserved or enqueued before every part passed
+    step = plan_then(then, parent, planned)
     lock_ids = to_lock_ids(conflict_ids)
     owner = user_info(user)
     meta = {
@@ -153,22 +219,30 @@ def launch_group(
         "func": None,
         "locks": lock_ids,
     }
+    extra = enqueue_meta or {}
+    later = planned[1:] if kind == "chain" else []
+    pending = {part.name: _spec(part, extra) for part in later}
+    if step is not None:
+        pending[step.name] = _spec(step, extra, results=True)
+    meta["pending"] = pending  # what ``Ending`` enqueues when its time comes
     store = get_store()
     if lock_ids:
         manager._refuse_unfinished(parent)
         manager._reserve(store, parent, lock_ids)
     now, count = time.time(), len(planned)
+    group_title = title_text(title) or f"{planned[0].title} ({count})"
     counts = dict.fromkeys(GROUP_STATES, 0) | {"queued": count}
     record: StateRecord = {
         "task": parent,
-        "title": title_text(title) or f"{planned[0].title} ({count})",
+        "title": group_title,
+        "stages": make_stages(parent_stages(group_title, planned, step, kind)),
         "state": "queued",
         "owner": owner["id"] if owner else None,
         "created_at": now,
         "updated_at": now,
         "group": {"parts": count, "policy": on_failure, "counts": cast(GroupCounts, counts)},
     }
-    names = [parent, *(part.name for part in planned)]
+    names = [parent, *(part.name for part in planned), *([step.name] if step else [])]
 
     def forget() -> None:
         for name in names:
@@ -178,9 +252,8 @@ def launch_group(
         created = get_writer().commit(record, mode=WriteMode.CREATE, meta=meta)
         if not created.written:
             raise ValueError(f"Task name {parent!r} belongs to a task that has not finished.")
-        record_group(record, planned, on_failure, meta, store)
-        for name in names:
-            store.add_active(name)
+        record_group(record, planned, step, on_failure, meta, store, kind)
+        store.add_active_many(names)
     except BaseException:
         forget()
         raise
@@ -189,7 +262,7 @@ def launch_group(
     def enqueue_all() -> None:
         sent: list[str] = []
         try:
-            for part in planned:
+            for part in planned[:1] if kind == "chain" else planned:
                 enqueue(part)
                 sent.append(part.name)
         except BaseException:  # nothing of a group runs unless all of it was enqueued

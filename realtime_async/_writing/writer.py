@@ -35,7 +35,16 @@ from realtime_async._core.records import (
     compute_percent,
     encode_record_body,
 )
-from realtime_async._core.store import GroupLink, GroupResult, Lines, Outcome, WriteMode, WriteResult, get_store
+from realtime_async._core.store import (
+    GroupLink,
+    GroupResult,
+    Lines,
+    Outcome,
+    Write,
+    WriteMode,
+    WriteResult,
+    get_store,
+)
 from realtime_async._writing.sender import broadcast, get_scheduler, wait_sent
 from realtime_async._writing.stages import overall_percent
 from realtime_async.conf import get_settings
@@ -178,11 +187,12 @@ class Writer:
         body = encode_record_body(record)
         meta_json = json.dumps(meta, cls=DjangoJSONEncoder) if meta is not None else ""
         sent = None
-        groups = task_groups(task_name, record.get("owner"))
+        part = record.get("part")
+        # A group's part goes to its own watchers only: the feeds follow its parent (the breakdown shows parts).
+        groups = (group_for_task(task_name),) if part else task_groups(task_name, record.get("owner"))
         # The write script publishes the record to the servers' hubs itself (see ``fanout``);
         # the groups get it too, through the channel layer, for every other consumer.
         publish = groups if settings.fast_broadcast else ()
-        part = record.get("part")
         link = group_link(part["group"], record.get("owner")) if part else None
         # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
@@ -239,6 +249,31 @@ class Writer:
                 self._parent_written(link, get_store().settle_group(link))
         except Exception as exc:  # Redis away: the next part's write publishes it
             logger.warning("realtime_async: publishing group %r failed (%s)", link.parent, type(exc).__name__)
+
+    def create_quietly(self, records: list[tuple[StateRecord, dict[str, Any]]]) -> list[WriteResult]:
+        """Create records (``WriteMode.CREATE``, with their meta) at once and broadcast none: a group's parts.
+
+        Nobody watches a part before its group's launch returns, so its queued state is only stored.
+        """
+        ttl = get_settings().progress_ttl
+        writes = [
+            Write(
+                task_name=record["task"],
+                state=record["state"],
+                body=encode_record_body(record),
+                ttl=ttl,
+                mode=WriteMode.CREATE,
+                meta=json.dumps(meta, cls=DjangoJSONEncoder),
+                floor=0,
+                end=False,
+                publish=(),
+                lines=Lines(),
+                log_limits=(get_settings().log_max_lines, get_settings().log_max_bytes),
+            )
+            for record, meta in records
+        ]
+        with self._write_lock:
+            return get_store().write_many(writes)
 
     # -- progress --------------------------------------------------------
     def track(self, record: StateRecord, meta: dict[str, Any] | None = None) -> None:

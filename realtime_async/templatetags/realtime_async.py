@@ -5,6 +5,7 @@
     {% load realtime_async %}
     {% live_progress task_name label="Import" %}
     {% live_progress other_task transport="poll" token=watch_token %}
+    {% live_progress group_task breakdown=True %}
 
 Viewers whose session may cancel the task (``AsyncManager.can_cancel``) get a
 Cancel button while it runs; ``cancel_url`` overrides the endpoint it POSTs to
@@ -44,6 +45,7 @@ def live_progress(
     poll_url: str | None = None,
     cancel_url: str | None = None,
     log: bool = True,
+    breakdown: bool = False,
 ) -> SafeString:
     """The live progress widget of ``task_name``; see ``realtime_async.widgets.render_live_progress``."""
     request = _request(context)
@@ -58,6 +60,7 @@ def live_progress(
         poll_url=poll_url or None,
         cancel_url=cancel_url or None,
         log=bool(log),
+        breakdown=bool(breakdown),
         nonce=_nonce(context, request),
         include_assets=_first_assets(context, request),
     )

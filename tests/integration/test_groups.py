@@ -238,3 +238,242 @@ def test_the_aggregate_equals_a_recomputation_from_the_parts(manager, weights, s
     assert (record["state"] in FINAL_STATES) == ended
     if ended:
         assert record["state"] == ("success" if counts["success"] == len(parts) else record["state"])
+
+
+# -- the fan-in step ---------------------------------------------------------------------
+class _Enqueued:
+    def __init__(self, monkeypatch, manager):
+        self.calls = []
+        monkeypatch.setattr(type(manager), "_enqueue", lambda _, spec, args: self.calls.append((spec, args)))
+
+
+def test_then_runs_once_with_the_results_in_part_order_and_ends_the_group(manager, monkeypatch):
+    enqueued = _Enqueued(monkeypatch, manager)
+    parent = manager.launch_async_group(
+        [Part(STEPS, (1,), weight=2), Part(STEPS, (2,), weight=2)],
+        then=Part(STEPS, ("merge",), weight=4, title="Merge"),
+        **NOWHERE,
+    )
+    first, second = _parts(manager, parent)
+    assert manager.get_progress(parent)["group"]["parts"] == 2  # the step is not a part
+    then_name = f"{parent}.then"
+    assert manager.get_progress(then_name)["state"] == "queued"
+    enqueued.calls.clear()  # the parts' own enqueues
+    for name, result in ((second, "b"), (first, "a")):
+        _start(name)
+        manager.finish(name, "success", result=result)
+    record = manager.get_progress(parent)
+    assert record["state"] == "running" and record["stage"] == "Merge" and record["percent"] == 50.0
+    ((spec, args),) = enqueued.calls
+    assert spec["task"] == then_name and args == [["a", "b"], "merge"]  # part order, not finishing order
+    _start(then_name)
+    manager.update_progress(then_name, percent=50)
+    _settled(manager, parent, lambda r: r["percent"] == 75.0)
+    manager.finish(then_name, "success", result={"merged": 2})
+    record = manager.get_progress(parent)
+    assert record["state"] == "success" and record["percent"] == 100.0 and record["stage"] is None
+    assert [entry["event"] for entry in recorded_events(parent)] == ["create", "complete"]
+
+
+@pytest.mark.parametrize("ending", ["failure", "cancel"])
+def test_then_never_runs_when_a_part_failed_or_the_group_was_cancelled(manager, monkeypatch, ending, django_user_model):
+    enqueued = _Enqueued(monkeypatch, manager)
+    owner = django_user_model.objects.create_user(f"then-{ending}")
+    parent = manager.launch_async_group([STEPS, STEPS], then=STEPS, user=owner, **NOWHERE)
+    first, second = _parts(manager, parent)
+    enqueued.calls.clear()
+    _start(first)
+    if ending == "failure":
+        manager.finish(first, "failure", error="Broken.")
+    else:
+        assert manager.cancel(parent, user=owner)
+        manager.finish(first, "cancelled")
+    if manager.get_progress(second)["state"] not in FINAL_STATES:
+        _start(second)
+        manager.finish(second, "success")
+    record = manager.get_progress(parent)
+    assert record["state"] == ("failure" if ending == "failure" else "cancelled")
+    assert enqueued.calls == [] and manager.get_progress(f"{parent}.then")["state"] == "cancelled"
+
+
+def test_a_failing_then_fails_the_group_with_its_public_error(manager, monkeypatch):
+    _Enqueued(monkeypatch, manager)
+    parent = manager.launch_async_group([STEPS], then=STEPS, **NOWHERE)
+    (part,) = _parts(manager, parent)
+    _start(part)
+    manager.finish(part, "success")
+    _start(f"{parent}.then")
+    manager.finish(f"{parent}.then", "failure", error="The totals do not add up.")
+    record = manager.get_progress(parent)
+    assert record["state"] == "failure" and record["error"] == "The totals do not add up."
+
+
+def test_then_starts_exactly_once_when_the_last_two_parts_end_at_once_in_two_processes(manager):
+    import multiprocessing
+
+    from tests import racer
+
+    rounds = 25
+    groups = [manager.launch_async_group([STEPS, STEPS], then=STEPS, **NOWHERE) for _ in range(rounds)]
+    for parent in groups:
+        for name in _parts(manager, parent):
+            _start(name)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=racer.finish_last_parts, args=(i, groups, barrier, results)) for i in range(2)]
+    for proc in procs:
+        proc.start()
+    for _ in range(rounds * 2):
+        results.get(timeout=60)
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    client, prefix = get_store().client, get_store().prefix
+    for parent in groups:
+        starts = client.lrange(f"{prefix}:test-then:{parent}.then", 0, -1)
+        assert len(starts) == 1, (parent, starts)
+        assert json.loads(starts[0]) == [{"part": 0}, {"part": 1}]
+        assert manager.get_progress(parent)["state"] == "running"
+        client.delete(f"{prefix}:test-then:{parent}.then")
+
+
+# -- chains ---------------------------------------------------------------------------------
+def _stage_states(manager, parent):
+    return [(stage["name"], stage["state"]) for stage in manager.get_progress(parent)["stages"]]
+
+
+def test_a_chain_starts_each_step_when_the_one_before_succeeded_and_shows_them_as_stages(manager, monkeypatch):
+    enqueued = _Enqueued(monkeypatch, manager)
+    parent = manager.launch_async_chain(
+        [Part(STEPS, (1,), title="Fetch"), Part(STEPS, (2,), title="Compute"), Part(STEPS, (3,), title="Fetch")],
+        title="Report",
+        **NOWHERE,
+    )
+    fetch, compute, render = _parts(manager, parent)
+    assert [spec["task"] for spec, _ in enqueued.calls] == [fetch]  # one step at a time
+    assert _stage_states(manager, parent) == [("Fetch", "pending"), ("Compute", "pending"), ("Fetch (2)", "pending")]
+    _start(fetch)
+    manager.update_progress(fetch, percent=40)
+    record = _settled(manager, parent, lambda r: r["stages"][0]["percent"] == 40)
+    assert record["stage"] == "Fetch" and record["stages"][0]["state"] == "active"
+    manager.finish(fetch, "success")
+    assert [spec["task"] for spec, _ in enqueued.calls] == [fetch, compute]
+    assert enqueued.calls[1][1] == [2]  # its own arguments
+    _start(compute)
+    manager.finish(compute, "success")
+    _start(render)
+    manager.finish(render, "success")
+    record = manager.get_progress(parent)
+    assert record["state"] == "success" and record["percent"] == 100.0 and record["stage"] is None
+    assert [state for _, state in _stage_states(manager, parent)] == ["done", "done", "done"]
+
+
+def test_a_failed_step_ends_a_fail_fast_chain_and_the_rest_never_runs(manager, monkeypatch):
+    enqueued = _Enqueued(monkeypatch, manager)
+    parent = manager.launch_async_chain([STEPS, STEPS, STEPS], **NOWHERE)
+    first, second, third = _parts(manager, parent)
+    _start(first)
+    manager.finish(first, "failure", error="No data.")
+    record = manager.get_progress(parent)
+    assert record["state"] == "failure" and record["error"] == "1 of 3 parts failed."
+    assert [state for _, state in _stage_states(manager, parent)] == ["failed", "cancelled", "cancelled"]
+    assert [spec["task"] for spec, _ in enqueued.calls] == [first]
+    assert manager.get_progress(second)["state"] == manager.get_progress(third)["state"] == "cancelled"
+
+
+def test_a_continue_chain_goes_on_after_a_failed_step_and_ends_failure(manager, monkeypatch):
+    enqueued = _Enqueued(monkeypatch, manager)
+    parent = manager.launch_async_chain([STEPS, STEPS], on_failure="continue", **NOWHERE)
+    first, second = _parts(manager, parent)
+    _start(first)
+    manager.finish(first, "failure", error="No data.")
+    assert [spec["task"] for spec, _ in enqueued.calls] == [first, second]
+    _start(second)
+    manager.finish(second, "success")
+    assert manager.get_progress(parent)["state"] == "failure"
+
+
+def test_a_chain_with_a_fan_in_step_and_a_cancel_mid_chain(manager, monkeypatch, django_user_model):
+    enqueued = _Enqueued(monkeypatch, manager)
+    owner = django_user_model.objects.create_user("chain-owner")
+    parent = manager.launch_async_chain([STEPS, STEPS], then=Part(STEPS, title="Merge"), user=owner, **NOWHERE)
+    first, second = _parts(manager, parent)
+    assert [name for name, _ in _stage_states(manager, parent)][-1] == "Merge"
+    _start(first)
+    manager.finish(first, "success", result=1)
+    _start(second)
+    manager.finish(second, "success", result=2)
+    spec, args = enqueued.calls[-1]
+    assert spec["task"] == f"{parent}.then" and args == [[1, 2]]
+    assert manager.get_progress(parent)["stage"] == "Merge"
+    assert manager.cancel(parent, user=owner)
+    manager.finish(f"{parent}.then", "cancelled")
+    record = manager.get_progress(parent)
+    assert record["state"] == "cancelled" and [s for _, s in _stage_states(manager, parent)][-1] == "cancelled"
+
+
+def test_cancelling_a_group_with_a_fan_in_step_waits_for_its_running_parts(manager, monkeypatch, django_user_model):
+    _Enqueued(monkeypatch, manager)
+    owner = django_user_model.objects.create_user("then-canceller")
+    parent = manager.launch_async_group([STEPS, STEPS], then=STEPS, user=owner, **NOWHERE)
+    running, _queued = _parts(manager, parent)
+    _start(running)
+    assert manager.cancel(parent, user=owner)
+    assert manager.get_progress(f"{parent}.then")["state"] == "cancelled"  # it never starts
+    record = manager.get_progress(parent)
+    assert record["state"] == "running"  # and its locks are still held: a part still works
+    manager.finish(running, "cancelled")
+    assert manager.get_progress(parent)["state"] == "cancelled"
+
+
+def test_a_parts_updates_go_to_its_own_watchers_not_to_the_feeds_or_the_dashboard(manager, monkeypatch):
+    from realtime_async._core.naming import group_for_task
+    from realtime_async._writing import writer
+    from realtime_async.contrib.dashboard import recorder
+
+    sent, recorded = [], []
+    real = writer.broadcast
+    monkeypatch.setattr(writer, "broadcast", lambda groups, message: sent.append(groups) or real(groups, message))
+    monkeypatch.setattr(recorder.get_recorder(), "add", lambda name, payload: recorded.append(name))
+    parent = manager.launch_async_group([STEPS, STEPS], **NOWHERE)
+    part = _parts(manager, parent)[0]
+    _start(part)
+    sent.clear()
+    manager.update_progress(part, percent=10)
+    manager.finish(part, "success")
+    assert (group_for_task(part),) in sent and all(
+        len(groups) == 1 for groups in sent if group_for_task(part) in groups
+    )
+    other = _parts(manager, parent)[1]
+    _start(other)
+    manager.finish(other, "success")
+    assert parent in recorded and part not in recorded and other not in recorded  # the group is, its parts are not
+
+
+def test_the_parent_has_a_rate_and_an_eta_from_its_percent(manager):
+    parent = manager.launch_async_group([STEPS, STEPS], **NOWHERE)
+    first, second = _parts(manager, parent)
+    _start(first)
+    for percent in (10, 30, 50):
+        manager.update_progress(first, percent=percent)
+        time.sleep(0.25)
+    record = _settled(manager, parent, lambda r: r["percent"] == 25.0 and r.get("rate"))
+    assert record["rate"] > 0 and record["eta"] == pytest.approx((100 - 25.0) / record["rate"], abs=0.1)
+    for name in (first, second):
+        if name == second:
+            _start(second)
+        manager.finish(name, "success")
+    assert manager.get_progress(parent)["eta"] is None
+
+
+def test_deleting_a_finished_group_deletes_its_parts(manager):
+    parent = manager.launch_async_group([STEPS, STEPS], then=STEPS, **NOWHERE)
+    names = _parts(manager, parent)
+    for name in names:
+        _start(name)
+        manager.finish(name, "failure", error="Broken.")
+    assert manager.get_progress(parent)["state"] == "failure"
+    assert manager.delete_task(parent)
+    for name in [parent, *names, f"{parent}.then"]:
+        assert manager.get_progress(name) is None, name
+    assert get_store().group_parts(parent) == {}

@@ -5,7 +5,8 @@ import { test } from "node:test";
 
 import { cases } from "./helpers.mjs";
 import { FINAL_STATES, isFinal } from "../../realtime_async/static/realtime_async/client.js";
-import { display, displayStages, formatEta } from "../../realtime_async/static/realtime_async/display.js";
+import { showPart } from "../../realtime_async/static/realtime_async/breakdown.js";
+import { display, displayStages, formatEta, groupSummary } from "../../realtime_async/static/realtime_async/display.js";
 import { formatEta as widgetFormatEta } from "../../realtime_async/static/realtime_async/widget.js";
 
 test("client.js's FINAL_STATES are the shared table's (and so the server's)", () => {
@@ -47,6 +48,7 @@ for (const [index, { record, expect }] of cases.records.entries()) {
           current,
         })),
         stage_text: shown.stageText,
+        group_text: shown.groupText,
       },
       expect,
     );
@@ -87,9 +89,33 @@ test("displayStages without i18n speaks English; the stepper's keys are the ones
 for (const { record, expect } of cases.translated.records) {
   test(`display in ${cases.translated.language}, case ${record.seq}: the stock messages translated, others as written`, () => {
     const shown = display(record, cases.translated.i18n);
+    const got = { state_label: shown.stateLabel, eta_text: shown.etaText, message: shown.message };
+    Object.assign(got, { stage_text: shown.stageText, group_text: shown.groupText });
+    if (!("group_text" in expect)) delete got.group_text;
+    assert.deepEqual(got, expect);
+  });
+}
+
+for (const { part, expect } of cases.parts) {
+  test(`a breakdown lists ${part.task} as the server does`, () => {
+    const shown = showPart(part, cases.i18n);
     assert.deepEqual(
-      { state_label: shown.stateLabel, eta_text: shown.etaText, message: shown.message, stage_text: shown.stageText },
+      {
+        title: shown.title,
+        state: shown.state,
+        state_label: shown.stateLabel,
+        percent_text: shown.percentText,
+        error: shown.error,
+      },
       expect,
     );
   });
 }
+
+test("groupSummary without i18n speaks English, digits grouped by threes", () => {
+  const counts = { queued: 0, running: 185, success: 812, failure: 2, cancelled: 0, lost: 1 };
+  assert.equal(groupSummary({ parts: 1000, counts }), "1,000 parts: 812 done, 3 failed, 185 running");
+  assert.equal(groupSummary({ parts: 1, counts: {} }), "1 part");
+  assert.equal(groupSummary(null), "");
+  assert.equal(display({ state: "running", seq: 1 }).groupText, "");
+});

@@ -86,6 +86,8 @@ def test_beat_ends_a_task_whose_worker_died(celery_worker_proc, beat, manager, t
     assert record["error"] == LOST_ERROR
     assert manager.check_conflict(ids) == {}
     assert name not in manager.active_tasks()
+    # The events follow the final write, in the worker that ran the cleanup: wait for the last one.
+    wait_for(lambda: [e["event"] for e in recorded_events(name)][-1:] == ["cleanup"], 10, 0.1, "the cleanup event")
     kinds = [event["event"] for event in recorded_events(name)]
     assert kinds.count("fail") == 1 and kinds[-1] == "cleanup"
     assert "unregistered task" not in celery_worker_proc.output()

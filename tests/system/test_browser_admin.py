@@ -150,3 +150,36 @@ def test_cancel_from_the_progress_page(admin_page, widgets, manager):
     run_action(page, widgets[:1], "async_admin_rebuild")
     wait_state(page, landed_task(page), "success")
     assert_clean(page)
+
+
+def test_the_split_action_runs_one_group_watched_as_one_bar(admin_page, widgets, manager):
+    page = admin_page
+    more = [Widget.objects.create(name=name) for name in ("delta", "epsilon")]
+    everything = widgets + more
+    run_action(page, everything, "rebuild_in_parallel")  # chunks of two: three parts
+    task = landed_task(page)
+    assert page.locator(".messagelist").inner_text().startswith(f"Task {task} launched.")
+    assert page.locator("#content h1").inner_text() == "Rebuild: 5 widgets"
+    wait_state(page, task, "success")
+    root = widget(page, task)
+    assert root.count() == 1  # one live bar, the group's
+    assert root.get_by_role("progressbar").count() == 1
+    assert root.get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
+    # Under it, the breakdown: a row per part, titled by its chunk.
+    rows = root.locator("[data-ra-part]")
+    assert rows.locator(".ra-progress__part-title").all_inner_texts() == [
+        "Rebuild: 2 widgets (1–2)",
+        "Rebuild: 2 widgets (3–4)",
+        "Rebuild: 1 widget (5)",
+    ]
+    progress = [event for event in events(page, task) if event["name"] == "progress"]
+    assert progress and {event["transport"] for event in progress} == {"ws"}
+    # Every object was rebuilt once, by one of the parts; the group held all the locks and released them.
+    assert [w.rebuilds for w in Widget.objects.order_by("pk")] == [1] * 5
+    record = manager.get_progress(task)
+    assert record["group"]["parts"] == 3 and record["group"]["counts"]["success"] == 3
+    parts = [manager.get_progress(f"{task}.{index}") for index in range(3)]
+    assert [part["result"] for part in parts] == [{"rebuilt": 2}, {"rebuilt": 2}, {"rebuilt": 1}]
+    assert manager.check_conflict({"testapp.Widget": [w.pk for w in everything]}) == {}
+    assert task not in manager.active_tasks()
+    assert_clean(page)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -21,6 +22,12 @@ def _final(manager, name, timeout=90):
     return wait_for(
         lambda: (r := manager.get_progress(name)) and r["state"] in FINAL_STATES and r, timeout, 0.1, f"{name} to end"
     )
+
+
+def _events(task, expected):
+    """The task's lifecycle events, once the last one is in (it follows the final write, in the worker)."""
+    seen = wait_for(lambda: len(recorded_events(task)) >= len(expected), 10, 0.05, f"{expected[-1]} of {task}")
+    assert [entry["event"] for entry in recorded_events(task)] == expected, seen
 
 
 def _parts(manager, parent):
@@ -50,7 +57,7 @@ def test_a_fifty_part_group_ends_success_with_exact_counts(celery_worker_proc, m
     percents = [p for p in seen if p is not None]
     assert percents == sorted(percents)  # the weighted mean only grows
     assert all(manager.get_progress(name)["state"] == "success" for name in _parts(manager, parent))
-    assert [entry["event"] for entry in recorded_events(parent)] == ["create", "complete"]
+    _events(parent, ["create", "complete"])
     assert parent not in manager.active_tasks()
 
 
@@ -98,3 +105,40 @@ def test_a_part_whose_worker_died_ends_lost_and_the_group_follows(celery_worker_
     record = _final(manager, parent)
     assert record["state"] == "failure" and record["error"] == "1 of 3 parts failed."
     assert record["group"]["counts"]["lost"] == 1 and record["group"]["counts"]["success"] == 2
+
+
+def test_a_fan_in_step_gets_every_result_in_part_order_and_ends_the_group(celery_worker_proc, manager):
+    rng = random.Random(12)
+    parts = [Part(CHUNK, (i,), {"seconds": rng.uniform(0, 0.2)}) for i in range(12)]
+    parent = manager.launch_async_group(parts, then=Part("tests.testapp.workers.merge", title="Merge"))
+    record = _final(manager, parent)
+    assert record["state"] == "success" and record["percent"] == 100.0
+    assert record["group"]["counts"]["success"] == 12
+    step = manager.get_progress(f"{parent}.then")
+    assert step["state"] == "success" and step["result"] == {"merged": list(range(12))}
+    _events(parent, ["create", "complete"])
+
+
+def test_a_chain_of_three_steps_runs_them_in_order_as_the_parents_stages(celery_worker_proc, manager):
+    steps = [Part(CHUNK, (i,), {"seconds": 0.2}, title=title) for i, title in enumerate(["Fetch", "Compute", "Render"])]
+    parent = manager.launch_async_chain(steps, title="Quarterly report")
+    seen_stages = set()
+    record = wait_for(
+        lambda: (
+            (r := manager.get_progress(parent)) and (seen_stages.add(r["stage"]) or r["state"] in FINAL_STATES) and r
+        ),
+        60,
+        0.02,
+        "the chain to end",
+    )
+    assert record["state"] == "success" and record["percent"] == 100.0
+    assert [(stage["name"], stage["state"]) for stage in record["stages"]] == [
+        ("Fetch", "done"),
+        ("Compute", "done"),
+        ("Render", "done"),
+    ]
+    assert {"Fetch", "Compute", "Render"} & seen_stages  # watched live, stage by stage
+    runs = [manager.get_progress(name) for name in _parts(manager, parent)]
+    for before, after in itertools.pairwise(runs):
+        assert after["started_at"] >= before["finished_at"]  # one after another
+    _events(parent, ["create", "complete"])

@@ -181,6 +181,21 @@ def test_follow_exits_1_when_the_task_fails(demo_worker):
 
 
 @pytest.mark.slow
+def test_follow_shows_the_demo_group_until_its_forty_parts_succeed(demo_worker):
+    done = manage(demo_worker, "files", "--follow")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.startswith("Launched group-")
+    err = done.stderr.splitlines()
+    assert err[-1] == "Import 40 files · Done", err[-5:]
+
+
+def test_inline_refuses_a_group(demo_env):
+    done = manage(demo_env, "files", "--inline")
+    assert done.returncode == 1
+    assert "'files' is a group of Celery tasks run in parallel: launch it, with --follow." in done.stderr
+
+
+@pytest.mark.slow
 def test_follow_on_a_terminal_draws_the_same_status_line(demo_worker):
     # The rebuild ends before a poll may see it running: its log and final line are what a terminal shows of it.
     code, out = manage_in_a_pty(demo_worker, "rebuild", "--follow")

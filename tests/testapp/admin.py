@@ -20,4 +20,12 @@ class WidgetAdmin(AsyncActionsMixin, admin.ModelAdmin):
             task_kwargs={"delay": 10},
             name="rebuild_slowly",
         ),
+        # One group of a part per two widgets, watched as one task.
+        async_action(
+            "tests.testapp.workers.admin_rebuild",
+            description="Rebuild in parallel",
+            title="Rebuild",
+            chunk_size=2,
+            name="rebuild_in_parallel",
+        ),
     ]

@@ -18,13 +18,14 @@ def _strict_csp(request, response, *, strict_dynamic=False):
 
 
 def widgets_page(request):
-    """Widgets for the tasks named in ?task= (repeatable); ?transport=, ?ws=, ?token= pass through to the tag."""
+    """Widgets for the tasks named in ?task= (repeatable); ?transport=, ?ws=, ?token=, ?breakdown=1 go to the tag."""
     request.csp_nonce = secrets.token_urlsafe(16)  # as django-csp and Django 6's CSP middleware do
     context = {
         "tasks": request.GET.getlist("task"),
         "transport": request.GET.get("transport", "auto"),
         "ws_url": request.GET.get("ws", ""),
         "token": request.GET.get("token", ""),
+        "breakdown": request.GET.get("breakdown") == "1",
     }
     return _strict_csp(request, render(request, "testapp/widgets.html", context))
 

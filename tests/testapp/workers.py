@@ -147,3 +147,11 @@ def chunk(index, *, seconds=0.0, fail=False, task_key=None, manager_class=None, 
     if fail:
         raise PublicTaskError(f"Chunk {index} is broken.")
     return {"chunk": index}
+
+
+def merge(results, *, task_key=None, manager_class=None, **kwargs):
+    """A group's fan-in step: gets the parts' results in part order and says what it got."""
+    manager = AsyncManager.resolve_manager(manager_class)
+    for _result in manager.track(task_key, results, message="Merging {n} of {total}"):
+        time.sleep(0.01)
+    return {"merged": [result["chunk"] for result in results]}

@@ -10,6 +10,7 @@ from django.utils import translation
 
 import realtime_async
 from realtime_async._core.records import FINAL_STATES
+from realtime_async._web.breakdown import show_part
 from realtime_async._web.display import display, format_eta, i18n
 
 CASES = json.loads((Path(__file__).parent.parent / "display_cases.json").read_text(encoding="utf-8"))
@@ -62,3 +63,10 @@ def test_display_in_another_language_translates_the_stock_messages_only(case):
     with translation.override(CASES["translated"]["language"]):
         shown = display(case["record"])
     assert {key: shown[key] for key in case["expect"]} == case["expect"]
+
+
+@pytest.mark.parametrize("case", CASES["parts"], ids=lambda case: case["part"]["task"])
+def test_a_part_of_a_breakdown(case):
+    shown = show_part(case["part"])
+    assert {key: shown[key] for key in case["expect"]} == case["expect"]
+    assert set(case["expect"]) == set(shown) - {"task"}

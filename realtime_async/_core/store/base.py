@@ -11,7 +11,18 @@ from typing import Any
 from realtime_async._core.records import LogEntry, LogInfo, LogLine, StateRecord
 from realtime_async.conf import get_settings
 
-__all__ = ["GroupLink", "GroupResult", "Lines", "LogRead", "Outcome", "Store", "Write", "WriteMode", "WriteResult"]
+__all__ = [
+    "GroupLink",
+    "GroupResult",
+    "Lines",
+    "LogRead",
+    "NewGroup",
+    "Outcome",
+    "Store",
+    "Write",
+    "WriteMode",
+    "WriteResult",
+]
 
 
 class WriteMode(enum.IntEnum):
@@ -91,6 +102,20 @@ class GroupLink:
 
 
 @dataclasses.dataclass(frozen=True)
+class NewGroup:
+    """A group being launched, as the store sets up its aggregate (``Store.create_group``)."""
+
+    parent: str
+    #: Each part's name → its weight and title, in part order.
+    parts: dict[str, tuple[float, str]]
+    policy: str
+    #: The fan-in step (name, weight, title): counted in the percent, not in the parts; or None.
+    then: tuple[str, float, str] | None = None
+    #: ``"chain"`` for parts run one after another (each a stage of the parent), else ``"group"``.
+    kind: str = "group"
+
+
+@dataclasses.dataclass(frozen=True)
 class GroupResult:
     """What a part's write did to its group's parent."""
 
@@ -102,6 +127,8 @@ class GroupResult:
     unfinished: tuple[tuple[str, str], ...] = ()
     #: Seconds until the parent may be published, when this write left it waiting; else None.
     flush_in: float | None = None
+    #: The part this write, and no other, must start: a chain's next step, or the fan-in step; else "".
+    start: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,8 +216,8 @@ class Store:
         write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines or Lines(), limits, group)
         return self._write_state(write)
 
-    def create_group(self, parent: str, parts: dict[str, tuple[float, str]], policy: str) -> None:
-        """Set up the aggregate of a new group (``parts``: name → weight and title): every part queued."""
+    def create_group(self, group: NewGroup) -> None:
+        """Set up the aggregate of a new group, whose parent record was just created: every part queued."""
         raise NotImplementedError
 
     def settle_group(self, group: GroupLink) -> GroupResult:
@@ -199,6 +226,10 @@ class Store:
 
     def group_parts(self, parent: str) -> dict[str, str]:
         """Each part of the group and its state as the aggregate last counted it."""
+        raise NotImplementedError
+
+    def group_results(self, parts: list[str]) -> list[Any]:
+        """The ``result`` of each task named, in order (None for one without a record); one round trip."""
         raise NotImplementedError
 
     def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
@@ -255,6 +286,15 @@ class Store:
 
     def add_active(self, task_name: str) -> None:
         raise NotImplementedError
+
+    def add_active_many(self, task_names: list[str]) -> None:
+        """``add_active`` for each name; one round trip on Redis."""
+        for name in task_names:
+            self.add_active(name)
+
+    def write_many(self, writes: list[Write]) -> list[WriteResult]:
+        """Several writes at once (each atomic, not all together); one round trip on Redis. No groups."""
+        return [self._write_state(write) for write in writes]
 
     def remove_active(self, task_name: str) -> None:
         raise NotImplementedError

@@ -17,6 +17,7 @@ from realtime_async._core.store.base import (
     GroupLink,
     GroupResult,
     LogRead,
+    NewGroup,
     Outcome,
     Store,
     Write,
@@ -101,7 +102,7 @@ class CacheStore(Store):
         entry = self.cache.get(self._k("t", task_name))
         return entry["rec"] if entry else None
 
-    def create_group(self, parent: str, parts: dict[str, tuple[float, str]], policy: str) -> None:
+    def create_group(self, group: NewGroup) -> None:
         raise ImproperlyConfiguredError(
             "Groups need the Redis store: their parts update the parent atomically across processes. "
             "Set REALTIME_ASYNC['CACHE_ALIAS'] to a Redis cache."
@@ -115,6 +116,9 @@ class CacheStore(Store):
 
     def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
         return {}
+
+    def group_results(self, parts: list[str]) -> list[Any]:
+        return []
 
     def read_log(self, task_name: str, after: int = 0) -> LogRead:
         log = (self.cache.get(self._k("t", task_name)) or {}).get("log") or {"last": 0, "dropped": 0, "lines": []}

@@ -13,8 +13,18 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
+from realtime_async._core.messages import PART_CANCELLED
 from realtime_async._core.records import FINAL_STATES, GROUP_STATES
-from realtime_async._core.store.base import GroupLink, GroupResult, LogRead, Outcome, Store, Write, WriteResult
+from realtime_async._core.store.base import (
+    GroupLink,
+    GroupResult,
+    LogRead,
+    NewGroup,
+    Outcome,
+    Store,
+    Write,
+    WriteResult,
+)
 from realtime_async.conf import get_settings
 
 __all__ = ["RedisStore"]
@@ -31,6 +41,7 @@ def _script(name: str) -> str:
         named = ", ".join(f'{state} = "{state}"' for state in GROUP_STATES)
         ordered = ", ".join(f'"{state}"' for state in GROUP_STATES)
         text = f"local FINAL = {{{final}}}\nlocal STATE = {{{named}}}\nlocal STATES = {{{ordered}}}\n{text}"
+        text = f"local PART_CANCELLED = {json.dumps(PART_CANCELLED)}\n{text}"
     return text
 
 
@@ -64,13 +75,29 @@ class RedisStore(Store):
         # Pub/sub ignores the database number, which keys have: it goes into the name.
         return f"{self._broadcast_prefix}{group}"
 
-    def _write_state(self, write: Write) -> WriteResult:
+    def _write_call(self, write: Write) -> tuple[list[str], list[Any]]:
         k, name = self._k, write.task_name
         keys = [k("t", name), k("c", name), k("tl", name), k("a", "tasks"), k("hb", name), k("log", name)]
         lines = write.lines.bodies()
         args = [write.state, write.body, _ms(write.ttl), int(write.mode), write.meta, write.floor, name, int(write.end)]
         args += [len(lines), *write.log_limits, write.lines.dropped, *lines]
         args.extend(map(self.broadcast_channel, write.publish))
+        return keys, args
+
+    def write_many(self, writes: list[Write]) -> list[WriteResult]:
+        pipe = self.client.pipeline(transaction=False)
+        for write in writes:
+            keys, args = self._write_call(write)
+            self._write(keys=keys, args=args, client=pipe)
+        results = []
+        for seq, rec, cancel in pipe.execute():
+            seq = int(seq)
+            results.append(WriteResult(_NOT_WRITTEN.get(seq, Outcome.WRITTEN), max(seq, 0), _text(rec), bool(cancel)))
+        return results
+
+    def _write_state(self, write: Write) -> WriteResult:
+        name = write.task_name
+        keys, args = self._write_call(write)
         if write.group is None:
             seq, rec, cancel = self._write(keys=keys, args=args)
             group = None
@@ -97,28 +124,33 @@ class RedisStore(Store):
     def _group_result(answer: list[Any]) -> GroupResult:
         kind = int(answer[0])
         if kind == 1:
-            rest = [_text(item) for item in answer[3:]]
+            rest = [_text(item) for item in answer[4:]]
             unfinished = tuple(zip(rest[::2], rest[1::2], strict=True))
-            return GroupResult(_text(answer[1]), _text(answer[2]), unfinished)
+            return GroupResult(_text(answer[1]), _text(answer[2]), unfinished, start=_text(answer[3]))
         if kind == 2:
             return GroupResult(flush_in=max(0.0, int(answer[1]) / 1000))
         return GroupResult()
 
-    def create_group(self, parent: str, parts: dict[str, tuple[float, str]], policy: str) -> None:
-        total = sum(weight for weight, _ in parts.values())
+    def create_group(self, group: NewGroup) -> None:
+        total = sum(weight for weight, _ in group.parts.values()) + (group.then[1] if group.then else 0)
         fields: dict[str, Any] = {f"g:{state}": 0 for state in GROUP_STATES}
-        fields.update({"g:queued": len(parts), "g:parts": len(parts), "g:sumw": total, "g:wp": 0, "g:ended": 0})
-        fields["g:policy"] = policy
+        fields.update({"g:queued": len(group.parts), "g:parts": len(group.parts), "g:sumw": total, "g:wp": 0})
+        fields.update({"g:ended": 0, "g:policy": group.policy, "g:kind": group.kind})
         packed = {
-            name: json.dumps({"s": "queued", "p": 0, "w": weight, "t": title}, ensure_ascii=False)
-            for name, (weight, title) in parts.items()
+            name: json.dumps({"s": "queued", "p": 0, "w": weight, "t": title, "i": index}, ensure_ascii=False)
+            for index, (name, (weight, title)) in enumerate(group.parts.items())
         }
+        if group.then is not None:  # the fan-in step: in the percent ("x"), not in the counts
+            name, weight, title = group.then
+            packed[name] = json.dumps({"s": "queued", "p": 0, "w": weight, "t": title, "x": 1}, ensure_ascii=False)
+            fields.update({"g:then": "waiting", "g:thenname": name})
         ttl = _ms(get_settings().progress_ttl)
+        key = self._k("gp", group.parent)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._k("t", parent), mapping=fields)
-        pipe.delete(self._k("gp", parent))
-        pipe.hset(self._k("gp", parent), mapping=packed)
-        pipe.pexpire(self._k("gp", parent), ttl)
+        pipe.hset(self._k("t", group.parent), mapping=fields)
+        pipe.delete(key)
+        pipe.hset(key, mapping=packed)
+        pipe.pexpire(key, ttl)
         pipe.execute()
 
     def settle_group(self, group: GroupLink) -> GroupResult:
@@ -126,6 +158,12 @@ class RedisStore(Store):
 
     def group_parts(self, parent: str) -> dict[str, str]:
         return {name: entry["s"] for name, entry in self.group_entries(parent).items()}
+
+    def group_results(self, parts: list[str]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in parts:
+            pipe.hget(self._k("t", name), "rec")
+        return [json.loads(rec).get("result") if rec else None for rec in pipe.execute()]
 
     def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
         packed = self.client.hgetall(self._k("gp", parent))
@@ -184,6 +222,10 @@ class RedisStore(Store):
 
     def add_active(self, task_name: str) -> None:
         self.client.zadd(self._k("a", "tasks"), {task_name: time.time()})
+
+    def add_active_many(self, task_names: list[str]) -> None:
+        now = time.time()
+        self.client.zadd(self._k("a", "tasks"), dict.fromkeys(task_names, now))
 
     def remove_active(self, task_name: str) -> None:
         self.client.zrem(self._k("a", "tasks"), task_name)

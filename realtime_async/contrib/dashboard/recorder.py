@@ -165,5 +165,11 @@ def get_recorder() -> Recorder:
 
 
 def on_task_lifecycle(sender: Any, *, event: str, task_name: str, **payload: Any) -> None:
-    """``task_lifecycle`` receiver: queue the event for the writer thread."""
+    """``task_lifecycle`` receiver: queue the event for the writer thread.
+
+    A group's parts are not recorded: the group is, and its breakdown shows the parts.
+    """
+    record = payload.get("record")
+    if isinstance(record, dict) and record.get("part"):
+        return
     get_recorder().add(task_name, payload)

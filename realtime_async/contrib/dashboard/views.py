@@ -64,6 +64,8 @@ def row_context(record: StateRecord, labels: dict[str, str] | None = None) -> di
         "message": shown["message"],
         # "Stage 2 of 3: Process" while a stage of the task is current, else "".
         "stage_text": shown["stage_text"],
+        # A group's parent: "1,000 parts: 812 done, 3 failed, 185 running", from its record's counts.
+        "group_text": shown["group_text"],
         # A succeeded task's result link and downloads (_web/results.py; dashboard.js redraws them).
         "results": display_results(record),
         "final": shown["final"],

@@ -11,7 +11,7 @@
  *   protocol.js        PROTOCOL_VERSION, FINAL_STATES, DEFAULT_URL, isFinal, websocketUrl
  *   subscriptions.js   Subscription, FeedSubscription (what subscribe()/subscribeFeed() return)
  *   backoff.js         backoffDelay: the reconnect and poll retry delays
- *   poll.js            pollProgress: one task through the polling endpoint
+ *   poll.js            pollProgress: one task through the polling endpoint; fetchBreakdown: a group's parts
  *   log.js             LogCursor: a task's log lines, in order, with its gaps asked for
  *
  * The page scripts built on it: display.js (how a record is shown), page.js
@@ -46,7 +46,7 @@ import { FeedMemory, FeedSubscription, Subscription } from "./subscriptions.js";
 
 export { backoffDelay } from "./backoff.js";
 export { LogCursor } from "./log.js";
-export { pollProgress } from "./poll.js";
+export { fetchBreakdown, pollProgress } from "./poll.js";
 export { DEFAULT_URL, FINAL_STATES, PROTOCOL_VERSION, isFinal, websocketUrl } from "./protocol.js";
 export { FeedSubscription, Subscription } from "./subscriptions.js";
 

@@ -7,7 +7,8 @@
  *
  * `i18n` is the object the server sends in data-ra-i18n:
  * {states: {state: label}, eta_s, eta_min, eta_h, unavailable, failed,
- *  stages, stage, stage_states: {stage state: label}, messages: {English: translated}, ...}.
+ *  stages, stage, stage_states: {stage state: label}, messages: {English: translated},
+ *  group: {summary, thousands, parts, one: {...}, other: {...}}, ...}.
  * Every user-facing word comes from it, in the page's language (display.py
  * translates it); the English defaults below only serve pages without it.
  */
@@ -71,10 +72,67 @@ export function displayStages(record, i18n = {}, final = isFinal(record)) {
   return { stages, stageText: interpolate(template, { n: current + 1, total: stages.length, name: names[current] }) };
 }
 
+const GROUP_WORDS = {
+  success: "%(n)s done",
+  failure: "%(n)s failed",
+  cancelled: "%(n)s cancelled",
+  running: "%(n)s running",
+  queued: "%(n)s queued",
+};
+const GROUP = {
+  summary: "%(parts)s: %(counts)s",
+  thousands: ",",
+  parts: "Parts",
+  one: { ...GROUP_WORDS, parts: "%(n)s part", omitted: "%(n)s more part not listed." },
+  other: { ...GROUP_WORDS, parts: "%(n)s parts", omitted: "%(n)s more parts not listed." },
+};
+// The summary's pieces in order, each the states it counts: a lost part is a failed one (display.py's _SUMMARY).
+const SUMMARY = [
+  ["success", ["success"]],
+  ["failure", ["failure", "lost"]],
+  ["cancelled", ["cancelled"]],
+  ["running", ["running"]],
+  ["queued", ["queued"]],
+];
+
+/** A group's word for `n` (`key`: parts, success, ..., omitted), its number grouped: "1,000 parts". */
+export function groupWord(key, n, i18n = {}) {
+  const strings = i18n.group || GROUP;
+  const forms = (n === 1 ? strings.one : strings.other) || {};
+  const template = Object.hasOwn(forms, key) ? forms[key] : "%(n)s";
+  return interpolate(template, { n: formatCount(n, i18n) });
+}
+
+/** `1234` as "1,234": digits grouped by three with the page language's separator (display.py's format_count). */
+export function formatCount(n, i18n = {}) {
+  const separator = (i18n.group || GROUP).thousands ?? ",";
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, () => separator);
+}
+
+/**
+ * A group parent's `group` in words, "1,000 parts: 812 done, 3 failed, 185 running"
+ * ("" when it is none); states no part is in are left out, lost parts count as failed.
+ */
+export function groupSummary(group, i18n = {}) {
+  if (!group || typeof group !== "object" || !group.counts || typeof group.counts !== "object") return "";
+  if (!Number.isInteger(group.parts)) return "";
+  const pieces = [];
+  for (const [key, states] of SUMMARY) {
+    const n = states.reduce((sum, state) => {
+      const value = group.counts[state];
+      return Number.isInteger(value) && value > 0 ? sum + value : sum;
+    }, 0);
+    if (n) pieces.push(groupWord(key, n, i18n));
+  }
+  const parts = groupWord("parts", group.parts, i18n);
+  if (!pieces.length) return parts;
+  return interpolate((i18n.group || GROUP).summary, { parts, counts: pieces.join(", ") });
+}
+
 /**
  * What to show of `record` (null: the task cannot be shown):
  * {state, stateLabel, final, indeterminate, percent, percentValue, percentText, etaText, message,
- *  stages, stageText} (the last two: displayStages()).
+ *  stages, stageText, groupText} (stages and stageText: displayStages(); groupText: groupSummary()).
  * `percent` is the number clamped to 0..100 (null: unknown); `percentValue` its
  * string for aria-valuenow, one decimal rounded half up without a trailing ".0";
  * `percentText` is floored, so that "100%" means done.
@@ -99,5 +157,6 @@ export function display(record, i18n = {}) {
     etaText: record && !final ? formatEta(record.eta, i18n) : "",
     message: message || "",
     ...displayStages(record, i18n, final),
+    groupText: record ? groupSummary(record.group, i18n) : "",
   };
 }

@@ -110,3 +110,40 @@ export function pollProgress(
   tick();
   return { stop };
 }
+
+/**
+ * A group's breakdown, once: GET `url` (the parent's polling URL, `AsyncManager.get_url()`,
+ * its ?token= kept) with ?parts=1. Resolves to the answer's `data`:
+ * {seq, state, total, counts, parts: [{task, title, state, percent, error}], omitted}
+ * (docs/protocol.md, "Groups"). Rejects with {code, message, task}: not_found (404),
+ * bad_request (400: not a group's parent), http_<status>, network.
+ */
+export async function fetchBreakdown(url, { fetch: fetcher, signal } = {}) {
+  const doFetch = fetcher || globalThis.fetch.bind(globalThis);
+  const [path, query = ""] = String(url).split("?", 2);
+  const params = new URLSearchParams(query);
+  params.set("parts", "1");
+  let response;
+  try {
+    response = await doFetch(`${path}?${params}`, {
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+      cache: "no-store",
+      signal,
+    });
+  } catch (error) {
+    throw { code: "network", message: String(error), task: null };
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // a proxy's error page: not an answer of the endpoint
+  }
+  if (!response.ok || body?.v !== PROTOCOL_VERSION || body.type !== "breakdown" || !Array.isArray(body.data?.parts)) {
+    const code = body?.type === "error" && body.code ? body.code : `http_${response.status}`;
+    const message = body?.message || `HTTP ${response.status}`;
+    throw { code: response.status === 404 ? "not_found" : code, message, task: body?.task ?? null };
+  }
+  return body.data;
+}

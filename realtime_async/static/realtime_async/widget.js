@@ -33,10 +33,11 @@
  * it, else POSTs to data-ra-cancel-url with the CSRF token (data-ra-csrf, else
  * the csrftoken cookie). It hides once the task is final.
  *
- * Stepper ([data-ra-field="stages"], an <ol> of <li data-ra-stage-state>, the
- * current one aria-current="step"): redrawn from each record's stages, created
- * when a task's first stages arrive after the server rendered none; only the
- * items that changed are touched, so screen readers are not told it all again.
+ * Stepper ([data-ra-field="stages"]): stepper.js's, redrawn from each record's
+ * stages, created when a task's first stages arrive after the server rendered none.
+ *
+ * Breakdown ([data-ra-field="breakdown"], breakdown=True on a group's parent):
+ * breakdown.js's, told of each new record; it re-fetches the parts (?parts=1).
  *
  * Log ([data-ra-field="log"], a <details> hidden until the first line):
  * logview.js's. The widget asks for the task's log history when it starts
@@ -48,11 +49,13 @@
  * page's one client and the fallback rule are page.js's.
  */
 
+import { BreakdownView } from "./breakdown.js";
 import { isFinal, pollProgress } from "./client.js";
 import { display } from "./display.js";
 import { LogView } from "./logview.js";
 import { readJson, sharedClient, startAll, watchFallback, whenReady } from "./page.js";
 import { displayResults, renderResults } from "./results.js";
+import { renderStages } from "./stepper.js";
 
 export { formatEta } from "./display.js";
 export { sharedClient } from "./page.js";
@@ -83,6 +86,7 @@ export class LiveProgress {
     this._cancelling = false;
     this.log = new LogView(element, this.i18n);
     this._onLog = this.log.enabled ? (lines, info) => this.log.add(lines, info) : undefined;
+    this.breakdown = new BreakdownView(element, { url: this.pollUrl, i18n: this.i18n });
   }
 
   start() {
@@ -202,6 +206,7 @@ export class LiveProgress {
     this._settle();
     this.subscription?.unsubscribe();
     this.log.stop();
+    this.breakdown.stop();
   }
 
   // The task is final: no more states, but the subscription stays until the client
@@ -265,6 +270,7 @@ export class LiveProgress {
     this.state = record.state;
     this.element.dataset.raVia = transport;
     this.render(record);
+    this.breakdown.changed(record);
     const detail = { task: this.task, record, transport };
     this._dispatch("progress", detail);
     if (isFinal(record)) {
@@ -319,7 +325,7 @@ export class LiveProgress {
     // else as "Live updates are not available." (the server's English reason is in the error event).
     const why = !record && error && error.code !== "not_found" ? this.i18n.no_updates || error.message || "" : "";
     this._text("message", why || shown.message, false);
-    this._stages(shown.stages);
+    renderStages(el, shown.stages, this.i18n);
     // A succeeded task's link and download buttons (results.js), into progress.html's data-ra-field="results".
     renderResults(el.querySelector('[data-ra-field="results"]'), displayResults(record, this.i18n, this.token));
     if (this.cancelButton && (!record || shown.final)) {
@@ -329,62 +335,12 @@ export class LiveProgress {
     }
   }
 
-  /** The stepper: made when stages first appear, hidden when they go, items changed only where they differ. */
-  _stages(stages) {
-    let list = this.element.querySelector('[data-ra-field="stages"]');
-    if (!list) {
-      if (!stages.length) return;
-      list = document.createElement("ol");
-      list.setAttribute("class", "ra-progress__stages");
-      list.setAttribute("data-ra-field", "stages");
-      list.setAttribute("aria-label", this.i18n.stages || "Stages");
-      const message = this.element.querySelector('[data-ra-field="message"]');
-      if (message?.parentNode) message.parentNode.insertBefore(list, message);
-      else this.element.append(list);
-    }
-    if (list.hidden !== !stages.length) list.hidden = !stages.length;
-    const items = [...list.children];
-    for (const extra of items.slice(stages.length)) extra.remove();
-    stages.forEach((stage, index) => {
-      let item = items[index];
-      if (!item?.querySelector(".ra-progress__stage-name") || !item.querySelector(".ra-progress__stage-state")) {
-        const fresh = stageItem();
-        if (item) item.replaceWith(fresh);
-        else list.append(fresh);
-        item = fresh;
-      }
-      if (item.getAttribute("data-ra-stage-state") !== stage.state) {
-        item.setAttribute("data-ra-stage-state", stage.state);
-      }
-      if (stage.current && item.getAttribute("aria-current") !== "step") item.setAttribute("aria-current", "step");
-      else if (!stage.current && item.hasAttribute("aria-current")) item.removeAttribute("aria-current");
-      setText(item.querySelector(".ra-progress__stage-name"), stage.name);
-      setText(item.querySelector(".ra-progress__stage-state"), ` ${stage.stateLabel}`);
-    });
-  }
-
   _text(field, text, hideEmpty = true) {
     const node = this.element.querySelector(`[data-ra-field="${field}"]`);
     if (!node) return;
     if (node.textContent !== text) node.textContent = text; // unchanged text: no repeat for screen readers
     if (hideEmpty) node.hidden = !text;
   }
-}
-
-/** A blank stepper item, as progress.html renders one. */
-function stageItem() {
-  const item = document.createElement("li");
-  item.setAttribute("class", "ra-progress__stage");
-  for (const part of ["name", "state"]) {
-    const span = document.createElement("span");
-    span.setAttribute("class", `ra-progress__stage-${part}`);
-    item.append(span);
-  }
-  return item;
-}
-
-function setText(node, text) {
-  if (node.textContent !== text) node.textContent = text;
 }
 
 /** Start every widget in `root` (an element or the document) not started yet. */

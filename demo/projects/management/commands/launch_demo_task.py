@@ -13,7 +13,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from projects.launchers import KINDS, launch_kind, task_for
+from projects.launchers import GROUPS, KINDS, launch_kind, task_for
 from realtime_async import ResultLink
 from realtime_async._core.records import is_final
 from realtime_async._core.store import get_store
@@ -41,6 +41,8 @@ class Command(BaseCommand):
     def handle(self, *args, kind, follow, inline, timeout, **options):
         # The renderer redraws with carriage returns: it writes to the raw stream, not Django's line wrapper.
         renderer = TerminalRenderer(getattr(self.stderr, "_out", sys.stderr))
+        if inline and kind in GROUPS:
+            raise CommandError(f"{kind!r} is a group of Celery tasks run in parallel: launch it, with --follow.")
         if inline:
             code = self._inline(kind, renderer)
         else:

@@ -257,6 +257,7 @@ export class LiveDashboard {
     this._text(row, "percent", shown.percentText);
     this._text(row, "message", shown.message);
     this._text(row, "stage", shown.stageText, true);
+    this._text(row, "group", shown.groupText, true); // a group's parent: its parts counted, from the record
     renderResults(row.querySelector('[data-ra-field="results"]'), displayResults(record, this.i18n));
   }
 
