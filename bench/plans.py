@@ -47,6 +47,15 @@ class Plan:
     slow_rate: float  # updates a second per task
     slow_seconds: float  # how long updates flow while the stalled clients read nothing
     slow_message_chars: int  # each update's message (the demo: 600 characters)
+    group_sizes: tuple[int, ...]  # groups (``--only groups``): a part's update_progress in a group of each size
+    group_cost_n: int  # timed calls per key (plain task, each group size), in group_cost_slices turns
+    group_cost_slices: int
+    group_launch_parts: int  # launch cost: one group of this many parts, beside as many apply_async calls
+    group_launch_reps: int
+    group_rate_parts: int  # parent updates a second: this many parts updated as fast as they go ...
+    group_rate_seconds: float  # ... for this long ...
+    group_writers: int  # ... by this many publisher processes ...
+    group_watchers: int  # ... watched by this many WebSocket watchers of the parent
 
 
 FULL = Plan(
@@ -61,6 +70,8 @@ FULL = Plan(
     split_at=500, fresh_daphne=True,
     calibration_watchers=1000, calibration_rate=5, max_seconds=560,
     slow_stalled=20, slow_tasks=50, slow_bystanders=10, slow_rate=10, slow_seconds=15.0, slow_message_chars=600,
+    group_sizes=(10, 1000), group_cost_n=300, group_cost_slices=5, group_launch_parts=1000, group_launch_reps=3,
+    group_rate_parts=1000, group_rate_seconds=5.0, group_writers=2, group_watchers=10,
 )  # fmt: skip
 QUICK = Plan(
     name="quick", reps=1,
@@ -73,4 +84,6 @@ QUICK = Plan(
     split_at=20, fresh_daphne=False,
     calibration_watchers=20, calibration_rate=10, max_seconds=120,
     slow_stalled=3, slow_tasks=5, slow_bystanders=2, slow_rate=10, slow_seconds=1.5, slow_message_chars=600,
+    group_sizes=(10, 200), group_cost_n=30, group_cost_slices=3, group_launch_parts=200, group_launch_reps=1,
+    group_rate_parts=200, group_rate_seconds=1.0, group_writers=2, group_watchers=2,
 )  # fmt: skip

@@ -9,6 +9,8 @@ count and a deadline.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -31,8 +33,10 @@ from django.test.utils import override_settings  # noqa: E402
 from bench import celery as _celery  # noqa: E402,F401 - makes the bench's Celery app the current one
 from bench.agent import serve  # noqa: E402
 from bench.naive import EVENT_TYPE, naive_group  # noqa: E402
+from realtime_async import Part  # noqa: E402
 from realtime_async._core.naming import group_for_task  # noqa: E402
 from realtime_async._core.store import get_store  # noqa: E402
+from realtime_async._writing import writer as writer_module  # noqa: E402
 from realtime_async._writing.sender import broadcast, wait_sent  # noqa: E402
 from realtime_async._writing.writer import get_writer, log_line, progress_change  # noqa: E402
 from realtime_async.async_manager import AsyncManager  # noqa: E402
@@ -476,6 +480,274 @@ def jitter_updates(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"times": times}
 
 
+# -- groups (``--only groups``) -----------------------------------------------------
+#: The Celery queue the groups scenario enqueues to: nothing consumes it, ``purge_nowhere`` empties it.
+NOWHERE = "realtime-async-bench-nowhere"
+
+
+def _launch_group(manager: AsyncManager, size: int, prefix: str) -> str:
+    parts = [Part("bench.publisher.noop", weight=1 + i % 3, title=f"Chunk {i}") for i in range(size)]
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return manager.launch_async_group(parts, task_name=name, title=f"{size} chunks", queue=NOWHERE)
+
+
+def _start_part(name: str) -> int:
+    """Mark a queued part running and track it here, as its worker would (``_start`` for a part): its seq."""
+    raw = get_store().read_state(name)
+    assert raw is not None, name
+    record = json.loads(raw)
+    now = time.time()
+    record.update(state="running", started_at=now, updated_at=now)
+    writer = get_writer()
+    stored = writer.commit(record).record()
+    assert stored is not None
+    writer.track(stored, {})
+    return int(stored["seq"])
+
+
+def _part_seq(name: str) -> int:
+    raw = get_store().read_state(name)
+    return int(json.loads(raw).get("seq", 0)) if raw else 0
+
+
+@contextlib.contextmanager
+def _parent_interval(interval: float | None):
+    """Parents published at most once per ``interval`` s whatever ``PROGRESS_RATE`` says (None: as it says):
+    the part's own writes at ``PROGRESS_RATE`` 1e9, its parent at the default rate's interval."""
+    if interval is None:
+        yield
+        return
+    original = writer_module.group_link
+    writer_module.group_link = lambda parent, owner: dataclasses.replace(original(parent, owner), interval=interval)
+    try:
+        yield
+    finally:
+        writer_module.group_link = original
+
+
+def group_cost(cmd: dict[str, Any]) -> dict[str, Any]:
+    """A part's publishing ``update_progress`` (``PROGRESS_RATE`` 1e9: every call writes the part and its
+    parent) in a group of each size, beside a plain task's, in interleaved slices (one after the other,
+    ``slices`` turns, the order rotated each turn) so that a neighbour's burst of load weighs on all alike;
+    then the same three in a hot loop at the default rate (coalesced, ``_hot``'s turns)."""
+    n, gap, budget, slices = cmd["n"], cmd["gap"], cmd["budget"], cmd.get("slices", 5)
+    manager = _manager()
+    out: dict[str, Any] = {}
+    with _rate(1e9):
+        tasks = {"group_update_plain": _started_task(manager, "gcost")}
+        parents: dict[str, str] = {}
+        for size in cmd["sizes"]:
+            parent = _launch_group(manager, size, f"gcost{size}")
+            part = f"{parent}.{size // 2}"
+            _start_part(part)
+            tasks[f"group_update_part_{size}"] = part
+            parents[f"group_update_part_{size}"] = parent
+            # Diagnostic: another part of the same group, its percent never changing after the first call, so
+            # that its writes leave the aggregate alone and never publish the parent (the link's own cost).
+            quiet = f"{parent}.{size // 2 + 1}"
+            _start_part(quiet)
+            tasks[f"group_quiet_part_{size}"] = quiet
+            # Diagnostic: a part of another group of the same size whose parent keeps the default interval
+            # (published at most 10 times a second), the part's own writes still publishing at every call.
+            other = _launch_group(manager, size, f"gthrottled{size}")
+            throttled = f"{other}.{size // 2}"
+            _start_part(throttled)
+            tasks[f"group_throttled_part_{size}"] = throttled
+            parents[f"group_throttled_part_{size}"] = other
+        total = n + 100
+        counter = dict.fromkeys(tasks, 0)
+
+        def progress(key: str) -> None:
+            counter[key] += 1  # a new percent at every call: the parent's aggregate changes every time
+            i = counter[key]
+            current = 1 if key.startswith("group_quiet") else i
+            manager.update_progress(
+                tasks[key], f"Step {i}", current=current, total=total, data={"t": time.time(), "i": i}
+            )
+
+        for key in tasks:
+            with _parent_interval(0.1 if key.startswith("group_throttled") else None):
+                for _ in range(20):
+                    progress(key)
+        _drain_broadcasts()
+        time.sleep(0.15)  # the throttled parents' last flush
+        seq0 = {key: _seq(manager, parent) for key, parent in parents.items()}
+        samples: dict[str, list[float]] = {key: [] for key in tasks}
+        cpu = dict.fromkeys(tasks, 0.0)
+        keys = list(tasks)
+        per_slice = max(1, n // slices)
+        for turn in range(slices):
+            for key in keys[turn % len(keys) :] + keys[: turn % len(keys)]:
+                cpu0 = time.process_time()
+                with _parent_interval(0.1 if key.startswith("group_throttled") else None):
+                    got, _ = _timed(lambda i, key=key: progress(key), per_slice, gap, budget / slices)
+                    _drain_broadcasts()  # the sender thread's work belongs to the call's cost
+                cpu[key] += time.process_time() - cpu0
+                samples[key] += got
+        for key, got in samples.items():
+            out[key] = _summary(got, cpu[key] * 1e6 / max(1, len(got)))
+        time.sleep(0.15)  # the throttled parents' last flush
+        for key, parent in parents.items():
+            record = manager.get_progress(parent) or {}
+            out[key].update(
+                group_size=int(key.rsplit("_", 1)[1]),
+                parent_writes=record.get("seq", 0) - seq0[key],
+                parent_running=((record.get("group") or {}).get("counts") or {}).get("running"),
+            )
+    hot_seconds, hot_max = cmd["hot_seconds"], cmd["hot_max"]
+    with _rate(10):  # the default PROGRESS_RATE: each task (part) coalesced, its parent at most 10 a second
+        time.sleep(0.15)  # past the interval of the last publishing write
+        timed = _hot(
+            {
+                key.replace("group_update", "group_hot"): (
+                    lambda i, task=task: manager.update_progress(task, "Hot", current=i, total=hot_max, data={"i": i})
+                )
+                for key, task in tasks.items()
+                if key.startswith("group_update")
+            },
+            hot_seconds,
+            hot_max,
+        )
+        for key, task in tasks.items():
+            if not key.startswith("group_update"):
+                continue
+            hot, cpu_us, last = timed[key.replace("group_update", "group_hot")]
+            stored = manager.get_progress(task) or {}
+            out[key.replace("group_update", "group_hot")] = {
+                **_summary(hot, cpu_us),
+                "calls": len(hot),
+                "last_kept": (stored.get("data") or {}).get("i") == last,
+            }
+        for task in tasks.values():
+            manager.finish(task, "success")
+    return out
+
+
+def group_launch_cost(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Wall time of one ``launch_async_group`` of ``parts`` parts, beside as many Celery ``apply_async`` calls
+    of the same task to the same queue (the anchor) and as many ``launch_async_task`` calls; ``reps`` times
+    each, in turns. Every message goes to the nowhere queue, purged afterwards."""
+    from realtime_async.tasks import run_async_task
+
+    manager = _manager()
+    size, reps = cmd["parts"], cmd["reps"]
+    tag = uuid.uuid4().hex[:8]
+    kwargs = {"func_path": "bench.publisher.noop", "args": [], "kwargs": {}, "manager_path": ""}
+
+    def apply_async(rep: int) -> None:
+        for i in range(size):
+            name = f"graw-{tag}-{rep}-{i}"
+            run_async_task.apply_async(kwargs={**kwargs, "task_name": name}, task_id=name, queue=NOWHERE)
+
+    def launch_tasks(rep: int) -> None:
+        for i in range(size):
+            manager.launch_async_task("bench.publisher.noop", task_name=f"gtask-{tag}-{rep}-{i}", queue=NOWHERE)
+
+    def launch_group(rep: int) -> None:
+        _launch_group(manager, size, f"glaunch-{rep}")
+
+    ways = {"apply_async": apply_async, "launch_async_task": launch_tasks, "launch_async_group": launch_group}
+    for i in range(5):  # connections, imports and scripts warm
+        run_async_task.apply_async(kwargs={**kwargs, "task_name": f"gwarm-{tag}-{i}"}, queue=NOWHERE)
+        manager.launch_async_task("bench.publisher.noop", task_name=f"gwarm-{tag}-t{i}", queue=NOWHERE)
+    _launch_group(manager, 5, "gwarm")
+    seconds: dict[str, list[float]] = {key: [] for key in ways}
+    cpu: dict[str, list[float]] = {key: [] for key in ways}
+    for rep in range(reps):
+        for key, way in ways.items():
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            way(rep)
+            seconds[key].append(time.perf_counter() - t0)
+            cpu[key].append(time.process_time() - cpu0)
+    out: dict[str, Any] = {"parts": size, "reps": reps}
+    for key in ways:
+        median = statistics.median(seconds[key])
+        out[key] = {
+            "seconds": seconds[key],
+            "median_s": median,
+            "per_part_us": median * 1e6 / size,
+            "cpu_s": statistics.median(cpu[key]),
+        }
+    out["purged"] = _purge_nowhere()
+    return out
+
+
+def _purge_nowhere() -> int:
+    from celery import current_app
+
+    with current_app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_purge(NOWHERE) or 0)
+
+
+def purge_nowhere(cmd: dict[str, Any]) -> dict[str, Any]:
+    return {"purged": _purge_nowhere()}
+
+
+def group_setup(cmd: dict[str, Any]) -> dict[str, Any]:
+    """A group of ``size`` queued parts (nothing consumes them): its parent, a watch token, the parts' names."""
+    manager = _manager()
+    parent = _launch_group(manager, cmd["size"], "grate")
+    return {
+        "parent": parent,
+        "token": manager.make_watch_token(parent),
+        "parts": [f"{parent}.{i}" for i in range(cmd["size"])],
+    }
+
+
+_my_parts: dict[str, int] = {}
+
+
+def group_start(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Start ``parts`` here (running, tracked), as their workers would: answers how long it took."""
+    t0 = time.monotonic()
+    for name in cmd["parts"]:
+        _my_parts[name] = _start_part(name)
+    return {"started": len(cmd["parts"]), "seconds": time.monotonic() - t0}
+
+
+def group_write(cmd: dict[str, Any]) -> dict[str, Any]:
+    """From wall time ``at``, ``update_progress`` on every part started here, round after round, for ``seconds``
+    (at the default ``PROGRESS_RATE``: each part coalesced to at most 10 writes a second); then finish each."""
+    manager = _manager()
+    parts = [name for name in cmd["parts"] if name in _my_parts]
+    rounds = cmd.get("max_rounds", 10_000)
+    wait = cmd["at"] - time.time()
+    if wait > 0:
+        time.sleep(min(wait, 10))
+    deadline = time.monotonic() + cmd["seconds"]
+    calls = done = 0
+    for r in range(rounds):
+        if time.monotonic() > deadline:
+            break
+        for name in parts:
+            manager.update_progress(name, f"Round {r}", current=r + 1, total=rounds)
+            calls += 1
+        done = r + 1
+    wrote_until = time.time()
+    time.sleep(0.35)  # the coalesced last updates go out before the final states
+    for name in parts:
+        manager.finish(name, "success")
+    _drain_broadcasts()
+    writes = sum(_part_seq(name) - _my_parts.pop(name) - 1 for name in parts)  # the final write aside
+    return {"calls": calls, "rounds": done, "part_writes": writes, "wrote_until": wrote_until, "done": time.time()}
+
+
+def group_state(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The parent's stored record (state, counts, percent, seq) and its parts' states as the store holds them."""
+    record = _manager().get_progress(cmd["parent"]) or {}
+    parts = get_store().group_parts(cmd["parent"])
+    states: dict[str, int] = {}
+    for state in parts.values():
+        states[state] = states.get(state, 0) + 1
+    return {
+        "state": record.get("state"),
+        "seq": record.get("seq"),
+        "percent": record.get("percent"),
+        "counts": (record.get("group") or {}).get("counts"),
+        "part_states": states,
+    }
+
+
 def store_stats(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"keys": _redis.dbsize(), "prefix": get_store().prefix}
 
@@ -493,6 +765,13 @@ COMMANDS = {
         poll_setup,
         jitter_updates,
         store_stats,
+        group_cost,
+        group_launch_cost,
+        purge_nowhere,
+        group_setup,
+        group_start,
+        group_write,
+        group_state,
     )
 }
 

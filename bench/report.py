@@ -17,6 +17,7 @@ from bench.tables import (
     e2e_table,
     fanout_log_table,
     fanout_table,
+    groups_table,
     launch_table,
     multi_table,
     polling_table,
@@ -92,6 +93,19 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
             "",
         ]
         lines += fanout_log_table(results) + [""]
+    if any(run.get("groups") for run in runs):
+        lines += [
+            "### Groups",
+            "",
+            "`--only groups`: a part (a group's task, started and tracked in the publisher as its worker would) "
+            "against a plain task, timed in interleaved turns; the launch of one group against as many Celery "
+            "`apply_async` and `launch_async_task` calls; the parent watched over daphne while every part is updated. "
+            "The parent's updates a second are counted on its records' `updated_at` (Redis' clock, where the "
+            "interval is kept) in any one-second window, the final state aside; on arrival, delivery jitter can "
+            "bring two records closer than they were written.",
+            "",
+        ]
+        lines += groups_table(runs) + [""]
     lines += ["### 100 tasks × 10 watchers, and daphne RSS per idle watcher", ""] + multi_table(results) + [""]
     lines += slow_readers.section(results) + [""]
     lines += ["### Polling endpoints", ""] + polling_table(results) + [""]
@@ -153,6 +167,14 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   (`ws/realtime-async/`, one subscription per connection) and the tutorial consumer.
   `--only fanout_log` (not part of a full run): the largest fan-out at 10 updates a second
   without, then with, a log line carried by every update.
+- **Groups** (`--only groups`, not part of a full run): a part's publishing `update_progress`
+  (`PROGRESS_RATE` 1e9) in a 10-part and a 1,000-part group against a plain task's, in interleaved
+  turns, with two diagnostics (a part whose percent never changes, a part whose parent keeps the
+  default 0.1 s interval) and the same three in the coalesced hot loop; the wall time of one
+  `launch_async_group` of 1,000 parts against 1,000 `apply_async` and 1,000 `launch_async_task`
+  calls, all to a queue nothing consumes (purged afterwards); and, while two processes update
+  every part of a 1,000-part group for 5 s then finish them, the parent's records seen by 10
+  WebSocket watchers on daphne: the most in any second (by write time), and the final counts.
 - **100 tasks × 10 watchers** at 2 updates a second per task, and daphne's RSS per idle watcher:
   RSS after 1,000 connections subscribed and idle minus RSS with one, divided by 1,000.
 - **Clients that stop reading**: 20 clients subscribed to the same 50 tasks read nothing for 15 s

@@ -8,14 +8,14 @@ import uuid
 from typing import Any
 
 from bench import profile
-from bench.agent import ARTIFACTS, ROOT, BenchError, call_all
+from bench.agent import ARTIFACTS, ROOT, Agent, BenchError, call_all
 from bench.harness import MULTI_PATH, Bench, connect, log, proc_cpu, proc_rss_kb, run_step, subscribe, updates_for
 from bench.slow_readers import scenario_slow_readers
 from bench.stats import latency_summary, merge_steps, staleness
 
 SCENARIOS = ("worker", "e2e", "fanout", "multi", "polling", "slow_readers")
 #: Run only when named (``--only fanout_log``): not part of a full run nor of ``--quick``'s default.
-OPTIONAL_SCENARIOS = ("fanout_log",)
+OPTIONAL_SCENARIOS = ("fanout_log", "groups")
 
 
 def scenario_worker(b: Bench, rep: int) -> dict[str, Any]:
@@ -142,6 +142,113 @@ def scenario_fanout_log(b: Bench, rep: int) -> dict[str, Any]:
     watchers = b.plan.fanout_watchers[-1]
     label = f"fanlog-ours-{watchers}-r{rep}"
     return {f"ours/{watchers}": _fanout_block(b, "ours", watchers, (rate,), label, variants=(False, True))}
+
+
+def scenario_groups(b: Bench, rep: int) -> dict[str, Any]:
+    """Groups (``--only groups``): a part's publishing ``update_progress`` in a small and a large group beside a
+    plain task's; the launch of a large group beside as many ``apply_async`` and ``launch_async_task`` calls;
+    the parent's updates a second seen over daphne while every part of a large group is updated at once."""
+    p = b.plan
+    out: dict[str, Any] = {}
+    try:
+        out["cost"] = b.pub.call(
+            "group_cost",
+            p.cost_budget * 2 + 120,
+            n=p.group_cost_n,
+            gap=p.cost_gap,
+            budget=p.cost_budget * 2,
+            slices=p.group_cost_slices,
+            sizes=list(p.group_sizes),
+            hot_seconds=p.hot_seconds,
+            hot_max=p.hot_max,
+        )
+        out["launch"] = b.pub.call(
+            "group_launch_cost", 60 + p.group_launch_reps * p.group_launch_parts * 0.01,
+            parts=p.group_launch_parts, reps=p.group_launch_reps,
+        )  # fmt: skip
+        log(
+            "  launch: group {:.3f} s, apply_async {:.3f} s, launch_async_task {:.3f} s".format(
+                *(out["launch"][k]["median_s"] for k in ("launch_async_group", "apply_async", "launch_async_task"))
+            )
+        )
+        out["rate"] = _group_rate(b, rep)
+    finally:
+        out["purged"] = b.pub.call("purge_nowhere", 30)["purged"]
+    return out
+
+
+def _group_rate(b: Bench, rep: int) -> dict[str, Any]:
+    """``group_writers`` publisher processes update every part of a ``group_rate_parts`` group as fast as they go
+    (each part coalesced at the default ``PROGRESS_RATE``) for ``group_rate_seconds``, then finish them; watchers
+    of the parent on the long-lived daphne count its records a second."""
+    p = b.plan
+    setup = b.pub.call("group_setup", 120, size=p.group_rate_parts)
+    parent, parts = setup["parent"], setup["parts"]
+    writers = [Agent(f"group-writer-{i}", "bench.publisher", b.env) for i in range(p.group_writers)]
+    try:
+        for writer in writers:
+            writer.ready()
+        with b.watchers(p.group_watchers) as agents:
+            connect(agents, "group", b.service.port, [MULTI_PATH] * p.group_watchers)
+            subscribe(agents, [[parent, setup["token"]]], p.group_watchers)
+            call_all(agents, "start", 10, step=b.step_id(f"group-rate-r{rep}"))
+            shares = [{"parts": parts[i :: len(writers)]} for i in range(len(writers))]
+            started = call_all(writers, "group_start", 120, per_agent=shares)
+            at = time.time() + 0.2
+            wrote = call_all(
+                writers,
+                "group_write",
+                p.group_rate_seconds + 120,
+                per_agent=shares,
+                at=at,
+                seconds=p.group_rate_seconds,
+            )
+            step = call_all(agents, "finish", p.drain + 20, timeout=p.drain, settle=1.0)
+    finally:
+        for writer in writers:
+            writer.stop()
+    merged = merge_steps(step)
+    figures = [part["parent"] for part in step]
+    finals = [f["final_counts"] for f in figures if f["final_counts"] is not None]
+    stored = b.pub.call("group_state", 30, parent=parent)
+    seconds = max(w["wrote_until"] for w in wrote) - at
+    out = {
+        "parts": len(parts),
+        "writers": len(writers),
+        "watchers": merged["watchers"],
+        "start_seconds": max(s["seconds"] for s in started),
+        "write_seconds": seconds,
+        "calls": sum(w["calls"] for w in wrote),
+        "part_writes": sum(w["part_writes"] for w in wrote),
+        "rounds": [w["rounds"] for w in wrote],
+        "frames": merged["frames"],
+        "missing_finals": merged["missing_finals"],
+        "out_of_order": merged["out_of_order"],
+        "errors": merged["errors"],
+        "repeats": sum(f["repeats"] for f in figures),
+        "frames_per_watcher": [n for f in figures for n in f["frames_per_watcher"]],
+        "most_per_s_written": max((f["most_per_s_written"] or 0) for f in figures),
+        "most_per_s_arrived": max((f["most_per_s_arrived"] or 0) for f in figures),
+        "mean_per_s": max((f["mean_per_s"] or 0) for f in figures),
+        "final_counts": finals[0] if finals else None,
+        "finals_agree": bool(finals)
+        and all(f["finals_agree"] for f in figures)
+        and all(c == finals[0] for c in finals),
+        "stored": stored,
+    }
+    expected = {state: (len(parts) if state == "success" else 0) for state in (stored["counts"] or {})}
+    out["counts_exact"] = (
+        stored["state"] == "success"
+        and stored["counts"] == expected
+        and stored["part_states"] == {"success": len(parts)}
+        and out["final_counts"] == stored["counts"]
+    )
+    log(
+        f"  parent: {out['most_per_s_written']} written / {out['most_per_s_arrived']} arrived in the busiest second, "
+        f"mean {out['mean_per_s']:.1f}/s, {out['part_writes']:,} part writes in {seconds:.1f} s, "
+        f"counts exact: {out['counts_exact']}"
+    )
+    return out
 
 
 def scenario_multi(b: Bench, rep: int) -> dict[str, Any]:
@@ -414,4 +521,5 @@ SCENARIO_FUNCS = {
     "polling": scenario_polling,
     "slow_readers": scenario_slow_readers,
     "fanout_log": scenario_fanout_log,
+    "groups": scenario_groups,
 }

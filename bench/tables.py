@@ -380,3 +380,126 @@ def profile_section(results: dict[str, Any]) -> list[str]:
         lines += [f"| `{fn}` | {share:.1f} % |" for fn, share in prof["inclusive"][:22]]
         lines.append("")
     return lines or ["(not run)"]
+
+
+def _group_sizes(runs: Sequence[dict[str, Any]]) -> list[int]:
+    prefix = "group_update_part_"
+    keys = {key for run in runs for key in dig(run, "groups", "cost") or {} if key.startswith(prefix)}
+    return sorted(int(key[len(prefix) :]) for key in keys)
+
+
+def groups_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """``--only groups``: a part's ``update_progress`` beside a plain task's, the launch of a group beside
+    as many ``apply_async`` and ``launch_async_task`` calls, the parent's updates a second under load."""
+    if not any(run.get("groups") for run in runs):
+        return ["(not run)"]
+    sizes = _group_sizes(runs)
+    rows = [("plain task (anchor)", "plain")] + [(f"part of a {size:,}-part group", f"part_{size}") for size in sizes]
+    lines = [
+        "| per call | median µs | p99 µs | CPU µs / call (incl. sender thread) | median ÷ plain task "
+        "| parent writes / calls |",
+        "|---|---|---|---|---|---|",
+    ]
+    quiet = [
+        (f"part of a {size:,}-part group, its percent unchanged (no parent write)", f"part_{size}") for size in sizes
+    ]
+    throttled = [
+        (f"part of a {size:,}-part group, its parent published at most 10/s (the default interval)", f"part_{size}")
+        for size in sizes
+    ]
+    for mode, label, names in (
+        ("update", "`update_progress`, every call publishes (`PROGRESS_RATE` 1e9)", rows),
+        ("quiet", "… the same, diagnostic", quiet),
+        ("throttled", "… the same, diagnostic", throttled),
+        ("hot", "`update_progress` in a hot loop, coalesced at the default 10/s", rows),
+    ):
+        for name, key in names:
+
+            def get(run: dict[str, Any], field: str = "median_us", key: str = f"group_{mode}_{key}") -> Any:
+                return dig(run, "groups", "cost", key, field)
+
+            def writes(run: dict[str, Any], get=get) -> str:
+                done, n = get(run, "parent_writes"), get(run, "n")
+                return "–" if done is None else f"{done:,} of {n:,}"
+
+            if all(get(run) is None for run in runs):
+                continue
+            lines.append(
+                row(
+                    [
+                        f"{label}: {name}",
+                        per_run(runs, get),
+                        per_run(runs, lambda r, get=get: get(r, "p99_us")),
+                        per_run(runs, lambda r, get=get: get(r, "cpu_us")),
+                        ratio_text(runs, get, lambda r, mode=mode: plain_median(r, mode)),
+                        " / ".join(writes(run) for run in runs),
+                    ]
+                )
+            )
+    lines.append("")
+    lines.append(
+        "The diagnostic rows: another part of the same group whose `current` stays the same, so its writes change "
+        "nothing in the aggregate and never publish the parent (what the link to the group costs by itself); and a "
+        "part of another group whose parent keeps the default interval (0.1 s) while the part writes at every call "
+        "(a busy group's usual case: most part writes update the aggregate without publishing the parent)."
+    )
+    lines.append("")
+    parts = dig(runs[0], "groups", "launch", "parts") or 0
+    reps = dig(runs[0], "groups", "launch", "reps") or 0
+    lines += [
+        f"Launch: wall time of {parts:,} calls or one group of {parts:,} parts (median of {reps} turns; every message "
+        "to a queue nothing consumes, purged afterwards).",
+        "",
+        "| launch | wall s | µs per part | CPU s | ÷ apply_async | ÷ launch_async_task |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("apply_async", f"{parts:,} × Celery `apply_async` of `realtime_async.run` (anchor)"),
+        ("launch_async_task", f"{parts:,} × `launch_async_task`"),
+        ("launch_async_group", f"`launch_async_group` of {parts:,} parts"),
+    ):
+
+        def launch(run: dict[str, Any], field: str = "median_s", key: str = key) -> Any:
+            return dig(run, "groups", "launch", key, field)
+
+        lines.append(
+            row(
+                [
+                    label,
+                    per_run(runs, launch, 3),
+                    per_run(runs, lambda r, launch=launch: launch(r, "per_part_us"), 0),
+                    per_run(runs, lambda r, launch=launch: launch(r, "cpu_s"), 3),
+                    ratio_text(runs, launch, lambda r: dig(r, "groups", "launch", "apply_async", "median_s")),
+                    ratio_text(runs, launch, lambda r: dig(r, "groups", "launch", "launch_async_task", "median_s")),
+                ]
+            )
+        )
+    lines.append("")
+    for i, run in enumerate(runs):
+        rate = dig(run, "groups", "rate")
+        if not rate:
+            continue
+        frames = rate.get("frames_per_watcher") or [0]
+        lines.append(
+            f"Parent under load (run {i + 1}): {rate['writers']} processes updated all {rate['parts']:,} parts "
+            f"({rate['calls']:,} calls, {rate['part_writes']:,} part writes in {rate['write_seconds']:.1f} s, "
+            f"after {rate['start_seconds']:.1f} s starting them), then finished them; {rate['watchers']} WebSocket "
+            f"watchers of the parent got {min(frames)}–{max(frames)} parent records each besides the final one: "
+            f"at most **{rate['most_per_s_written']}** written and {rate['most_per_s_arrived']} arrived in any "
+            f"second, {num(rate['mean_per_s'], 1)} a second on average; {rate['missing_finals']} final states "
+            f"missing, {rate['out_of_order']} out of order, {rate['repeats']} repeated; final counts "
+            f"{_counts_text(rate.get('final_counts'))} ({'exact' if rate.get('counts_exact') else '**not exact**'}"
+            f", the stored parts agree: {rate['stored']['part_states']})."
+        )
+        lines.append("")
+    return lines[:-1]
+
+
+def plain_median(run: dict[str, Any], mode: str) -> float | None:
+    return dig(run, "groups", "cost", f"group_{'hot' if mode == 'hot' else 'update'}_plain", "median_us")
+
+
+def _counts_text(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "–"
+    return ", ".join(f"{state} {n:,}" for state, n in counts.items() if n) or "all zero"

@@ -21,7 +21,10 @@ from bench.figures import (
     sustained_rate,
     verdict,
 )
+from bench.scenarios import SCENARIOS
 from bench.slow_readers import RSS_TARGET_MB, bystander, growth_mb
+
+__all__ = ["groups_rows", "targets_table"]
 
 
 def targets_table(results: dict[str, Any]) -> list[str]:
@@ -221,6 +224,107 @@ def targets_table(results: dict[str, Any]) -> list[str]:
                     verdict(runs, lt(fan_log(f"{sus}+log", "lat", key), bound)),
                 )
             )
+    if any(run.get("groups") for run in runs):  # ``--only groups``
+        rows += groups_rows(results)
+    if not any(run.get(name) for run in runs for name in SCENARIOS):  # only opt-in scenarios ran: their rows alone
+        rows = [r for r in rows if r[-1] != "not measured"]
     lines = ["| target | ours (run 1 / run 2) | anchor (same run) | ratio | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
     return lines
+
+
+def groups_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Issue 12's targets: a part's ``update_progress`` ≤ 1.5× a plain task's whatever the group's size, the
+    parent's updates a second at most ``PROGRESS_RATE`` (+ the final) with exact final counts, and the launch
+    of a large group beside as many ``apply_async`` and ``launch_async_task`` calls (reported, no bound)."""
+    runs = results["runs"]
+    progress_rate = 10  # bench/settings.py's PROGRESS_RATE, the default
+
+    def cost(key: str) -> Getter:
+        return lambda run: dig(run, "groups", "cost", key, "median_us")
+
+    def rate(*path: str) -> Getter:
+        return lambda run: dig(run, "groups", "rate", *path)
+
+    def launch(key: str) -> Getter:
+        return lambda run: dig(run, "groups", "launch", key, "median_s")
+
+    def ok(get: Getter, test: Callable[[Any], bool]) -> Check:
+        return lambda run: None if get(run) is None else test(get(run))
+
+    def within(get: Getter, anchor: Getter, bound: float) -> Check:
+        def check(run: dict[str, Any]) -> bool | None:
+            value, base = get(run), anchor(run)
+            return None if value is None or not base else value / base <= bound
+
+        return check
+
+    def exact(run: dict[str, Any]) -> bool | None:
+        if rate("counts_exact")(run) is None:
+            return None
+        return bool(rate("counts_exact")(run) and rate("finals_agree")(run) and not rate("missing_finals")(run))
+
+    plain = cost("group_update_plain")
+    sizes = sorted(
+        {
+            int(key.rsplit("_", 1)[1])
+            for run in runs
+            for key in dig(run, "groups", "cost") or {}
+            if key.startswith("group_update_part_")
+        }
+    )
+    rows: list[tuple[str, str, str, str, str]] = []
+    for size in sizes:
+        part = cost(f"group_update_part_{size}")
+        rows.append(
+            (
+                f"a part's `update_progress` publishing call ({size:,}-part group): median ≤ 1.5× a plain task's",
+                per_run(runs, part, unit=" µs"),
+                "plain task " + per_run(runs, plain, unit=" µs"),
+                ratio_text(runs, part, plain),
+                verdict(runs, within(part, plain, 1.5)),
+            )
+        )
+    parts = next((dig(run, "groups", "rate", "parts") for run in runs if dig(run, "groups", "rate")), 0)
+    written = rate("most_per_s_written")
+    rows += [
+        (
+            f"{parts:,}-part group, every part updated at once: parent records seen by a watcher "
+            f"≤ PROGRESS_RATE ({progress_rate}) in any second (+ the final)",
+            " / ".join(str(written(run)) for run in runs) + " most in a second",
+            "arrived "
+            + " / ".join(str(rate("most_per_s_arrived")(run)) for run in runs)
+            + ", mean "
+            + per_run(runs, rate("mean_per_s"), 1)
+            + "/s, part writes "
+            + per_run(runs, rate("part_writes"), 0),
+            "",
+            verdict(runs, ok(written, lambda n: n <= progress_rate)),
+        ),
+        (
+            f"… the parent's final counts exact ({parts:,} succeeded, every watcher's final agrees)",
+            " / ".join("exact" if dig(run, "groups", "rate", "counts_exact") else "not exact" for run in runs),
+            "stored parts " + " / ".join(str(dig(run, "groups", "rate", "stored", "part_states")) for run in runs),
+            "",
+            verdict(runs, exact),
+        ),
+    ]
+    n = next((dig(run, "groups", "launch", "parts") for run in runs if dig(run, "groups", "launch")), 0)
+    group = launch("launch_async_group")
+    rows += [
+        (
+            f"launch of a {n:,}-part group beside {n:,} `apply_async` calls (reported, no bound)",
+            per_run(runs, group, 3, " s"),
+            "apply_async " + per_run(runs, launch("apply_async"), 3, " s"),
+            ratio_text(runs, group, launch("apply_async")),
+            "reported",
+        ),
+        (
+            f"… beside {n:,} `launch_async_task` calls",
+            per_run(runs, group, 3, " s"),
+            "launch_async_task " + per_run(runs, launch("launch_async_task"), 3, " s"),
+            ratio_text(runs, group, launch("launch_async_task")),
+            "reported",
+        ),
+    ]
+    return rows

@@ -111,6 +111,10 @@ class Watchers:
         self.snap = [False] * n
         self.last_frame_at = 0.0
         self.cpu0 = time.process_time()
+        # A group's parent (target "group"): per watcher, (seq, written at ms, arrival s, state) per new record.
+        self.parent_frames: list[list[tuple[int, int, float, str]]] = [[] for _ in range(n)]
+        self.parent_final: list[Any] = [None] * n
+        self.parent_repeats = 0
 
     def _frame(self, k: int, i: int, t: float, now: float) -> None:
         self.frames[k] += 1
@@ -155,6 +159,63 @@ class Watchers:
             data = record["data"]
             self._frame(k, data["i"], data["t"], now)
 
+    def on_group(self, k: int, payload: bytes, now: float) -> None:
+        """A group's parent: every record with a new seq, its write time (``updated_at``) and arrival."""
+        self.last_frame_at = now
+        msg = loads(payload)
+        if msg.get("type") != "progress":
+            if len(self.errors) < 20:
+                self.errors.append(str(msg)[:200])
+            return
+        if msg["task"] != self.task_of[k]:
+            self.stale += 1
+            return
+        record = msg["data"]
+        final = record["state"] in FINAL
+        if not self.snap[k]:
+            self.snap[k] = True
+            self.snapshot_count += 1
+            if not final:
+                return
+        frames = self.parent_frames[k]
+        seq = int(record.get("seq") or 0)
+        if frames and seq <= frames[-1][0]:
+            if seq == frames[-1][0]:
+                self.parent_repeats += 1
+            else:
+                self.out_of_order += 1
+            return
+        frames.append((seq, round((record.get("updated_at") or 0) * 1000), now, record["state"]))
+        self.frames[k] += 1
+        if not self.first:
+            self.first = now
+        self.last = now
+        if final:
+            self.parent_final[k] = (record.get("group") or {}).get("counts")
+            self._final(k, record.get("finished_at") or now, now)
+
+    def parent_figures(self) -> dict[str, Any]:
+        """Parent records a second per watcher: the most in any 1 s window (by write time and by arrival,
+        the final one aside), the mean over the span, and the final counts (the same for every watcher?)."""
+        by_write, by_arrival, rates, counts = [], [], [], []
+        for frames in self.parent_frames:
+            running = [f for f in frames if f[3] not in FINAL]
+            by_write.append(_most_in_window([f[1] / 1000 for f in running]))
+            by_arrival.append(_most_in_window([f[2] for f in running]))
+            counts.append(len(running))
+            if len(running) > 1:
+                rates.append((len(running) - 1) / max(1e-9, running[-1][2] - running[0][2]))
+        finals = [c for c in self.parent_final if c is not None]
+        return {
+            "frames_per_watcher": counts,
+            "most_per_s_written": max(by_write, default=None),
+            "most_per_s_arrived": max(by_arrival, default=None),
+            "mean_per_s": sum(rates) / len(rates) if rates else None,
+            "final_counts": finals[0] if finals else None,
+            "finals_agree": all(c == finals[0] for c in finals) if finals else False,
+            "repeats": self.parent_repeats,
+        }
+
     def on_event(self, k: int, payload: bytes, now: float) -> None:
         """The tutorial consumer's frames and the pub/sub floor's messages: ``{"t", "i", "step", "final"}``."""
         self.on_event_data(k, loads(payload), now)
@@ -189,9 +250,12 @@ class Watchers:
     # -- commands -------------------------------------------------------------
     async def connect(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self.target = cmd["target"]
-        handler = {"ours": self.on_ours, "naive": self.on_event, "celery_progress": self.on_celery_progress}[
-            self.target
-        ]
+        handler = {
+            "ours": self.on_ours,
+            "naive": self.on_event,
+            "celery_progress": self.on_celery_progress,
+            "group": self.on_group,
+        }[self.target]
         opener = open_lib_client if cmd.get("client") == "websockets" else open_client
         paths: list[str] = cmd["paths"]
         limit = asyncio.Semaphore(cmd.get("concurrency", 32))
@@ -306,7 +370,9 @@ class Watchers:
             await asyncio.sleep(0.05)
         lat = self.lat if len(self.lat) <= SAMPLE_CAP else random.sample(self.lat, SAMPLE_CAP)
         closed = sum(1 for c in self.conns if getattr(c, "closed", None) is not None and c.closed.done())
+        extra = {"parent": self.parent_figures()} if self.target == "group" else {}
         return {
+            **extra,
             "watchers": len(self.conns),
             "frames": sum(self.frames),
             "frames_min": min(self.frames) if self.frames else 0,
@@ -350,6 +416,16 @@ class Watchers:
         if op not in ("connect", "floor_subscribe", "layer_subscribe", "subscribe", "start", "finish", "close"):
             raise ValueError(f"unknown command {op!r}")
         return await getattr(self, op)(cmd)  # type: ignore[no-any-return]
+
+
+def _most_in_window(times: list[float], width: float = 1.0) -> int:
+    """The most of ``times`` (sorted) inside any half-open window ``[t, t + width)``."""
+    best, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
 
 
 def event_loop_name() -> str:

@@ -477,3 +477,19 @@ def test_deleting_a_finished_group_deletes_its_parts(manager):
     for name in [parent, *names, f"{parent}.then"]:
         assert manager.get_progress(name) is None, name
     assert get_store().group_parts(parent) == {}
+
+
+def test_parts_are_enqueued_on_commit_and_not_at_all_after_a_rollback(manager, monkeypatch):
+    from django.db import transaction
+
+    enqueued = _Enqueued(monkeypatch, manager)
+    with transaction.atomic():
+        parent = manager.launch_async_group([STEPS, STEPS], **NOWHERE)
+        assert enqueued.calls == [] and manager.get_progress(parent)["state"] == "queued"
+    assert [spec["task"] for spec, _ in enqueued.calls] == _parts(manager, parent)
+    enqueued.calls.clear()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        dropped = manager.launch_async_group([STEPS, STEPS], **NOWHERE)
+        raise RuntimeError("rolled back")
+    assert enqueued.calls == [] and manager.get_progress(dropped) is None  # forgotten with its parts
+    assert manager.get_progress(f"{dropped}.0") is None

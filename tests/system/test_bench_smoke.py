@@ -78,6 +78,32 @@ def test_fan_out_with_log_lines():
         _assert_complete(block[key], every_frame=False, label=key)
 
 
+def test_groups():
+    """``--only groups`` (not in the default set): a part's cost beside a plain task's, the launch beside
+    ``apply_async``, and the parent's records under load: at most ``PROGRESS_RATE`` a second, exact final counts."""
+    only = bench.run(bench.QUICK, scenarios=("groups",), skip_optional=False)
+    (run,) = only["runs"]
+    groups = run["groups"]
+    cost = groups["cost"]
+    for key in ("group_update_plain", "group_hot_plain"):
+        assert cost[key]["n"] > 0, key
+    for size in bench.QUICK.group_sizes:
+        part = cost[f"group_update_part_{size}"]
+        assert part["n"] > 0 and part["parent_running"] == 2, (size, part)  # it and the quiet part
+        assert part["parent_writes"] == part["n"], f"every publishing call publishes the parent ({size}): {part}"
+        assert cost[f"group_quiet_part_{size}"]["n"] > 0
+        assert cost[f"group_hot_part_{size}"]["last_kept"], size
+    launch = groups["launch"]
+    for key in ("apply_async", "launch_async_task", "launch_async_group"):
+        assert launch[key]["median_s"] > 0, key
+    assert launch["purged"] >= 2 * bench.QUICK.group_launch_parts  # the messages did reach the nowhere queue
+    rate = groups["rate"]
+    assert rate["missing_finals"] == 0 and rate["out_of_order"] == 0 and rate["errors"] == [], rate
+    assert rate["counts_exact"] and rate["finals_agree"], rate
+    assert 1 <= rate["most_per_s_written"] <= 10, rate
+    assert rate["part_writes"] > rate["parts"], rate
+
+
 def test_many_tasks_and_idle_memory(results):
     multi = results["runs"][0]["multi"]
     for target in ("ours", "naive"):

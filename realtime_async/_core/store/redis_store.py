@@ -33,9 +33,33 @@ __all__ = ["RedisStore"]
 _NOT_WRITTEN = {-1: Outcome.FINAL_KEPT, -2: Outcome.UNFINISHED_EXISTS}
 
 
+def _source(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+#: A part's write and its group's step as one script (one EVALSHA, no MULTI): each body runs as a
+#: function whose KEYS and ARGV are its own slices. ARGV[1] is how many ARGV the write step takes.
+_PART_WRITE = """local function write_step(KEYS, ARGV)
+{write}
+end
+local function group_step(KEYS, ARGV)
+{group}
+end
+local n = tonumber(ARGV[1])
+local wk, gk, wa, ga = {{}}, {{}}, {{}}, {{}}
+for i = 1, 6 do wk[i], gk[i] = KEYS[i], KEYS[i + 6] end
+for i = 2, n + 1 do wa[i - 1] = ARGV[i] end
+for i = n + 2, #ARGV do ga[i - n - 1] = ARGV[i] end
+local written = write_step(wk, wa)
+local group = group_step(gk, ga)
+return {{written[1], written[2], written[3], group}}
+"""
+
+
 def _script(name: str) -> str:
-    text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    if name in ("write", "group"):
+    fused = name == "partwrite"
+    text = _PART_WRITE.format(write=_source("write"), group=_source("group")) if fused else _source(name)
+    if name in ("write", "group", "partwrite"):
         # The states come from Python, where they are defined once.
         final = ", ".join(f'["{state}"] = true' for state in sorted(FINAL_STATES))
         named = ", ".join(f'{state} = "{state}"' for state in GROUP_STATES)
@@ -63,6 +87,7 @@ class RedisStore(Store):
         self._renew = client.register_script(_script("renew"))
         self._read_log = client.register_script(_script("readlog"))
         self._group = client.register_script(_script("group"))
+        self._part_write = client.register_script(_script("partwrite"))
         self._lock_prefix = f"{prefix}:l:"
         db = client.connection_pool.connection_kwargs.get("db") or 0
         self._broadcast_prefix = f"{prefix}:bc:{db}:"
@@ -101,24 +126,22 @@ class RedisStore(Store):
         if write.group is None:
             seq, rec, cancel = self._write(keys=keys, args=args)
             group = None
-        else:  # the part's write and its group's aggregate: one MULTI, one round trip
-            pipe = self.client.pipeline(transaction=True)
-            self._write(keys=keys, args=args, client=pipe)
-            self._call_group(pipe, write.group, name)
-            (seq, rec, cancel), answer = pipe.execute()
+        else:  # the part's write and its group's aggregate: one script, one round trip, atomic
+            group_keys, group_args = self._group_call(write.group, name)
+            seq, rec, cancel, answer = self._part_write(keys=keys + group_keys, args=[len(args), *args, *group_args])
             group = self._group_result(answer)
         seq = int(seq)
         outcome = _NOT_WRITTEN.get(seq, Outcome.WRITTEN)
         return WriteResult(outcome, max(seq, 0), _text(rec), bool(cancel), group)
 
-    def _call_group(self, client: Any, group: GroupLink, part: str) -> Any:
+    def _group_call(self, group: GroupLink, part: str) -> tuple[list[str], list[Any]]:
         settings = get_settings()
         keys = [self._k("t", part or group.parent), self._k("t", group.parent), self._k("gp", group.parent)]
         keys += [self._k("tl", group.parent), self._k("a", "tasks"), self._k("c", group.parent)]
         args = [part, group.parent, _ms(group.interval), _ms(settings.final_state_ttl), _ms(settings.progress_ttl)]
         args += [self._k("c", ""), _ms(settings.final_state_ttl), "0" if part else "1"]
         args.extend(map(self.broadcast_channel, group.publish))
-        return self._group(keys=keys, args=args, client=client)
+        return keys, args
 
     @staticmethod
     def _group_result(answer: list[Any]) -> GroupResult:
@@ -154,7 +177,8 @@ class RedisStore(Store):
         pipe.execute()
 
     def settle_group(self, group: GroupLink) -> GroupResult:
-        return self._group_result(self._call_group(self.client, group, ""))
+        keys, args = self._group_call(group, "")
+        return self._group_result(self._group(keys=keys, args=args))
 
     def group_parts(self, parent: str) -> dict[str, str]:
         return {name: entry["s"] for name, entry in self.group_entries(parent).items()}
