@@ -7,6 +7,7 @@ import contextlib
 import json
 
 import pytest
+from django.db import connections
 from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
@@ -58,14 +59,26 @@ async def _follow(conn, name, got, *, stop_after=None):
             return None
 
 
+async def _in_thread(func, *args, **kwargs):
+    """``func`` in a worker thread that closes its own database connection after (no stray SQLite handle)."""
+
+    def call():
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(call)
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("log-alice")
 
 
 async def test_every_line_arrives_once_in_order_across_a_reconnect(celery_worker_proc, manager, daphne_port, alice):
-    cookie = await asyncio.to_thread(session_cookie, alice)
-    name = await asyncio.to_thread(
+    cookie = await _in_thread(session_cookie, alice)
+    name = await _in_thread(
         manager.launch_async_task, "tests.testapp.workers.chatty", LINES, user=alice, task_kwargs={"delay": 0.005}
     )
     got: list[dict] = []
@@ -84,10 +97,10 @@ async def test_every_line_arrives_once_in_order_across_a_reconnect(celery_worker
 
 
 async def test_no_line_is_lost_or_repeated_across_a_daphne_restart(celery_worker_proc, manager, alice):
-    cookie = await asyncio.to_thread(session_cookie, alice)
+    cookie = await _in_thread(session_cookie, alice)
     daphne, port = await asyncio.to_thread(start_daphne, name="daphne-log-restart-1")
     try:
-        name = await asyncio.to_thread(
+        name = await _in_thread(
             manager.launch_async_task, "tests.testapp.workers.chatty", 600, user=alice, task_kwargs={"delay": 0.01}
         )
         got: list[dict] = []
