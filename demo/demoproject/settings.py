@@ -71,6 +71,12 @@ DATABASES = {
         },
     }
 }
+# DATABASE_URL (postgres://user:password@host:5432/name, with psycopg installed) puts the demo on that
+# database instead; the embedded SQLite file above stays the default.
+if DATABASE_URL := os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CHANNEL_LAYERS = {
     "default": {

@@ -5,7 +5,17 @@ import assert from "node:assert/strict";
 import { register } from "node:module";
 import { afterEach, beforeEach, mock, test } from "node:test";
 
-import { cases, fakeClock, fakeSockets, flush, installDocument, pinRandom, progress, tick } from "./helpers.mjs";
+import {
+  cases,
+  fakeClock,
+  fakeSockets,
+  fakeVisibility,
+  flush,
+  installDocument,
+  pinRandom,
+  progress,
+  tick,
+} from "./helpers.mjs";
 import { dashboardTable, field, rowElement, widgetElement } from "./dom.mjs";
 import { LiveProgress } from "../../realtime_async/static/realtime_async/widget.js";
 
@@ -137,6 +147,22 @@ test("polls the rows while the socket fails, and stops once the feed is confirme
   assert.equal(table.dataset.raVia, "ws");
   await tick(10000);
   assert.equal(refreshes.length, 3); // the one fetch after the feed was taken, no more polls
+});
+
+test("while the page is hidden it polls the rows ten times less often, and at once when shown", async () => {
+  const { dashboard, refreshes } = newDashboard();
+  const page = fakeVisibility(globalThis.document);
+  dashboard.start();
+  sockets[0].drop(1006);
+  await flush();
+  assert.deepEqual(refreshes, ["poll"]);
+  page.hide();
+  for (let i = 0; i < 19; i += 1) await tick(1000);
+  assert.equal(refreshes.length, 2, "one poll in 10 s (the socket's retries fail too)");
+  page.show();
+  await flush();
+  assert.equal(refreshes.length, 3, "back in view: at once");
+  dashboard.stop();
 });
 
 test("no answer to the feed in 5 s: polls", async () => {

@@ -292,3 +292,33 @@ export function installDocument(byId = {}) {
   };
   return globalThis.document;
 }
+
+/**
+ * Give `doc` (a fresh fake document by default) the Page Visibility API: its
+ * `visibilityState` starts "visible"; `show()` and `hide()` change it and
+ * dispatch "visibilitychange". `listeners` counts the document's listeners of it.
+ */
+export function fakeVisibility(doc = installDocument()) {
+  const target = new EventTarget();
+  let listeners = 0;
+  doc.visibilityState = "visible";
+  doc.addEventListener = (type, listener, options) => {
+    if (type === "visibilitychange") listeners += 1;
+    target.addEventListener(type, listener, options);
+  };
+  doc.removeEventListener = (type, listener, options) => {
+    if (type === "visibilitychange") listeners -= 1;
+    target.removeEventListener(type, listener, options);
+  };
+  const set = (state) => {
+    doc.visibilityState = state;
+    target.dispatchEvent(new Event("visibilitychange"));
+  };
+  return {
+    hide: () => set("hidden"),
+    show: () => set("visible"),
+    get listeners() {
+      return listeners;
+    },
+  };
+}

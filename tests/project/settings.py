@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from typing import Any
+
+import dj_database_url
 
 # setdefault: the test session's worker and server subprocesses inherit these,
 # so every process of one session shares the same keys, queue and database.
@@ -59,7 +62,7 @@ TEMPLATES = [
         },
     }
 ]
-DATABASES = {
+DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": TEST_DB,
@@ -68,6 +71,14 @@ DATABASES = {
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 }
+# RA_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test runs the suite on that server instead (.ci/run's
+# PostgreSQL pass). The session creates and drops a database of its own, "<name>_<prefix>": NAME and TEST NAME
+# are both that, so the daphne and worker subprocesses, which inherit RA_TEST_PREFIX, reach the database
+# pytest-django made (as they reach the SQLite file above), and two sessions at once never share one.
+if TEST_DATABASE_URL := os.environ.get("RA_TEST_DATABASE_URL"):
+    _database = dj_database_url.parse(TEST_DATABASE_URL)
+    _session_name = f"{_database['NAME'] or 'test'}_{PREFIX}".replace("-", "_")
+    DATABASES = {"default": {**_database, "NAME": _session_name, "TEST": {"NAME": _session_name}}}
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

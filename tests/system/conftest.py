@@ -13,8 +13,12 @@ def _clean_keys(clean_realtime_async_keys):
 
 
 @pytest.fixture(scope="session")
-def celery_worker_proc():
-    """One real prefork Celery worker for the whole session."""
+def celery_worker_proc(django_db_setup):
+    """One real prefork Celery worker for the whole session.
+
+    It outlives every test but not the test database: PostgreSQL refuses to drop a database that
+    the worker's processes are still connected to.
+    """
     proc = start_worker()
     yield proc
     proc.stop()

@@ -94,6 +94,10 @@ class Recorder:
                         failed[task_name] = payload
                     with contextlib.suppress(Exception):  # this thread must outlive any database trouble
                         close_old_connections()
+            # Between batches, as Django does between requests: with CONN_MAX_AGE = 0 no process keeps an
+            # idle connection open for its writer (PostgreSQL counts them, and cannot drop a database in use).
+            with contextlib.suppress(Exception):
+                close_old_connections()
             with self._cond:
                 # A failed row goes back under whatever arrived meanwhile (newer fields win).
                 for task_name, payload in failed.items():
@@ -119,13 +123,23 @@ class Recorder:
         from realtime_async.contrib.dashboard.models import TaskRecord
 
         with transaction.atomic():
-            row = TaskRecord.objects.select_for_update().filter(task_name=task_name).first()
-            if row is not None and "seq" in values and _older(values, row):
+            rows = TaskRecord.objects.select_for_update().filter(task_name=task_name)
+            row = rows.first()
+            if row is None:
+                # No row to lock yet: another process may be creating it at this moment (PostgreSQL lets
+                # both through; SQLite's IMMEDIATE transactions do not). The unique name lets one insert
+                # win; the loser locks the winner's row and merges into it, as if it had come second.
+                try:
+                    with transaction.atomic():
+                        TaskRecord.objects.create(task_name=task_name, **values)
+                    return
+                except IntegrityError:
+                    row = rows.first()
+                    if row is None:
+                        raise
+            if "seq" in values and _older(values, row):
                 # A newer state of the same run is there already (written by another process).
                 values = {key: value for key, value in values.items() if key not in _RECORD_VALUES}
-            if row is None:
-                TaskRecord.objects.create(task_name=task_name, **values)
-                return
             for key, value in values.items():
                 setattr(row, key, value)
             row.save()

@@ -10,13 +10,16 @@
  * follows the record's counts at once; the list is fetched again from the
  * polling endpoint (fetchBreakdown, ?parts=1) at most once every `interval` ms
  * (2 s) while the records change, never with more than one request in flight,
- * and once more after the final state, then never again. Neither the summary
+ * and once more after the final state, then never again. While the page is
+ * hidden it fetches nothing; shown again, it fetches once if records came in
+ * between (the summary kept up all along). Neither the summary
  * nor the list is a live region: the bar and the message say what matters.
  */
 
 import { fetchBreakdown, isFinal } from "./client.js";
 import { display, groupSummary, groupWord } from "./display.js";
 import { setText } from "./stepper.js";
+import { pageHidden, watchVisibility } from "./visibility.js";
 
 /** The least time between two fetches of the parts, in ms. */
 export const BREAKDOWN_INTERVAL = 2000;
@@ -38,6 +41,7 @@ export class BreakdownView {
     this._last = -Infinity; // when the last fetch started
     this._errors = 0;
     this._controller = null;
+    this._unwatch = null; // set while a fetch waits for the page to be shown
   }
 
   /** The parent has a new record: show its counts, fetch the parts again when the interval allows. */
@@ -57,16 +61,35 @@ export class BreakdownView {
     clearTimeout(this._timer);
     this._timer = null;
     this._controller?.abort();
+    this._unwatchVisibility();
   }
 
   _schedule() {
     if (this.stopped || this._busy || this._timer || !this._wanted) return;
+    if (pageHidden()) {
+      // Nobody sees the list: fetch it when the page is shown again, once.
+      this._unwatch ??= watchVisibility((hidden) => {
+        if (hidden) return;
+        this._unwatchVisibility();
+        this._schedule();
+      });
+      return;
+    }
     const wait = Math.max(0, this._last + this.interval - Date.now());
     this._timer = setTimeout(() => this._fetch(), wait);
   }
 
+  _unwatchVisibility() {
+    this._unwatch?.();
+    this._unwatch = null;
+  }
+
   async _fetch() {
     this._timer = null;
+    if (pageHidden()) {
+      this._schedule(); // hidden since the timer was set: wait for the page to be shown
+      return;
+    }
     const last = this._final;
     this._wanted = false;
     this._busy = true;

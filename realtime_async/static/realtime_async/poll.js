@@ -3,6 +3,7 @@
 import { backoffDelay } from "./backoff.js";
 import { LogCursor } from "./log.js";
 import { PROTOCOL_VERSION, call, isFinal } from "./protocol.js";
+import { HIDDEN_FACTOR, pollTimer } from "./visibility.js";
 
 /**
  * Follow one task through the polling endpoint (`AsyncManager.get_url()`)
@@ -12,6 +13,8 @@ import { PROTOCOL_VERSION, call, isFinal } from "./protocol.js";
  * exponentially; a 404 ends it with `onError({code: "not_found"})`. With
  * `onLog(lines, {reset, dropped})`, each poll asks for the log lines after the
  * last one it has (`?log_after=`; from `logAfter`, 0: all the server keeps).
+ * While the page is hidden it polls `hiddenFactor` (10) times less often; when
+ * it is shown again it polls at once, then at `interval` (1: ignore visibility).
  * Returns `{stop()}`.
  */
 export function pollProgress(
@@ -26,6 +29,7 @@ export function pollProgress(
     onError,
     onLog,
     logAfter = 0,
+    hiddenFactor = HIDDEN_FACTOR,
     fetch: fetcher,
   } = {},
 ) {
@@ -35,8 +39,8 @@ export function pollProgress(
   let last = Number(seq) || 0;
   let delivered = false;
   let stopped = false;
-  let timer = null;
   let controller = null;
+  const timer = pollTimer(tick, hiddenFactor); // slower while the page is hidden
   const log = onLog ? new LogCursor(logAfter) : null;
   const address = () => {
     if (!log) return url;
@@ -48,13 +52,13 @@ export function pollProgress(
 
   const stop = () => {
     stopped = true;
-    clearTimeout(timer);
+    timer.stop();
     controller?.abort();
   };
   const schedule = () => {
     if (stopped) return;
     const delay = errors ? backoffDelay(errors, { initial: interval, max: maxInterval }) : interval;
-    timer = setTimeout(tick, delay);
+    timer.start(delay, interval);
   };
   const fail = (code, message) => {
     stop();

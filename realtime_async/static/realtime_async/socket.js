@@ -7,6 +7,7 @@
 
 import { backoffDelay } from "./backoff.js";
 import { PROTOCOL_VERSION, report } from "./protocol.js";
+import { watchVisibility } from "./visibility.js";
 
 export class Connection {
   /**
@@ -38,6 +39,12 @@ export class Connection {
       }
     };
     globalThis.addEventListener?.("online", this._onOnline);
+    // Shown again: the user should see the true state within one round trip, not after the
+    // backoff. A hidden page keeps its socket (the server only pushes changes); after a 4429 it waits.
+    this._tooMany = false;
+    this._unwatch = watchVisibility((hidden) => {
+      if (!hidden && !this._tooMany) this._onOnline();
+    });
   }
 
   /** Whether a socket is open, so that what is sent now reaches the server. */
@@ -98,6 +105,7 @@ export class Connection {
     this._closed = true;
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     globalThis.removeEventListener?.("online", this._onOnline);
+    this._unwatch();
     this._dropSocket(1000);
     this._setStatus("closed");
   }
@@ -153,7 +161,8 @@ export class Connection {
       return;
     }
     // 4429: too many messages or connections; coming back soon would be refused again.
-    const attempt = code === 4429 ? Number.POSITIVE_INFINITY : this._retries++;
+    this._tooMany = code === 4429;
+    const attempt = this._tooMany ? Number.POSITIVE_INFINITY : this._retries++;
     const delay = backoffDelay(attempt, this.backoff);
     this._setTimer("retry", delay, () => this.connect());
     this._setStatus("reconnecting");

@@ -11,7 +11,8 @@
  *   every reconnect) the rows are fetched once to catch what changed before.
  * - Polling: while the socket cannot connect or keeps failing, fetches this
  *   page's rows (`HX-Request: true`) every data-ra-poll-interval ms and swaps
- *   the table body; it stops when the feed works again.
+ *   the table body; it stops when the feed works again. While the page is hidden
+ *   it polls ten times less often, and at once when the page is shown again.
  *
  * Events, dispatched on the row (a <tr>) and bubbling, with detail = {task, record, transport}
  * (transport "ws" for the feed, "poll" for a fetch of the rows, whose record holds only
@@ -27,6 +28,7 @@ import { backoffDelay, isFinal } from "../realtime_async/client.js";
 import { display } from "../realtime_async/display.js";
 import { readJson, sharedClient, startAll, watchFallback, whenReady } from "../realtime_async/page.js";
 import { displayResults, renderResults } from "../realtime_async/results.js";
+import { pollTimer } from "../realtime_async/visibility.js";
 
 const SELECTOR = "[data-ra-dashboard]";
 
@@ -51,7 +53,7 @@ export class LiveDashboard {
     this.subscribed = false;
     this.polling = false;
     this.stopped = false;
-    this._pollTimer = null;
+    this._pollTimer = null; // visibility.js's pollTimer while polling
     this._pollErrors = 0;
     this._refreshing = null; // the rows fetch in flight
     this._replay = null; // feed records received during that fetch, applied again after its swap
@@ -108,12 +110,13 @@ export class LiveDashboard {
     this.polling = true;
     this._pollErrors = 0;
     this.table.dataset.raVia = "poll";
+    this._pollTimer = pollTimer(() => this._poll());
     this._poll();
   }
 
   _stopPolling() {
     this.polling = false;
-    clearTimeout(this._pollTimer);
+    this._pollTimer?.stop();
     this._pollTimer = null;
   }
 
@@ -129,7 +132,7 @@ export class LiveDashboard {
     const delay = this._pollErrors
       ? backoffDelay(this._pollErrors, { initial: this.pollInterval, max: 30000 })
       : this.pollInterval;
-    this._pollTimer = setTimeout(() => this._poll(), delay);
+    this._pollTimer.start(delay, this.pollInterval);
   }
 
   /** Fetch the rows and swap them in; feed records that arrive meanwhile are applied again after. */
