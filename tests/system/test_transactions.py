@@ -51,4 +51,5 @@ def test_commit_enqueues_on_commit_only(celery_worker_proc, manager):
         time.sleep(0.5)
         assert manager.get_progress(name)["state"] == "queued"
     wait_for(lambda: manager.get_progress(name)["state"] == "success", 30, what="success")
-    assert recorded_events(name)[0]["event"] == "create"
+    # Emitted here after the enqueue: the worker's own events may come before it.
+    assert [event["event"] for event in recorded_events(name)].count("create") == 1
