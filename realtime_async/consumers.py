@@ -47,7 +47,6 @@ from realtime_async.protocol import (
     CLOSE_TOO_LARGE,
     CLOSE_UNAVAILABLE,
     FORBIDDEN_MESSAGE,
-    MAX_SEQ,
     NOT_FOUND_MESSAGE,
     BadRequest,
     Cancel,
@@ -59,6 +58,7 @@ from realtime_async.protocol import (
     SubscribeFeed,
     Unsubscribe,
     UnsubscribeFeed,
+    counter_text,
     error_frame,
     parse_client_message,
     pong_frame,
@@ -366,8 +366,7 @@ class TaskProgressConsumer(ProgressConsumer):
         except ValueError:
             await self.not_found(str(task))
             return
-        valid = after is not None and len(after) <= 16 and after.isascii() and after.isdigit()
-        log_after = int(after) if valid and int(after) <= MAX_SEQ else None  # type: ignore[arg-type]
+        log_after = counter_text(after) if after is not None else None  # an invalid one asks for no history
         await self._guarded(self.subscribe(Subscribe(task, None, token, log_after)))
 
     async def handle(self, request: ClientMessage) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "UnsubscribeFeed",
     "breakdown_envelope",
     "cancel_accepted_frame",
+    "counter_text",
     "error_frame",
     "log_frame",
     "parse_client_message",
@@ -262,6 +263,14 @@ def _token(content: dict[str, Any], task: str) -> str | None:
     if token is not None and not (isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH):
         raise BadRequest("Invalid field: token.", task)
     return token
+
+
+def counter_text(value: str) -> int | None:
+    """A ``seq`` or log line number given as query-string text (``?log_after=17``); None unless 0 to ``MAX_SEQ``."""
+    if len(value) > 16 or not value.isascii() or not value.isdigit():  # 16 digits: no huge int() on hostile input
+        return None
+    number = int(value)
+    return number if number <= MAX_SEQ else None
 
 
 def _counter(content: dict[str, Any], field: str, task: str) -> int | None:

@@ -35,10 +35,10 @@ from realtime_async._web.breakdown import breakdown
 from realtime_async._web.http import Unavailable, every_answer, unavailable, viewer_record
 from realtime_async.protocol import (
     FORBIDDEN_MESSAGE,
-    MAX_SEQ,
     NOT_FOUND_MESSAGE,
     breakdown_envelope,
     cancel_accepted_frame,
+    counter_text,
     error_frame,
     progress_envelope,
 )
@@ -143,7 +143,8 @@ def _log_after(request: HttpRequest) -> int | None:
     value = request.GET.get("log_after")
     if value is None:
         return None
-    return int(value) if len(value) <= 16 and value.isascii() and value.isdigit() and int(value) <= MAX_SEQ else -1
+    number = counter_text(value)
+    return -1 if number is None else number
 
 
 def _wants_html(request: HttpRequest) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from realtime_async._core.messages import CANCELLED
 from realtime_async._core.records import LogEntry, Stage, State, StateRecord
-from realtime_async._writing.writer import Tracker, get_writer
+from realtime_async._writing.writer import Tracker
 from realtime_async.exceptions import PublicTaskError, TaskCancelled
 
 __all__ = ["Inline", "Screen", "active", "error_text", "run"]
@@ -71,7 +71,7 @@ class Inline:
     def change(self, apply: Callable[[StateRecord], object]) -> None:
         """Apply a record change (what it raises reaches the worker, as under Celery), then show the record."""
         apply(self.record)
-        get_writer()._estimate(self._tracker, time.monotonic())
+        self._tracker.estimate(time.monotonic())
         self.record["updated_at"] = time.time()
         self._shown(self.screen.show)
 

@@ -154,6 +154,28 @@ class Tracker:
         lines, self.lines = self.lines, Lines()
         return lines
 
+    def estimate(self, mono: float) -> None:
+        """Update the record's smoothed ``rate`` and its ``eta`` from its progress at monotonic time ``mono``."""
+        record = self.record
+        measure, goal = record.get("current"), record.get("total")
+        # With stages, current/total belong to the active stage: the whole task's ETA goes by its percent.
+        if (measure is None or record.get("stages")) and record.get("percent") is not None:
+            measure, goal = record["percent"], 100.0
+        if measure is None:
+            return
+        if self.sample is None:
+            self.sample = (mono, measure)
+            return
+        then, before = self.sample
+        if mono - then >= _MIN_SAMPLE_SECONDS:
+            instant = max(0.0, (measure - before) / (mono - then))
+            rate = record.get("rate")
+            record["rate"] = round(instant if rate is None else _EWMA_ALPHA * instant + (1 - _EWMA_ALPHA) * rate, 4)
+            self.sample = (mono, measure)
+        rate = record.get("rate")
+        if rate and goal:
+            record["eta"] = round(max(0.0, (goal - measure) / rate), 1)
+
 
 class Writer:
     """Per-process owner of the trackers; every state write goes through it."""
@@ -255,23 +277,13 @@ class Writer:
 
         Nobody watches a part before its group's launch returns, so its queued state is only stored.
         """
-        ttl = get_settings().progress_ttl
-        writes = [
-            Write(
-                task_name=record["task"],
-                state=record["state"],
-                body=encode_record_body(record),
-                ttl=ttl,
-                mode=WriteMode.CREATE,
-                meta=json.dumps(meta, cls=DjangoJSONEncoder),
-                floor=0,
-                end=False,
-                publish=(),
-                lines=Lines(),
-                log_limits=(get_settings().log_max_lines, get_settings().log_max_bytes),
-            )
+        settings = get_settings()
+        limits, ttl = (settings.log_max_lines, settings.log_max_bytes), settings.progress_ttl
+        writes = [  # as Store.write_state makes them: no floor, no end, nothing published, no lines
+            Write(record["task"], record["state"], encode_record_body(record), ttl, WriteMode.CREATE,
+                  json.dumps(meta, cls=DjangoJSONEncoder), 0, False, (), Lines(), limits)
             for record, meta in records
-        ]
+        ]  # fmt: skip
         with self._write_lock:
             return get_store().write_many(writes)
 
@@ -311,7 +323,7 @@ class Writer:
                 apply(record)
             if line is not None:
                 tracker.lines.add(line, get_settings().log_max_lines)
-            self._estimate(tracker, mono)
+            tracker.estimate(mono)
             record["state"] = "running"
             record["updated_at"] = now
             interval = 1.0 / get_settings().progress_rate
@@ -328,27 +340,6 @@ class Writer:
                 return False, tracker
         self._write_progress(tracker, snapshot, lines)
         return True, tracker
-
-    def _estimate(self, tracker: Tracker, mono: float) -> None:
-        record = tracker.record
-        measure, goal = record.get("current"), record.get("total")
-        # With stages, current/total belong to the active stage: the whole task's ETA goes by its percent.
-        if (measure is None or record.get("stages")) and record.get("percent") is not None:
-            measure, goal = record["percent"], 100.0
-        if measure is None:
-            return
-        if tracker.sample is None:
-            tracker.sample = (mono, measure)
-            return
-        then, before = tracker.sample
-        if mono - then >= _MIN_SAMPLE_SECONDS:
-            instant = max(0.0, (measure - before) / (mono - then))
-            rate = record.get("rate")
-            record["rate"] = round(instant if rate is None else _EWMA_ALPHA * instant + (1 - _EWMA_ALPHA) * rate, 4)
-            tracker.sample = (mono, measure)
-        rate = record.get("rate")
-        if rate and goal:
-            record["eta"] = round(max(0.0, (goal - measure) / rate), 1)
 
     def _write_progress(self, tracker: Tracker, record: StateRecord, lines: Lines) -> None:
         try:

@@ -182,3 +182,12 @@ def test_nesting_is_bounded_whatever_the_stack():
     assert parse_client_message(json.dumps({"v": 1, "type": "ping", "id": '"[\\' + "[{" * 60})) == Ping(
         '"[\\' + "[{" * 60
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("0", 0), ("17", 17), (str(2**53 - 1), 2**53 - 1), (str(2**53), None), ("-1", None), ("1.5", None),
+     ("", None), ("١٢", None), ("9" * 5000, None), (" 1", None)],
+)  # fmt: skip
+def test_a_counter_given_as_text_is_a_plain_number_within_the_protocol_bound(text, number):
+    assert protocol.counter_text(text) == number
