@@ -137,17 +137,23 @@ class Watchers:
             self.all_final.set()
 
     # -- frame handlers, one per contender ------------------------------------
-    def on_ours(self, k: int, payload: bytes, now: float) -> None:
+    def _record(self, k: int, payload: bytes, now: float) -> dict | None:
+        """The record of a ``progress`` frame for connection ``k``'s task; None (counted) for anything else."""
         self.last_frame_at = now
         msg = loads(payload)
         if msg.get("type") != "progress":
             if len(self.errors) < 20:
                 self.errors.append(str(msg)[:200])
-            return
+            return None
         if msg["task"] != self.task_of[k]:
             self.stale += 1
+            return None
+        return msg["data"]
+
+    def on_ours(self, k: int, payload: bytes, now: float) -> None:
+        record = self._record(k, payload, now)
+        if record is None:
             return
-        record = msg["data"]
         if not self.snap[k]:  # the first frame of a subscription is the stored state
             self.snap[k] = True
             self.snapshot_count += 1
@@ -161,16 +167,9 @@ class Watchers:
 
     def on_group(self, k: int, payload: bytes, now: float) -> None:
         """A group's parent: every record with a new seq, its write time (``updated_at``) and arrival."""
-        self.last_frame_at = now
-        msg = loads(payload)
-        if msg.get("type") != "progress":
-            if len(self.errors) < 20:
-                self.errors.append(str(msg)[:200])
+        record = self._record(k, payload, now)
+        if record is None:
             return
-        if msg["task"] != self.task_of[k]:
-            self.stale += 1
-            return
-        record = msg["data"]
         final = record["state"] in FINAL
         if not self.snap[k]:
             self.snap[k] = True

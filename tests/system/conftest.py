@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser_helpers import run_chromium, run_daphne
 from tests.services import start_worker
 
 
@@ -22,3 +23,15 @@ def celery_worker_proc(django_db_setup):
     proc = start_worker()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    """A daphne of the test project for the module's browser tests; its address."""
+    yield from run_daphne()
+
+
+@pytest.fixture(scope="module")
+def browser(base_url):
+    """Headless Chromium for the module's browser tests (after its daphne, so it stops first)."""
+    yield from run_chromium()

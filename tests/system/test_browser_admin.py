@@ -7,26 +7,20 @@ import re
 import pytest
 
 from realtime_async.async_manager import AsyncManager
-from tests.browser_helpers import assert_clean, events, new_page, run_chromium, run_daphne, widget
+from tests.browser_helpers import assert_clean, events, new_page, widget
 from tests.services import wait_for
 from tests.testapp.models import Widget
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("celery_worker_proc"),
+]
 
 WAIT_MS = 20_000
 CHANGELIST = "/admin/testapp/widget/"
 PASSWORD = "correct horse battery staple"
 PROGRESS_URL = re.compile(r"/admin/testapp/widget/task/(?P<task>[^/]+)/$")
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url, celery_worker_proc):
-    yield from run_chromium()
 
 
 @pytest.fixture

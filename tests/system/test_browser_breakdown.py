@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 
 from realtime_async import Part
-from tests.browser_helpers import assert_clean, new_page, run_chromium, run_daphne, widget
+from tests.browser_helpers import assert_clean, new_page, widget
 from tests.integration.test_groups import _parts, _start
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -20,16 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 WAIT_MS = 20_000
 NOWHERE = {"queue": "realtime-async-tests-nowhere"}
 STEPS = "tests.testapp.workers.steps"
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url):
-    yield from run_chromium()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from realtime_async.async_manager import AsyncManager
 from realtime_async.contrib.dashboard.recorder import get_recorder
-from tests.browser_helpers import assert_clean, events, new_page, run_chromium, run_daphne
+from tests.browser_helpers import assert_clean, events, new_page
 
 
 @pytest.fixture
@@ -25,16 +25,6 @@ def staff(django_user_model):
 
 
 WAIT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url, celery_worker_proc):
-    yield from run_chromium()
 
 
 @pytest.fixture

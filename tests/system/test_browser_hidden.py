@@ -12,7 +12,7 @@ from realtime_async._core.naming import new_task_name
 from realtime_async._core.store import WriteMode
 from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
-from tests.browser_helpers import assert_clean, new_page, run_chromium, run_daphne, widget
+from tests.browser_helpers import assert_clean, new_page, widget
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -25,16 +25,6 @@ SET_VISIBILITY = """state => {
   Object.defineProperty(document, "hidden", {configurable: true, get: () => state === "hidden"});
   document.dispatchEvent(new Event("visibilitychange"));
 }"""
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url):
-    yield from run_chromium()
 
 
 @pytest.fixture

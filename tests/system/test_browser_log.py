@@ -10,21 +10,11 @@ import pytest
 from realtime_async._core.naming import new_task_name
 from realtime_async._core.store import Lines, WriteMode
 from realtime_async._writing.writer import get_writer, log_line
-from tests.browser_helpers import assert_clean, new_page, run_chromium, run_daphne, widget
+from tests.browser_helpers import assert_clean, new_page, widget
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 WAIT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url):
-    yield from run_chromium()
 
 
 @pytest.fixture

@@ -15,26 +15,18 @@ from tests.browser_helpers import (
     assert_clean,
     events,
     new_page,
-    run_chromium,
-    run_daphne,
     session_cookie,
     widget,
 )
 from tests.services import free_port, start_daphne, wait_for
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("celery_worker_proc"),
+]
 
 WAIT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url, celery_worker_proc):
-    yield from run_chromium()
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 
-from tests.browser_helpers import assert_clean, new_page, run_chromium, run_daphne, widget
+from tests.browser_helpers import assert_clean, new_page, widget
 from tests.services import wait_for
 from tests.testapp.result_workers import report_rows
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_proc")]
 
 WORKER = "tests.testapp.result_workers.write_report"
 
@@ -42,16 +42,6 @@ def test_a_worker_attaches_a_file_that_its_owner_downloads(celery_worker_proc, m
     stranger = Client()
     stranger.force_login(django_user_model.objects.create_user("stranger"))
     assert stranger.get(entry["url"]).status_code == 404
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    yield from run_daphne()
-
-
-@pytest.fixture(scope="module")
-def browser(base_url, celery_worker_proc):
-    yield from run_chromium()
 
 
 @pytest.mark.browser
