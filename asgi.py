@@ -20,12 +20,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from realtime_async.routing import websocket_urlpatterns  # noqa: E402
+from realtime_async.routing import ProgressHttpRouter, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # The demo serves its own static files; behind a real web server you would not.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": ProgressHttpRouter(ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

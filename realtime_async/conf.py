@@ -21,7 +21,8 @@ WATCH_TOKEN_MAX_AGE        seconds a signed watch token stays valid         ``36
 MAX_SUBSCRIPTIONS          task subscriptions per WebSocket connection      ``50``
 MAX_MESSAGE_BYTES          largest client WebSocket message accepted        ``4096``
 MAX_MESSAGES_PER_SECOND    sustained client message rate per connection    ``20``
-MAX_CONNECTIONS_PER_USER   WebSocket connections per user per process       ``20``
+MAX_CONNECTIONS_PER_USER   WebSocket connections and event streams per      ``20``
+                           user (or client address) per process
 POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
 FAST_BROADCAST             also publish each write over the cache's Redis   ``True``
                            pub/sub, for the servers' hubs (see ``fanout``)
@@ -30,7 +31,11 @@ LOG_MAX_LINES              log lines kept per task (oldest dropped)        ``500
 LOG_MAX_BYTES              bytes of log lines kept per task                 ``65536``
 STALLED_CLOSE_AFTER        seconds a WebSocket client may read nothing      ``10``
                            while updates wait before it is closed (4408;
-                           daphne only; None: never)
+                           daphne only; None: never); an event stream's
+                           too, on any server behind ``ProgressHttpRouter``
+SSE_HEARTBEAT              seconds between an event stream's heartbeats     ``15``
+SSE_MAX_BYTES              bytes one event stream sends before it ends      ``1048576``
+                           (the browser reconnects at once and resumes)
 FILE_STORAGE_ALIAS         storage (``STORAGES``) of attached files         ``"default"``
 FILE_MAX_BYTES             largest file a task may attach                   ``52428800``
 FILE_MAX_PER_TASK          files one task may attach                        ``10``
@@ -82,6 +87,10 @@ class Settings:
     log_max_bytes: int = 65536
     #: Seconds a connection's transport may stay full before it is closed with 4408 (None: never).
     stalled_close_after: float | None = 10.0
+    #: Server-Sent Events (``_delivery.events``): a comment line this often keeps proxies from closing the stream.
+    sse_heartbeat: float = 15.0
+    #: Bytes one stream sends before it ends (the browser resumes): what any server buffers for one client at most.
+    sse_max_bytes: int = 1024 * 1024
     #: Attached files (``attach_file``): where they are kept, their limits, how long they last.
     file_storage_alias: str = "default"
     file_max_bytes: int = 50 * 1024 * 1024

@@ -35,7 +35,7 @@ from realtime_async._core.naming import validate_task_name
 from realtime_async._core.process import Throttled
 from realtime_async._delivery.feed import FeedMixin
 from realtime_async._delivery.hub import Hub, LayerUnavailable, get_hub
-from realtime_async._delivery.limits import ConnectionCounter, TokenBucket, connection_key, frame_bytes
+from realtime_async._delivery.limits import CONNECTIONS, TokenBucket, connection_key, frame_bytes
 from realtime_async._delivery.sending import progress_sender
 from realtime_async._delivery.subscription import LogMixin, Subscription, read_snapshot
 from realtime_async.conf import get_settings
@@ -72,8 +72,6 @@ logger = logging.getLogger("realtime_async")
 _log = Throttled(logger)
 
 _INTERNAL_ERROR = 1011
-#: Open connections per user (or per client address, for anonymous ones) in this process.
-_connections = ConnectionCounter()
 
 
 class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -138,7 +136,7 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
         # Accept first: only an open socket can carry a close code to the client.
         await self.accept()
         key = connection_key(self.scope)
-        if not _connections.acquire(key, settings.max_connections_per_user):
+        if not CONNECTIONS.acquire(key, settings.max_connections_per_user):
             await self._close(CLOSE_RATE_LIMITED)
             return
         self._counted = key
@@ -338,7 +336,7 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
     def _release_connection(self) -> None:
         key, self._counted = self._counted, None
         if key is not None:
-            _connections.release(key)
+            CONNECTIONS.release(key)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._closed = True

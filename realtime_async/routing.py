@@ -1,16 +1,44 @@
-"""WebSocket URL patterns of the progress protocol (``docs/protocol.md``).
+"""ASGI routing of the progress protocol (``docs/protocol.md``): the WebSocket URL patterns and the HTTP router.
 
-A project's ``asgi.py`` wraps them in
-``AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))``.
+A project's ``asgi.py`` wraps them::
+
+    application = ProtocolTypeRouter({
+        "http": ProgressHttpRouter(django_asgi_app),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    })
+
+``ProgressHttpRouter`` is optional: without it Django serves every endpoint,
+only at a higher cost (see its docstring).
 """
 
 from __future__ import annotations
 
-from django.urls import URLPattern, path, re_path
+import asyncio
+import json
+import logging
+import os
+from typing import Any
+from urllib.parse import parse_qsl
 
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
+from django.http.request import split_domain_port, validate_host
+from django.urls import NoReverseMatch, URLPattern, path, re_path, reverse
+from django.utils.http import http_date, parse_etags
+
+from realtime_async._core.managers import resolve_manager
+from realtime_async._core.naming import validate_task_name
+from realtime_async._core.store import RedisStore, get_store
+from realtime_async._delivery.events import HEADERS, Opened, open_stream, parse_query, write_stream
+from realtime_async._delivery.pubsub import async_pool_for
+from realtime_async._web import etags
 from realtime_async.consumers import ProgressConsumer, TaskProgressConsumer
+from realtime_async.protocol import counter_text
 
-__all__ = ["websocket_urlpatterns"]
+__all__ = ["ProgressHttpRouter", "websocket_urlpatterns"]
+
+logger = logging.getLogger("realtime_async")
 
 websocket_urlpatterns: list[URLPattern] = [
     path("ws/realtime-async/", ProgressConsumer.as_asgi(), name="realtime-async-ws"),
@@ -24,3 +52,170 @@ websocket_urlpatterns: list[URLPattern] = [
     # The rest of the per-task URLs (no name, no trailing slash): no task either, 4404.
     re_path(r"^ws/realtime-async/task(?:/|$)", TaskProgressConsumer.as_asgi()),
 ]
+
+_MARK = "RA-task-name-0"
+#: What Django's ``never_cache`` and the polling view's ``Vary`` put on a ``304``.
+_NOT_MODIFIED_HEADERS = [
+    (b"cache-control", b"max-age=0, no-cache, no-store, must-revalidate, private"),
+    (b"vary", b"Accept, HX-Request, Cookie"),
+]
+
+
+class ProgressHttpRouter:
+    """Serve realtime_async's event streams and unchanged polls straight from ASGI; everything else by ``application``.
+
+    Under ASGI every Django request pays for the handler: the ``request_started``
+    and ``request_finished`` signals and each ``MiddlewareMixin`` middleware run
+    in a thread (``sync_to_async``), several hops per request. That is most of
+    what a poll used to cost. This router answers two requests before Django:
+
+    - ``GET`` of the events URL (``realtime_async:events``): the stream, in a
+      coroutine, with the server's own ``send`` for backpressure
+      (``_delivery.events``). The session cookie gives the user, as Channels'
+      ``AuthMiddlewareStack`` would (one thread hop per stream, not per record).
+    - ``GET`` of the polling URL (``realtime_async:progress``) whose
+      ``If-None-Match`` holds an ETag issued for the current state to the same
+      credentials less than a minute ago (``_web.etags``): a ``304`` after one
+      Redis read, no thread, no middleware. Anything else (a changed state, an
+      htmx request, ``?parts=1``, an old or foreign ETag, a store that is not
+      Redis) goes to Django, which checks ``can_view`` and answers in full.
+
+    No Django middleware runs for these two: ``ALLOWED_HOSTS`` is checked here
+    (a bad ``Host`` goes to Django, which answers 400); the session is read for
+    streams only; a ``304`` carries Django's caching headers and no body, so
+    security headers meant for content do not apply. The paths are found by
+    reversing the URL names once, so ``include("realtime_async.urls")`` under
+    any prefix works.
+    """
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+        self._paths: tuple[str, str, str] | None = None
+        self._redis: tuple[asyncio.AbstractEventLoop, Any] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET":
+            events, prefix, suffix = self._paths or self._reverse()
+            request_path = _path(scope)
+            if request_path == events and _host_allowed(scope):
+                await self._events(scope, receive, send)
+                return
+            if prefix and request_path.startswith(prefix) and request_path.endswith(suffix):
+                task = request_path[len(prefix) : len(request_path) - len(suffix)]
+                if await self._not_modified(scope, send, task):
+                    return
+        await self.application(scope, receive, send)
+
+    def _reverse(self) -> tuple[str, str, str]:
+        try:
+            events = reverse("realtime_async:events")
+            prefix, _, suffix = reverse("realtime_async:progress", kwargs={"task_name": _MARK}).rpartition(_MARK)
+        except NoReverseMatch:
+            logger.warning("realtime_async: ProgressHttpRouter found no realtime_async URLs; Django serves them all")
+            events, prefix, suffix = "\0", "", ""
+        self._paths = (events, prefix, suffix)
+        return self._paths
+
+    async def _events(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = _headers(scope)
+        query = parse_query(_query(scope), headers.get("last-event-id"))
+        user = await _user(parse_cookie(headers.get("cookie", "")))
+        opened = await open_stream(user, scope.get("client"), query)
+        if not isinstance(opened, Opened):
+            raw = [(b"content-type", opened.content_type.encode())] + _encode(opened.headers)
+            await send({"type": "http.response.start", "status": opened.status, "headers": raw})
+            await send({"type": "http.response.body", "body": opened.body.encode()})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": _encode(HEADERS)})
+        await write_stream(opened, send, receive)
+
+    async def _not_modified(self, scope: dict[str, Any], send: Any, task: str) -> bool:
+        """Answer ``304`` when the request proves it holds the current state; False to let Django answer."""
+        headers = _headers(scope)
+        presented = headers.get("if-none-match")
+        if not presented or headers.get("hx-request") == "true" or not _host_allowed(scope):
+            return False
+        query = dict(_query(scope))  # the last value of each, as Django's QueryDict.get
+        log_after = counter_text(query["log_after"]) if "log_after" in query else None
+        if "parts" in query or ("log_after" in query and log_after is None):
+            return False
+        store = get_store()
+        try:
+            validate_task_name(task)
+            if not isinstance(store, RedisStore):
+                return False
+            stored = await store.aread_state(task, self._client(store))
+            record = json.loads(stored) if stored is not None else None
+        except Exception:  # an invalid name, a store that is down: Django gives the answer
+            return False
+        if not isinstance(record, dict):
+            return False
+        token = query.get("token") or None
+        viewer = etags.credentials(parse_cookie(headers.get("cookie", "")).get(settings.SESSION_COOKIE_NAME), token)
+        tag = etags.matches(
+            parse_etags(presented), task, record, etags.json_variant(log_after), viewer, max_age=etags.FAST_PATH_MAX_AGE
+        )
+        if tag is None or (token is not None and not resolve_manager().check_watch_token(token, task)):
+            return False
+        response = [(b"etag", tag.encode()), (b"expires", http_date().encode()), *_NOT_MODIFIED_HEADERS]
+        await send({"type": "http.response.start", "status": 304, "headers": response})
+        await send({"type": "http.response.body", "body": b""})
+        return True
+
+    async def aclose(self) -> None:
+        """Close the Redis connections of the fast path (tests; a server process just exits)."""
+        redis, self._redis = self._redis, None
+        if redis is not None:
+            await redis[1].aclose(close_connection_pool=True)
+
+    def _client(self, store: RedisStore) -> Any:
+        """This loop's asyncio Redis client (one per server process; a new loop gets a new one)."""
+        loop = asyncio.get_running_loop()
+        if self._redis is None or self._redis[0] is not loop:
+            import redis.asyncio
+
+            pool = async_pool_for(store.client)
+            pool.connection_kwargs["client_name"] = f"realtime_async.poll.{os.getpid()}"
+            self._redis = (loop, redis.asyncio.Redis(connection_pool=pool))
+        return self._redis[1]
+
+
+def _path(scope: dict[str, Any]) -> str:
+    request_path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    return request_path[len(root) :] if root and request_path.startswith(root) else request_path
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+
+
+def _query(scope: dict[str, Any]) -> list[tuple[str, str]]:
+    return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def _encode(headers: Any) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers]
+
+
+def _host_allowed(scope: dict[str, Any]) -> bool:
+    """``ALLOWED_HOSTS`` as ``HttpRequest.get_host()`` checks it (with ``DEBUG``'s local defaults)."""
+    host = _headers(scope).get("host") or ""
+    domain, _ = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)
+
+
+async def _user(cookies: dict[str, str]) -> Any:
+    """The session's user, as Channels' ``AuthMiddlewareStack`` finds it (one thread hop); anonymous without one."""
+    key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if not key:
+        return AnonymousUser()
+    from importlib import import_module
+
+    from channels.auth import get_user
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    return await get_user({"session": session})

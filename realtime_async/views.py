@@ -19,10 +19,14 @@ views as for every other transport.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.utils.http import parse_etags
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -31,6 +35,8 @@ from realtime_async._core.access import cancel_outcome
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.records import StateRecord, is_final
 from realtime_async._core.store import get_store
+from realtime_async._delivery.events import HEADERS, Opened, open_stream, parse_query
+from realtime_async._web import etags
 from realtime_async._web.breakdown import breakdown
 from realtime_async._web.http import Unavailable, every_answer, unavailable, viewer_record
 from realtime_async.protocol import (
@@ -44,7 +50,7 @@ from realtime_async.protocol import (
 )
 from realtime_async.widgets import render_fragment
 
-__all__ = ["cancel_view", "progress_view"]
+__all__ = ["cancel_view", "events_view", "progress_view"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -79,9 +85,12 @@ def progress_view(request: HttpRequest, task_name: str) -> HttpResponse:
         return HttpResponse(_BAD_LOG_AFTER_JSON, status=400, content_type=_JSON)
     # The fragment holds its own URL (query string included) and label, so they
     # belong to its ETag; the JSON depends on the record and the log lines asked for.
-    etag = _etag(task_name, record, f"html:{request.GET.urlencode()}" if as_html else f"json:{log_after}")
-    if (not_modified := _not_modified(request, etag)) is not None:
-        return not_modified
+    variant = f"html:{request.GET.urlencode()}" if as_html else etags.json_variant(log_after)
+    viewer = etags.credentials(request.COOKIES.get(settings.SESSION_COOKIE_NAME), request.GET.get("token"))
+    etag = etags.issue(task_name, record, variant, viewer)
+    presented = _if_none_match(request)
+    if "*" in presented or etags.matches(presented, task_name, record, variant, viewer):
+        return _not_modified_response(etag)
 
     if as_html:
         body: str = render_fragment(task_name, record, htmx_url=request.get_full_path(), label=label)
@@ -115,6 +124,57 @@ def cancel_view(request: HttpRequest, task_name: str) -> HttpResponse:
     if outcome == "forbidden":
         return HttpResponse(_FORBIDDEN_JSON, status=403, content_type=_JSON)
     return HttpResponse(cancel_accepted_frame(task_name), status=202, content_type=_JSON)
+
+
+@every_answer()
+@require_GET
+async def events_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """The task records as Server-Sent Events (``_delivery.events``); ``ProgressHttpRouter`` serves it faster."""
+    pairs = [(name, value) for name, values in request.GET.lists() for value in values]
+    query = parse_query(pairs, request.headers.get("Last-Event-ID"))
+    opened = await open_stream(await request.auser(), (request.META.get("REMOTE_ADDR", ""),), query)
+    if not isinstance(opened, Opened):
+        response = HttpResponse(opened.body, status=opened.status, content_type=opened.content_type)
+        for name, value in opened.headers:
+            response[name] = value
+        return response
+    return _EventStreamResponse(opened)
+
+
+class _EventStreamResponse(StreamingHttpResponse):
+    """The stream's chunks, released when Django closes the response (the stream ended, or the client left).
+
+    Django closes a response from a thread and does not close an async
+    iterator it stopped reading, so ``close()`` hands the release to the loop.
+    """
+
+    def __init__(self, opened: Opened) -> None:
+        super().__init__(self._chunks(opened))
+        self._opened, self._loop = opened, asyncio.get_running_loop()
+        for name, value in HEADERS:
+            self[name] = value
+
+    @staticmethod
+    async def _chunks(opened: Opened) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in opened.stream.chunks():
+                yield chunk
+        finally:
+            await opened.release()
+
+    def close(self) -> None:
+        super().close()
+        if not self._opened.released and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: _background(self._opened.release()))
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _background(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coro)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def _breakdown(request: HttpRequest, task_name: str, record: StateRecord) -> HttpResponse:
@@ -164,6 +224,10 @@ def _not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
     """The ``304`` when ``If-None-Match`` holds ``etag`` (or ``*``); None otherwise."""
     if etag not in (matches := _if_none_match(request)) and "*" not in matches:
         return None
+    return _not_modified_response(etag)
+
+
+def _not_modified_response(etag: str) -> HttpResponse:
     not_modified = HttpResponseNotModified()
     not_modified["ETag"] = etag
     return not_modified

@@ -2,6 +2,8 @@
 
 Every limit is a setting (``MAX_MESSAGES_PER_SECOND``, ``MAX_MESSAGE_BYTES``,
 ``MAX_CONNECTIONS_PER_USER``, ``MAX_SUBSCRIPTIONS``), documented in the README.
+WebSockets and event streams (``_delivery.events``) count against the same
+``MAX_CONNECTIONS_PER_USER``: one ``CONNECTIONS`` counter per process.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import collections
 import time
 from typing import Any
 
-__all__ = ["ConnectionCounter", "TokenBucket", "connection_key", "frame_bytes"]
+__all__ = ["CONNECTIONS", "ConnectionCounter", "TokenBucket", "connection_key", "frame_bytes"]
 
 
 class TokenBucket:
@@ -67,3 +69,7 @@ class ConnectionCounter:
 
     def __getitem__(self, key: str) -> int:
         return self._counts[key]
+
+
+#: Open WebSockets and event streams per user (or per client address, for anonymous ones) in this process.
+CONNECTIONS = ConnectionCounter()

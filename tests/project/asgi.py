@@ -14,12 +14,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from realtime_async.routing import websocket_urlpatterns  # noqa: E402
+from realtime_async.routing import ProgressHttpRouter, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # Static files served by the app itself, only because tests have no web server in front.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": ProgressHttpRouter(ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -127,6 +127,10 @@ REALTIME_ASYNC = {
     "HEARTBEAT_INTERVAL": float(os.environ.get("RA_TEST_HEARTBEAT", "1")),
     "LOCK_TTL": float(os.environ.get("RA_TEST_LOCK_TTL", "3")),
 }
+# Servers started by a test with a setting of their own (the event streams' bounds, for one).
+for _key in ("SSE_HEARTBEAT", "SSE_MAX_BYTES", "STALLED_CLOSE_AFTER", "MAX_SUBSCRIPTIONS"):
+    if _value := os.environ.get(f"RA_TEST_{_key}"):
+        REALTIME_ASYNC[_key] = int(_value) if _key in ("SSE_MAX_BYTES", "MAX_SUBSCRIPTIONS") else float(_value)
 
 LOGGING = {
     "version": 1,

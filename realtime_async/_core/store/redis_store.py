@@ -197,6 +197,11 @@ class RedisStore(Store):
         value = self.client.hget(self._k("t", task_name), "rec")
         return value.decode() if value is not None else None
 
+    async def aread_state(self, task_name: str, client: Any) -> str | None:
+        """``read_state`` with ``client``, a ``redis.asyncio`` client of the running loop (one ``HGET``)."""
+        value = await client.hget(self._k("t", task_name), "rec")
+        return value.decode() if value is not None else None
+
     def read_log(self, task_name: str, after: int = 0) -> LogRead:
         last, dropped, *lines = self._read_log(keys=[self._k("t", task_name), self._k("log", task_name)], args=[after])
         return LogRead(int(last), int(dropped), [_text(line) for line in lines])

@@ -1,0 +1,183 @@
+"""One Server-Sent Events stream: a watcher of the hub whose client reads bytes instead of WebSocket frames.
+
+The hub hands an ``EventStream`` each update as it hands a WebSocket consumer
+one (``hub_deliver``), but the stream only notes it: the newest record of each
+task waits in ``pending`` (a final record is kept and ends the task) until the
+writer (``chunks()``) takes everything waiting as one chunk. A client that
+reads slowly therefore costs one waiting record per task, never a queue, and
+whoever writes the chunks (``_web.events``) decides what "slowly" means.
+
+Each ``(task, seq)`` goes out at most once and in order: ``sent`` holds the
+last seq written per task, and the snapshot that starts a task sets it first
+(snapshot, then stream, as ``docs/protocol.md`` says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from realtime_async._delivery.fanout import LayerUnavailable
+
+__all__ = ["HEARTBEAT", "RETRY_MS", "EventStream", "event_bytes", "message_bytes"]
+
+logger = logging.getLogger("realtime_async")
+
+#: The browser's reconnect delay (milliseconds), sent first.
+RETRY_MS = 2000
+HEARTBEAT = b": ping\n\n"
+
+_cache: dict[str, Any] = {"frame": None, "event": b""}
+
+
+def event_bytes(task: str, seq: int, frame: str) -> bytes:
+    """The SSE event of one progress record: ``id: task:seq`` and the protocol's JSON as ``data:``.
+
+    The hub gives every watcher of an update the same ``frame`` object, so one
+    slot is enough for a fan-out pass to encode it once.
+    """
+    if _cache["frame"] is not frame:
+        # Task names hold no line breaks and the JSON none either (json.dumps escapes them).
+        _cache.update(frame=frame, event=f"id: {task}:{seq}\ndata: {frame}\n\n".encode())
+    event: bytes = _cache["event"]
+    return event
+
+
+def message_bytes(text: str) -> bytes:
+    """An SSE event with no id (an ``error`` message): the browser keeps its last event id."""
+    return f"data: {text}\n\n".encode()
+
+
+class EventStream:
+    """The hub's side of one event stream: what waits for its client, and the chunks to write."""
+
+    def __init__(self, hub: Any, *, heartbeat: float, max_bytes: int) -> None:
+        self.hub = hub
+        self.heartbeat, self.max_bytes = heartbeat, max_bytes
+        #: Tasks the hub delivers to this stream (watched, not final yet).
+        self.live: set[str] = set()
+        #: The last seq written per task; a task is absent until its snapshot was taken.
+        self.sent: dict[str, int] = {}
+        #: The newest record waiting per task: (seq, frame, final).
+        self.pending: dict[str, tuple[int, str, bool]] = {}
+        #: Bytes to write before anything pending (the start: retry, snapshots, refusals).
+        self.head: list[bytes] = [f"retry: {RETRY_MS}\n\n".encode()]
+        self.failed = False
+        #: Tasks whose final record was taken: their groups are left once it is written.
+        self._ended: list[str] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    # -- the hub's side -----------------------------------------------------
+    async def hub_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
+        """Note ``task``'s record ``seq`` (the newest wins; a final one stays)."""
+        if task not in self.live or seq <= self.sent.get(task, 0):
+            return
+        waiting = self.pending.get(task)
+        if waiting is not None and (waiting[2] or waiting[0] >= seq):
+            return
+        self.pending[task] = (seq, frame, final)
+        self._wake.set()
+
+    async def hub_failed(self) -> None:
+        """The hub lost the channel layer: the stream ends, and the browser reconnects and resumes."""
+        self.failed = True
+        self.live.clear()
+        self._wake.set()
+
+    # -- starting -----------------------------------------------------------
+    async def watch(self, tasks: list[str]) -> None:
+        """Join every task's group (before the snapshots are read); raise ``LayerUnavailable`` on failure."""
+        for task in tasks:
+            self.live.add(task)
+            await self.hub.watch(task, self)
+
+    async def start(self, task: str, snapshot: tuple[str, int, bool], frame: str | None) -> None:
+        """Begin ``task`` at its stored record: ``frame`` goes out first (None: the client has this seq)."""
+        _, seq, final = snapshot
+        self.sent[task] = seq
+        if frame is not None:
+            self.head.append(event_bytes(task, seq, frame))
+        if final:
+            await self._end(task)
+
+    async def refuse(self, task: str, message: str) -> None:
+        """Tell the client about ``task`` with an ``error`` message and stop watching it."""
+        self.head.append(message_bytes(message))
+        await self._end(task)
+
+    # -- writing ------------------------------------------------------------
+    async def chunks(self) -> AsyncGenerator[bytes]:
+        """What to write, chunk by chunk: the start, then what waits whenever something does, or a heartbeat.
+
+        Ends (the client reconnects and resumes) after ``max_bytes`` or when the hub failed.
+        """
+        written = 0
+        try:
+            chunk = b"".join(self.head) + self._take()
+            self.head = []
+            while True:
+                yield chunk
+                written += len(chunk)
+                if written >= self.max_bytes or self.failed:
+                    return
+                await self._finish_ended()
+                chunk = self._take()
+                if not chunk:
+                    self._wake.clear()
+                    try:
+                        async with asyncio.timeout(self.heartbeat):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        chunk = HEARTBEAT
+                        continue
+                    if self.failed:
+                        return
+                    chunk = self._take()
+                    if not chunk:
+                        chunk = HEARTBEAT
+        finally:
+            await self.close()
+
+    def _take(self) -> bytes:
+        """Everything waiting, oldest task first, as one chunk; final records end their task."""
+        if not self.pending:
+            return b""
+        waiting, self.pending = self.pending, {}
+        parts = []
+        for task, (seq, frame, final) in waiting.items():
+            if seq <= self.sent.get(task, 0):
+                continue
+            self.sent[task] = seq
+            parts.append(event_bytes(task, seq, frame))
+            if final:
+                self.live.discard(task)
+                self._ended.append(task)
+        return b"".join(parts)
+
+    async def _finish_ended(self) -> None:
+        ended, self._ended = self._ended, []
+        for task in ended:
+            await self._unwatch(task)
+
+    async def _end(self, task: str) -> None:
+        self.live.discard(task)
+        await self._unwatch(task)
+
+    async def _unwatch(self, task: str) -> None:
+        try:
+            await self.hub.unwatch(task, self)
+        except LayerUnavailable as exc:  # harmless: the membership expires with the group
+            logger.info("realtime_async: leaving %r's group failed (%s)", task, exc)
+
+    async def close(self) -> None:
+        """Stop watching everything (the stream ended, the client went away); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks, self.live = list(self.live), set()
+        self.pending.clear()
+        for task in tasks:
+            await self._unwatch(task)
