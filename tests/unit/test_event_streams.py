@@ -144,3 +144,26 @@ def test_a_poll_etag_names_one_state_one_representation_one_viewer():
     forged = tag[:-3] + ('0"' if tag[-2] != "0" else '1"')
     for bad in (forged, '"7-3e8"', '"7-zz-abc"', '"7-' + "f" * 13 + '-abc"', "*", ""):
         assert etags.matches([bad], **same, now=1001) is None, bad
+
+
+def test_names_past_twice_the_limit_are_not_even_answered(monkeypatch):
+    from realtime_async._delivery import events
+
+    async def scenario():
+        hub = FakeHub()
+        monkeypatch.setattr(events, "get_hub", lambda: hub)
+        monkeypatch.setattr(events, "_read_all", lambda user, tasks, tokens: dict.fromkeys(tasks))
+        query = parse_query([("task", f"t{i}") for i in range(5000)], None)
+        opened = await events.open_stream(None, ("10.0.0.9", 1), query)
+        assert isinstance(opened, events.Opened)
+        head = b"".join(opened.stream.head)
+        await opened.release()
+        return head
+
+    from django.test import override_settings
+
+    with override_settings(REALTIME_ASYNC={"MAX_SUBSCRIPTIONS": 3}):
+        head = run(scenario())
+    assert head.count(b'"code":"not_found"') == 3  # served, but unknown
+    assert head.count(b'"code":"limit"') == 3
+    assert b'"t6"' not in head
