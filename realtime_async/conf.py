@@ -31,8 +31,8 @@ LOG_MAX_LINES              log lines kept per task (oldest dropped)        ``500
 LOG_MAX_BYTES              bytes of log lines kept per task                 ``65536``
 STALLED_CLOSE_AFTER        seconds a WebSocket client may read nothing      ``10``
                            while updates wait before it is closed (4408;
-                           daphne only; None: never); an event stream's
-                           too, on any server behind ``ProgressHttpRouter``
+                           daphne and uvicorn; None: never); an event
+                           stream's too, behind ``ProgressHttpRouter``
 SSE_HEARTBEAT              seconds between an event stream's heartbeats     ``15``
 SSE_MAX_BYTES              bytes one event stream sends before it ends      ``1048576``
                            (the browser reconnects at once and resumes)

@@ -106,6 +106,7 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
             self._release_connection()
             if self._subs or self._feed is not None:
                 await self._unwatch_all()
+            await self._send_frame.aclose()
             if self._decider is not None:
                 # SyncToAsync lets a running permission check finish; its answer is then ignored.
                 self._decider.cancel()
@@ -323,7 +324,8 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
         self._closed = True
         async with self._send_lock:
             self._send_frame.flush()  # what waits for a slow client goes first
-            await self.close(code)
+            # Through the sender, behind what it holds: a server whose send waits must not hold up the hub.
+            await self._send_frame.control({"type": "websocket.close", "code": code})
         await self._unwatch_all()
 
     async def _unwatch_all(self) -> None:

@@ -15,21 +15,34 @@ prepared bytes to each protocol, with the checks ``handle_reply`` and
 
 On daphne the sender also applies backpressure (``_delivery.backpressure``):
 progress frames name their task, so that while the client is not reading only
-the newest frame of each task waits. Elsewhere (``_PlainSender``) every frame
-goes out through the server's ``send`` as it comes.
+the newest frame of each task waits.
+
+Elsewhere (uvicorn, Channels' test communicator) ``_QueuedSender`` does the
+same with the server's ``send`` as the only signal: uvicorn's waits while the
+transport's buffer is full. The consumer must never wait for one client (the
+hub hands each update to every watcher in turn, so one client that stopped
+reading would hold up everyone else's), so a writer task per connection
+sends, and what waits for it is held as the valve holds it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import itertools
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from channels.sessions import InstanceSessionWrapper
 
-from realtime_async._delivery.backpressure import Valve, attach
+from realtime_async._delivery.backpressure import CLOSE_GRACE, Valve, attach
+from realtime_async.conf import get_settings
+from realtime_async.protocol import CLOSE_STALLED
 
 __all__ = ["frame_sender", "progress_sender"]
+
+logger = logging.getLogger("realtime_async")
 
 _cache: dict[str, Any] = {"text": None, "factory": None, "prepared": None}
 
@@ -47,7 +60,8 @@ class _PreparedSender:
     ``await sender(message, task, final)`` sends a progress frame (``task`` lets a
     newer frame of the task replace it while held); ``await sender.control(message)``
     sends one of this connection's own frames (a pong, an error), in order behind
-    the held ones; ``sender.flush()`` writes what is held, before a close.
+    the held ones; ``sender.flush()`` writes what is held, before a close; ``await sender.aclose()``
+    when the connection ended.
     """
 
     def __init__(
@@ -97,21 +111,106 @@ class _PreparedSender:
         if self.valve is not None:
             self.valve.flush(force=True)
 
+    async def aclose(self) -> None:
+        """Nothing to stop: daphne's ``send`` never waits."""
 
-class _PlainSender:
-    """The same interface over any other server's ``send``: every frame is written as it comes."""
 
-    def __init__(self, send: Any) -> None:
-        self.send = send
+class _QueuedSender:
+    """The same interface over any other server's ``send``, which may wait: a writer task sends, in order.
+
+    Held until the writer takes them, in the order they came. While a send
+    waits (the client is not reading), they are held as ``backpressure.Valve``
+    holds them: the newest progress frame of each task under the task's name
+    (a final one is always kept, and drops the task's older frame), the
+    connection's own frames (pongs, errors, the close) under a number. Otherwise
+    every frame is kept (a snapshot is not replaced by the update that follows it
+    before the writer ran). A
+    send that waits ``STALLED_CLOSE_AFTER`` seconds drops what is held and calls
+    ``on_stalled`` (the consumer closes with 4408); the close frame then gets
+    ``CLOSE_GRACE`` seconds before the TCP connection is aborted.
+    """
+
+    def __init__(self, send: Any, on_stalled: Callable[[], None] | None = None) -> None:
+        self.send, self.on_stalled = send, on_stalled
+        self.held: dict[str | int, dict[str, Any]] = {}
+        self._numbers = itertools.count()
+        self._writer: asyncio.Task[None] | None = None
+        self._stalled = False
+        #: A send is waiting for the client (only then do newer frames replace older ones).
+        self._waiting = False
 
     async def __call__(self, message: dict[str, Any], task: str | None = None, final: bool = False) -> None:
-        await self.send(message)
+        if task is not None and final:
+            self.held.pop(task, None)
+        replaceable = task is not None and not final and self._waiting
+        self.held[task if replaceable and task is not None else next(self._numbers)] = message
+        self._start()
 
     async def control(self, message: dict[str, Any]) -> None:
-        await self.send(message)
+        self.held[next(self._numbers)] = message
+        self._start()
 
     def flush(self) -> None:
-        """Nothing is ever held."""
+        """Nothing to do: a close is queued behind what is held."""
+
+    async def aclose(self) -> None:
+        """Stop the writer (the connection ended)."""
+        writer, self._writer = self._writer, None
+        self.held.clear()
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    def _start(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        stall_after = get_settings().stalled_close_after
+        while self.held:
+            key = next(iter(self.held))
+            message = self.held.pop(key)
+            closing = message.get("type") == "websocket.close"
+            try:
+                async with asyncio.timeout(CLOSE_GRACE if closing or self._stalled else stall_after):
+                    # Seen by others only while the send is suspended: a send that does not wait returns first.
+                    self._waiting = True
+                    try:
+                        await self.send(message)
+                    finally:
+                        self._waiting = False
+            except TimeoutError:
+                if closing or self._stalled:
+                    self._abort()
+                    return
+                self._stalled = True
+                self.held.clear()
+                logger.info(
+                    "realtime_async: WebSocket client %s read nothing for %g s; closing it with %d",
+                    self._peer(), stall_after, CLOSE_STALLED,
+                )  # fmt: skip
+                if self.on_stalled is not None:
+                    self.on_stalled()
+            except Exception:  # the client went away (uvicorn raises ClientDisconnected): nothing more to send
+                self.held.clear()
+                return
+
+    def _transport(self) -> Any:
+        return getattr(getattr(self.send, "__self__", None), "transport", None)
+
+    def _peer(self) -> str:
+        transport = self._transport()
+        peer = transport.get_extra_info("peername") if hasattr(transport, "get_extra_info") else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "(unknown)"
+
+    def _abort(self) -> None:
+        self.held.clear()
+        transport = self._transport()
+        if transport is not None and hasattr(transport, "abort"):
+            logger.info(
+                "realtime_async: WebSocket client %s took no close frame in %g s; aborted", self._peer(), CLOSE_GRACE
+            )
+            transport.abort()
 
 
 def frame_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> Any:
@@ -156,7 +255,7 @@ def _without_session(send: Any) -> Any:
         send = wrapper.real_send
 
 
-def progress_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> _PreparedSender | _PlainSender:
+def progress_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> _PreparedSender | _QueuedSender:
     """The sender of the frames of a connection whose ASGI ``send`` is ``send`` (see ``_PreparedSender``)."""
     sender = frame_sender(_without_session(send), on_stalled)
-    return sender if isinstance(sender, _PreparedSender) else _PlainSender(sender)
+    return sender if isinstance(sender, _PreparedSender) else _QueuedSender(sender, on_stalled)

@@ -507,6 +507,9 @@ async def test_project_asgi_stack_session_user_and_origin(alice_session):
     assert await sync_to_async(lambda: AsyncManager.resolve_manager().get_progress(name))() is not None
 
 
+# Channels' own consumer for a refused handshake closes old database connections (a thread left one open
+# when an earlier test used the database), so this test may touch the database too.
+@pytest.mark.django_db
 async def test_exact_origins_refuse_other_ports_and_schemes():
     """The stricter configuration docs/protocol.md recommends: Channels' OriginValidator with exact origins."""
     from channels.auth import AuthMiddlewareStack

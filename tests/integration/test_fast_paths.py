@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import AsyncClient, Client
 from django.urls import reverse
 
@@ -56,6 +57,13 @@ async def call(router, path: str, query: str = "", headers: dict[str, str] | Non
     await router(scope, receive, send)
     start = sent[0]
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+@pytest.fixture(autouse=True)
+async def _close_thread_connections():
+    """These tests use the database from asgiref's thread: close its connection, or later tests find it open."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
