@@ -1,7 +1,11 @@
-"""ASGI app of the benchmark: realtime_async's routes, the tutorial consumer, celery-progress's consumer.
+"""ASGI apps of the benchmark: realtime_async's routes, the tutorial consumer, celery-progress's consumer.
 
-Everything sits behind the same ``AllowedHostsOriginValidator(AuthMiddlewareStack(...))``
+Every WebSocket sits behind the same ``AllowedHostsOriginValidator(AuthMiddlewareStack(...))``
 that ``docs/protocol.md`` tells projects to use, so each contender pays the same middleware.
+Two applications differ in HTTP only: ``application`` serves it through
+``ProgressHttpRouter(django_asgi_app)`` (the SSE stream, unchanged polls answered without
+Django's handler), as a project following the docs does; ``plain_application`` sends every
+request to Django's ASGI handler, the path before the router, kept so that one run measures both.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ except ImportError:  # the runner refuses celery-progress scenarios without it (
     celery_progress_routes = []
 routes += celery_progress_routes
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes))),
-    }
-)
+websocket_app = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes)))
+plain_application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})
+try:
+    from realtime_async.routing import ProgressHttpRouter  # noqa: E402
+except ImportError:  # a package without it: the runner leaves out, and reports, what needs it
+    application = plain_application
+else:
+    application = ProtocolTypeRouter({"http": ProgressHttpRouter(django_asgi_app), "websocket": websocket_app})

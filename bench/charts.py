@@ -26,10 +26,15 @@ def charts(results: dict[str, Any], folder: Path) -> list[str]:
     x = [float(r) for r in rates]
     colours = {"ours": "tab:blue", "naive": "tab:orange"}
     names = {"ours": "realtime_async", "naive": "tutorial consumer"}
+    for kind in results["plan"].get("fanout_servers") or ():
+        if kind != "daphne":
+            colours[f"ours@{kind}"], names[f"ours@{kind}"] = "tab:green", f"realtime_async on {kind}"
+            names["ours"] = "realtime_async on daphne"
 
     if any(dig(run, "fanout") for run in runs):
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        for target in ("ours", "naive"):
+        present = [t for t in colours if any(dig(run, "fanout", f"{t}/{big}") for run in runs)]
+        for target in present:
             for i, run in enumerate(runs):
                 style = "-" if i == 0 else "--"
                 for key, marker in (("median", "o"), ("p99", "^")):
@@ -45,6 +50,20 @@ def charts(results: dict[str, Any], folder: Path) -> list[str]:
                     color=colours[target],
                     label=f"{names[target]} (run {i + 1})",
                 )
+        sse_n, sse_rate = results["plan"].get("sse_watchers"), results["plan"].get("sse_rate")
+        for kind, colour in zip(results["plan"].get("sse_servers") or (), ("tab:purple", "tab:olive"), strict=False):
+            if sse_n != big:
+                break
+            for i, run in enumerate(runs):  # one step each, at the sustained rate: points beside the lines
+                step = dig(run, "sse", f"{kind}/{big}")
+                if not step:
+                    continue
+                fill = "none" if i else "full"
+                for key, marker in (("median", "s"), ("p99", "v")):
+                    left.plot([sse_rate], [dig(step, "lat", key)], marker, color=colour, fillstyle=fill,
+                              label=f"SSE on {kind} {key} (run {i + 1})")  # fmt: skip
+                right.plot([sse_rate], [step.get("fps")], "s", color=colour, fillstyle=fill,
+                           label=f"SSE on {kind} (run {i + 1})")  # fmt: skip
         right.plot(x, [v * big for v in x], ":", color="grey", label="offered")
         left.set(
             xscale="log",
@@ -104,12 +123,13 @@ def charts(results: dict[str, Any], folder: Path) -> list[str]:
         keys = [
             ("floor", "pub/sub floor"),
             ("layer", "channel layer"),
-            ("ours", "realtime_async"),
+            ("ours", "realtime_async\n(WebSocket)"),
+            ("sse", "realtime_async\n(SSE)"),
             ("naive", "tutorial"),
             ("celery_progress_ws", "celery-progress WS"),
         ]
         keys = [(k, label) for k, label in keys if dig(runs[0], "e2e", k)]
-        fig, ax = plt.subplots(figsize=(8, 3.6))
+        fig, ax = plt.subplots(figsize=(9, 3.6))
         width = 0.8 / (2 * len(runs))
         for i, run in enumerate(runs):
             for j, field in enumerate(("median", "p99")):
@@ -127,6 +147,10 @@ def charts(results: dict[str, Any], folder: Path) -> list[str]:
         fig.savefig(folder / "e2e.png", dpi=110)
         plt.close(fig)
         made.append("e2e.png")
+
+    if any(dig(run, "polling", "etag") for run in runs):
+        _polling_chart(plt, results, folder)
+        made.append("polling.png")
 
     profiles = [prof for prof in results.get("profiles") or [] if prof["target"] != "poll304"]
     if profiles:
@@ -149,3 +173,31 @@ def charts(results: dict[str, Any], folder: Path) -> list[str]:
         plt.close(fig)
         made.append("profile.png")
     return made
+
+
+def _polling_chart(plt: Any, results: dict[str, Any], folder: Path) -> None:
+    """Unchanged polls (304): server CPU per request and requests a second, plain Django app against the router."""
+    runs = results["runs"]
+    c = results["plan"]["poll_concurrency"]
+    servers = list(results["plan"].get("poll_servers") or ())
+    apps = (("plain", "plain Django app", "tab:orange"), ("router", "ProgressHttpRouter", "tab:blue"))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    width = 0.8 / (len(apps) * len(runs))
+    for a, (app, label, colour) in enumerate(apps):
+        for i, run in enumerate(runs):
+            offset = (a * len(runs) + i) * width
+            xs = [k + offset for k in range(len(servers))]
+            step = [dig(run, "polling", "etag", f"{kind}/{app}/c{c}") or {} for kind in servers]
+            style = {"color": colour, "alpha": 1.0 if i == 0 else 0.6, "label": f"{label} (run {i + 1})"}
+            left.bar(xs, [s.get("daphne_us_per_request") or 0 for s in step], width, **style)
+            right.bar(xs, [s.get("rps") or 0 for s in step], width, **style)
+    ticks = [k + 0.4 - width / 2 for k in range(len(servers))]
+    for ax in (left, right):
+        ax.set_xticks(ticks, servers)
+    left.set(yscale="log", ylabel="server CPU µs per request", title="Unchanged poll (304): CPU per request")
+    right.set(ylabel="requests/s", title=f"Unchanged poll (304): {c} keep-alive clients")
+    _legend(left, fontsize=7)
+    _legend(right, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "polling.png", dpi=110)
+    plt.close(fig)

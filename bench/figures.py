@@ -51,6 +51,16 @@ def verdict(runs: Sequence[dict[str, Any]], ok: Check) -> str:
     return "**mixed** (met in run " + ", ".join(str(i + 1) for i, r in enumerate(results) if r) + ")"
 
 
+def ratio_check(get: Getter, anchor: Getter, test: Callable[[float], bool]) -> Check:
+    """A target on ``get ÷ anchor`` in one run: None (not measured) when either is missing."""
+
+    def ok(run: dict[str, Any]) -> bool | None:
+        value, base = get(run), anchor(run)
+        return None if value is None or not base else test(value / base)
+
+    return ok
+
+
 def fan_step(run: dict[str, Any], target: str, watchers: int, rate: str) -> dict[str, Any] | None:
     return dig(run, "fanout", f"{target}/{watchers}", rate)
 

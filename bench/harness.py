@@ -25,6 +25,17 @@ from bench.stats import merge_steps
 from tests.services import Proc, free_port, wait_for
 
 MULTI_PATH = "/ws/realtime-async/"
+#: The ASGI applications of ``bench/asgi.py``: HTTP behind ``ProgressHttpRouter`` (the default), and
+#: every HTTP request through Django's handler, the path before it (kept to measure against).
+APP, PLAIN_APP = "bench.asgi:application", "bench.asgi:plain_application"
+SSE_PATH = "/realtime-async/events/"
+#: Why what needs ``ProgressHttpRouter`` is left out when the package under test lacks it.
+NO_ROUTER = "Not measured: `realtime_async.routing` has no `ProgressHttpRouter`"
+
+
+def sse_path(tasks: list[list[str]]) -> str:
+    """The SSE stream of ``tasks`` (``[name, watch token]`` pairs)."""
+    return SSE_PATH + "?" + "&".join(f"task={name}&token={token}" for name, token in tasks)
 
 
 def log(text: str) -> None:
@@ -45,15 +56,16 @@ def proc_rss_kb(pid: int) -> int:
 
 
 class Server:
-    """The ASGI server under test: daphne (what the package documents), or uvicorn for comparison."""
+    """The ASGI server under test: daphne (what the package documents), or uvicorn for comparison;
+    ``app`` is one of ``bench/asgi.py``'s applications."""
 
-    def __init__(self, env: dict[str, str], name: str, kind: str = "daphne") -> None:
-        self.kind = kind
+    def __init__(self, env: dict[str, str], name: str, kind: str = "daphne", app: str = APP) -> None:
+        self.kind, self.app = kind, app
         self.port = free_port()
         if kind == "daphne":
-            args = ["daphne", "-b", "127.0.0.1", "-p", str(self.port), "-v", "0", "bench.asgi:application"]
+            args = ["daphne", "-b", "127.0.0.1", "-p", str(self.port), "-v", "0", app]
         else:
-            args = ["uvicorn", "bench.asgi:application", "--host", "127.0.0.1", "--port", str(self.port)]
+            args = ["uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port)]
             args += ["--loop", "uvloop", "--ws", "websockets-sansio", "--no-access-log", "--log-level", "warning"]
             args += ["--lifespan", "off"]
         self.proc = Proc(f"bench-{name}", [sys.executable, "-m", *args], env)
@@ -105,6 +117,7 @@ class Bench:
             self.service = Server({**self.env, "RA_BENCH_RESULT_BACKEND": "1"}, "daphne")
             for agent in self.agents:
                 agent.ready()
+            self.features: dict[str, bool] = self.pub.call("features", 30)
         except BaseException:
             self.stop()
             raise
@@ -119,12 +132,13 @@ class Bench:
         return f"{label}-{self.step_counter}"
 
     @contextlib.contextmanager
-    def daphne(self, label: str, kind: str = "daphne", **env: str) -> Iterator[Server]:
-        """A fresh server for a block (full runs, any uvicorn, extra ``env``) or the long-lived daphne (quick runs)."""
-        if not self.plan.fresh_daphne and kind == "daphne" and not env:
+    def daphne(self, label: str, kind: str = "daphne", app: str = APP, **env: str) -> Iterator[Server]:
+        """A fresh server for a block (full runs, any uvicorn, another ``app``, extra ``env``) or the
+        long-lived daphne (quick runs)."""
+        if not self.plan.fresh_daphne and kind == "daphne" and app == APP and not env:
             yield self.service
             return
-        server = Server({**self.env, "RA_BENCH_RESULT_BACKEND": "1", **env}, f"{kind}-{label}", kind)
+        server = Server({**self.env, "RA_BENCH_RESULT_BACKEND": "1", **env}, f"{kind}-{label}", kind, app)
         try:
             yield server
         finally:
@@ -156,13 +170,24 @@ def _split(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i::parts] for i in range(parts)]
 
 
-def connect(agents: list[Agent], target: str, port: int, paths: list[str], client: str = "raw") -> dict[str, Any]:
+def connect(
+    agents: list[Agent],
+    target: str,
+    port: int,
+    paths: list[str],
+    client: str = "raw",
+    tasks: list[str] | None = None,
+) -> dict[str, Any]:
+    """Open ``paths`` across ``agents``; SSE streams (``client="sse"``) name their task in ``tasks`` (one per
+    path) and are open once each has sent its snapshot."""
     timeout = 30 + len(paths) * 0.05
+    split_tasks = _split(tasks, len(agents)) if tasks else [None] * len(agents)
+    shares = zip(_split(paths, len(agents)), split_tasks, strict=True)
     answers = call_all(
         agents,
         "connect",
         timeout + 5,
-        per_agent=[{"paths": part} for part in _split(paths, len(agents))],
+        per_agent=[{"paths": part, "tasks": t} for part, t in shares],
         target=target,
         port=port,
         timeout=timeout,
@@ -171,6 +196,9 @@ def connect(agents: list[Agent], target: str, port: int, paths: list[str], clien
     connected = sum(a["connected"] for a in answers)
     if connected != len(paths):
         raise BenchError(f"{connected}/{len(paths)} {target} connections opened: {answers[0]['errors']}")
+    snapshots = sum(a["snapshots"] for a in answers)
+    if client == "sse" and snapshots != len(paths):
+        raise BenchError(f"{snapshots}/{len(paths)} SSE snapshots: {[a['messages'] for a in answers]}")
     return {"connected": connected, "seconds": max(a["seconds"] for a in answers), "loop": answers[0]["loop"]}
 
 

@@ -1,4 +1,4 @@
-"""The sizes of a run: ``FULL`` (under ten minutes) and ``QUICK`` (seconds; the smoke test's)."""
+"""The sizes of a run: ``FULL`` (about twelve minutes) and ``QUICK`` (seconds; the smoke test's)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Plan:
     e2e_rate: float
     fanout_watchers: tuple[int, ...]
     fanout_rates: tuple[float, ...]
+    fanout_servers: tuple[str, ...]  # realtime_async's largest fan-out on each (daphne's every size, with the tutorial)
     step_seconds: float
     min_updates: int
     drain: float  # seconds a step waits for every final state after the publisher finished
@@ -31,6 +32,15 @@ class Plan:
     multi_count: int
     poll_seconds: float
     poll_concurrency: int
+    poll_servers: tuple[str, ...]  # unchanged polls: ProgressHttpRouter against the plain Django app on each
+    poll_many_clients: int  # pollers on one server, each on its own connection ...
+    poll_many_tasks: int  # ... over this many tasks ...
+    poll_many_interval: float  # ... once every this many seconds ...
+    poll_many_seconds: float  # ... for this long ...
+    poll_many_updates: float  # ... while the tasks are updated this many times a second in all (one after the other)
+    sse_watchers: int  # SSE streams of one task on one server ...
+    sse_rate: float  # ... updated this many times a second ...
+    sse_servers: tuple[str, ...]  # ... on each of these
     staleness_seconds: float
     profile_seconds: float
     profile_rate: float
@@ -62,13 +72,16 @@ FULL = Plan(
     name="full", reps=2,
     cost_n=300, cost_gap=0.002, cost_budget=5, cost_n_group_send=150, hot_seconds=1.0, hot_max=200_000,
     launch_n=150, e2e_count=150, e2e_rate=50,
-    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 15, 20, 100), step_seconds=2.0, min_updates=6, drain=5.0,
+    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 15, 20, 100), fanout_servers=("daphne", "uvicorn"),
+    step_seconds=2.0, min_updates=6, drain=5.0,
     multi_tasks=100, multi_per_task=10, multi_rate=2, multi_count=6,
-    poll_seconds=1.5, poll_concurrency=8, staleness_seconds=5.0,
+    poll_seconds=1.5, poll_concurrency=8, staleness_seconds=5.0, poll_servers=("daphne", "uvicorn"),
+    poll_many_clients=1000, poll_many_tasks=100, poll_many_interval=1.0, poll_many_seconds=5.0, poll_many_updates=1.0,
+    sse_watchers=1000, sse_rate=10, sse_servers=("daphne", "uvicorn"),
     profile_seconds=6.0, profile_rate=10, rss_settle=1.0,
     profile_targets=("ours@daphne", "naive@daphne", "ours@uvicorn", "poll304@daphne"),
     split_at=500, fresh_daphne=True,
-    calibration_watchers=1000, calibration_rate=5, max_seconds=560,
+    calibration_watchers=1000, calibration_rate=5, max_seconds=700,
     slow_stalled=20, slow_tasks=50, slow_bystanders=10, slow_rate=10, slow_seconds=15.0, slow_message_chars=600,
     group_sizes=(10, 1000), group_cost_n=300, group_cost_slices=5, group_launch_parts=1000, group_launch_reps=3,
     group_rate_parts=1000, group_rate_seconds=5.0, group_writers=2, group_watchers=10,
@@ -77,9 +90,12 @@ QUICK = Plan(
     name="quick", reps=1,
     cost_n=30, cost_gap=0.001, cost_budget=2, cost_n_group_send=10, hot_seconds=0.2, hot_max=5000,
     launch_n=5, e2e_count=10, e2e_rate=100,
-    fanout_watchers=(1, 20), fanout_rates=(10, 100), step_seconds=0.2, min_updates=3, drain=5.0,
+    fanout_watchers=(1, 20), fanout_rates=(10, 100), fanout_servers=("daphne", "uvicorn"),
+    step_seconds=0.2, min_updates=3, drain=5.0,
     multi_tasks=5, multi_per_task=4, multi_rate=10, multi_count=3,
-    poll_seconds=0.2, poll_concurrency=4, staleness_seconds=1.2,
+    poll_seconds=0.2, poll_concurrency=4, staleness_seconds=1.2, poll_servers=("daphne", "uvicorn"),
+    poll_many_clients=50, poll_many_tasks=5, poll_many_interval=0.5, poll_many_seconds=1.0, poll_many_updates=2.0,
+    sse_watchers=20, sse_rate=10, sse_servers=("daphne",),
     profile_seconds=1.0, profile_rate=10, rss_settle=0.2, profile_targets=("ours@daphne", "poll304@daphne"),
     split_at=20, fresh_daphne=False,
     calibration_watchers=20, calibration_rate=10, max_seconds=120,

@@ -480,6 +480,41 @@ def jitter_updates(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"times": times}
 
 
+def poll_tasks(cmd: dict[str, Any]) -> dict[str, Any]:
+    """``n`` running tasks with one update each, as ``poll_setup`` makes one (the many pollers' tasks)."""
+    manager = _manager()
+    out = []
+    with _rate(1e9):
+        for _ in range(cmd["n"]):
+            task = _started_task(manager, "polls")
+            manager.update_progress(task, "Step 3/10", current=3, total=10, data={"t": time.time(), "i": 0})
+            out.append([task, manager.make_watch_token(task)])
+        _drain_broadcasts()
+    return {"tasks": out}
+
+
+def rotate_updates(cmd: dict[str, Any]) -> dict[str, Any]:
+    """One task after the other updated at ``rate`` a second in all, for ``seconds`` (at most ``max`` updates)."""
+    manager = _manager()
+    tasks: list[str] = cmd["tasks"]
+    count = min(cmd.get("max", 100_000), round(cmd["rate"] * cmd["seconds"]))
+    deadline = time.monotonic() + cmd["seconds"] + 5
+    sent = 0
+    with _rate(1e9):
+        for i, _ in _pace(count, cmd["rate"], deadline):
+            now = time.time()
+            manager.update_progress(tasks[i % len(tasks)], f"t={now:.6f}", current=4, total=10, data={"t": now})
+            sent += 1
+    return {"sent": sent}
+
+
+def features(cmd: dict[str, Any]) -> dict[str, Any]:
+    """What the package under test offers: the runner leaves out, and reports, what it lacks."""
+    from realtime_async import routing
+
+    return {"http_router": hasattr(routing, "ProgressHttpRouter")}
+
+
 # -- groups (``--only groups``) -----------------------------------------------------
 #: The Celery queue the groups scenario enqueues to: nothing consumes it, ``purge_nowhere`` empties it.
 NOWHERE = "realtime-async-bench-nowhere"
@@ -764,6 +799,9 @@ COMMANDS = {
         run_celery_progress,
         poll_setup,
         jitter_updates,
+        poll_tasks,
+        rotate_updates,
+        features,
         store_stats,
         group_cost,
         group_launch_cost,

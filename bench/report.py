@@ -9,18 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import slow_readers
+from bench import polling, slow_readers, sse
 from bench.charts import charts
 from bench.figures import largest_watchers
 from bench.tables import (
     calibration_table,
     e2e_table,
     fanout_log_table,
+    fanout_servers_table,
     fanout_table,
     groups_table,
     launch_table,
     multi_table,
-    polling_table,
     profile_section,
     worker_table,
 )
@@ -67,6 +67,13 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         " whatever the latency); the tutorial consumer's *saturation* is its best frames a second at any"
         " offered rate, whatever the latency or loss. Both are read from the fan-out steps of the same run.",
         "",
+        "The rows *on uvicorn* hold realtime_async on uvicorn to the same bounds, beside realtime_async on daphne"
+        " (the sustainable rate beside the tutorial consumer's saturation on daphne, the only one measured). The"
+        " SSE rows' anchors are the pub/sub floor and realtime_async's WebSocket fan-out to as many watchers at"
+        " the same rate on the same server. In the polling rows *plain* is `bench.asgi:plain_application` (no"
+        " `ProgressHttpRouter`: today's path) on a fresh server of the same kind; *plain app's 304s at that rate*"
+        " is its CPU per 304 times the offered requests a second, a projection (it is not run with 1,000 pollers).",
+        "",
     ]
     lines += ["### Worker-side cost per call", ""] + worker_table(runs) + [""] + img("worker.png", "worker cost")
     lines += ["### `launch_async_task`", ""] + launch_table(runs) + [""]
@@ -84,6 +91,18 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         lines += fanout_table(results, watchers) + [""]
         if watchers == big:
             lines += img("fanout.png", "fan-out")
+    others = [kind for kind in plan.get("fanout_servers") or () if kind != "daphne"]
+    if any(f"ours@{kind}/{big}" in (run.get("fanout") or {}) for run in runs for kind in others):
+        lines += [
+            f"### Fan-out: one task, {big:,} watchers, realtime_async on daphne and on {', '.join(others)}",
+            "",
+            "The same steps, each server fresh for its block, in the same run (daphne's columns are the table "
+            f"above). {', '.join(others)}: `--loop uvloop --ws websockets-sansio`, the same `bench.asgi:application`. "
+            "µs/frame is the server process's CPU per frame delivered.",
+            "",
+        ]
+        lines += fanout_servers_table(results) + [""]
+    lines += sse.section(results) + ([""] if any("sse" in run for run in runs) else [])
     if any(run.get("fanout_log") for run in runs):
         lines += [
             f"### Fan-out with log lines: one task, {big:,} watcher(s), one daphne process",
@@ -108,7 +127,7 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         lines += groups_table(runs) + [""]
     lines += ["### 100 tasks × 10 watchers, and daphne RSS per idle watcher", ""] + multi_table(results) + [""]
     lines += slow_readers.section(results) + [""]
-    lines += ["### Polling endpoints", ""] + polling_table(results) + [""]
+    lines += polling.section(results) + [""] + img("polling.png", "polling")
     lines += ["### Load client calibration", ""] + calibration_table(results) + [""]
     lines += ["### daphne profile during the fan-out", ""]
     if meta.get("profiles_recorded"):
@@ -131,14 +150,20 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
 
 PREAMBLE = """# Benchmarks
 
-`./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (under ten
+`./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (about twelve
 minutes; `--quick` for a seconds-long smoke version, which `tests/system/test_bench_smoke.py` runs).
-It starts what it needs on loopback (a private `redis-server` on a free port, daphne, a publisher
-process standing in for a Celery worker, client processes), runs every scenario twice and rewrites
-the generated part of this page and `docs/bench/*.png`. Raw results go to `.artifacts/`.
-Also: `--only e2e,fanout` (a subset), `--reps N`, `--report-only RESULTS.json` (rewrite the page),
-`--profiles-into RESULTS.json` (record the profiles again), `--layer pubsub` (an experiment with
-channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
+It starts what it needs on loopback (a private `redis-server` on a free port, daphne and uvicorn, a
+publisher process standing in for a Celery worker, client processes), runs every scenario twice and
+rewrites the generated part of this page and `docs/bench/*.png`. Raw results go to `.artifacts/`.
+Also: `--only e2e,fanout` (a subset; add `--out FILE` to leave this page alone), `--reps N`,
+`--report-only RESULTS.json` (rewrite the page), `--profiles-into RESULTS.json` (record the profiles
+again), `--layer pubsub` (an experiment with channels_redis' pub/sub layer; writes under
+`.artifacts/bench-pubsub/`).
+
+The servers run `bench/asgi.py`: `application` serves HTTP through `ProgressHttpRouter` (the SSE
+stream, and unchanged polls answered without Django's handler), as a project following
+`docs/protocol.md` does; `plain_application` sends every HTTP request to Django's ASGI handler, the
+path before the router, kept so that one run measures both. WebSockets are the same in both.
 
 ## What each scenario measures
 
@@ -160,13 +185,19 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   `async_to_sync(group_send)`), celery-progress's WebSocket mode (its `WebSocketProgressRecorder`
   and `ProgressConsumer`, wired in `bench/asgi.py`), and polling: htmx every second on our endpoint
   and celery-progress's JavaScript every 500 ms (its default), measured as the time until a poll
-  shows the update or a later one.
+  shows the update or a later one. realtime_async is measured twice: over a WebSocket, and over
+  an SSE stream of the task (`GET /realtime-async/events/?task=…`, read by `bench/sseclient.py`).
 - **Fan-out**: one task, 1, 100 and 1,000 watchers on one daphne process (a fresh one per block),
-  at 2, 5, 10, 20 and 100 updates a second: median and p99 latency, frames per second delivered,
-  the share of frames delivered, final states lost, and daphne's CPU per frame, for realtime_async
-  (`ws/realtime-async/`, one subscription per connection) and the tutorial consumer.
+  at 2, 5, 10, 15, 20 and 100 updates a second: median and p99 latency, frames per second
+  delivered, the share of frames delivered, final states lost, and daphne's CPU per frame, for
+  realtime_async (`ws/realtime-async/`, one subscription per connection) and the tutorial consumer;
+  then realtime_async's 1,000-watcher block again on uvicorn (uvloop, `websockets-sansio`), so the
+  fan-out targets are checked on both servers in the same run.
   `--only fanout_log` (not part of a full run): the largest fan-out at 10 updates a second
   without, then with, a log line carried by every update.
+- **Server-Sent Events** (`--only sse`): 1,000 SSE streams of one task on one fresh daphne, then
+  one fresh uvicorn, the task updated 10 times a second for 2 s: the same figures as the fan-out,
+  beside realtime_async's WebSocket fan-out to as many watchers at the same rate.
 - **Groups** (`--only groups`, not part of a full run): a part's publishing `update_progress`
   (`PROGRESS_RATE` 1e9) in a 10-part and a 1,000-part group against a plain task's, in interleaved
   turns, with two diagnostics (a part whose percent never changes, a part whose parent keeps the
@@ -182,9 +213,14 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   and the latency of 10 reading bystanders, on a fresh daphne without per-connection backpressure
   (the behaviour before it) and with it (`bench/slow_readers.py`; `--only slow_readers` rewrites
   just that section of this page).
-- **Polling endpoints**: latency with one client and requests per second with eight (keep-alive
-  HTTP/1.1), and daphne's CPU per request: our JSON answer, the same with a matching
-  `If-None-Match` (304), the htmx fragment, and celery-progress's `get_progress`.
+- **Polling endpoints** (`bench/polling.py`): latency with one client and requests per second with
+  eight (keep-alive HTTP/1.1), and daphne's CPU per request: our JSON answer, the same with a
+  matching `If-None-Match` (304), the htmx fragment, and celery-progress's `get_progress`. Then
+  unchanged polls (304) on a fresh daphne and a fresh uvicorn for each HTTP application, the
+  plain Django app (the path before `ProgressHttpRouter`) and the router; and 1,000 clients, each
+  on its own connection, polling 100 tasks as `poll.js` does (a second after the previous answer,
+  with its ETag) on one server process of each kind, while the tasks are updated once a second in
+  all: the answers a second, their latency and the server's share of one core.
 - **Client calibration**: the load client's own CPU per frame, the hand-rolled client of
   `bench/wsclient.py` against the `websockets` library, both on uvloop.
 - **Profiles**: py-spy (`record --nonblocking`, 100 Hz, on-CPU samples only) attached to the server
@@ -192,7 +228,7 @@ channels_redis' pub/sub layer; writes under `.artifacts/bench-pubsub/`).
   on daphne, realtime_async on uvicorn for comparison) and during the 304 polling load.
 
 Load generators are separate processes whose loops are bounded in count and time; the publisher
-writes with `PROGRESS_RATE` 1e9 in the end-to-end and fan-out scenarios. The bench settings
+writes with `PROGRESS_RATE` 1e9 in the end-to-end, fan-out and SSE scenarios. The bench settings
 (`bench/settings.py`) are the test project's with the default manager, without the dashboard
 app, and without the per-user connection cap (every client comes from 127.0.0.1).
 

@@ -1,16 +1,19 @@
 """The benchmark runner: ``.venv/bin/python -m bench [--quick]``.
 
-Starts a private redis-server on a free port, daphne on loopback, publisher
+Starts a private redis-server on a free port, daphne (and uvicorn) on loopback, publisher
 processes (plain Django processes, the worker side) and client processes, runs
 every scenario (twice in a full run, once with ``--quick``), then writes
 ``docs/benchmarks.md`` and ``docs/bench/*.png`` (``--quick`` writes under
 ``.artifacts/bench-quick/`` unless ``--out`` says otherwise).
 
 Scenarios (see ``docs/benchmarks.md``): worker-side cost, launch cost,
-end-to-end latency with one watcher, fan-out to 1/100/1,000 watchers at
-increasing rates, 100 tasks x 10 watchers with daphne's RSS per idle watcher,
-polling endpoints, clients that stop reading (with and without backpressure);
-then a py-spy profile of daphne during the 1,000-watcher fan-out. Every anchor runs
+end-to-end latency with one watcher (WebSocket and SSE), fan-out to 1/100/1,000
+watchers at increasing rates (and the 1,000 on uvicorn too), 1,000 SSE streams
+(``sse``), 100 tasks x 10 watchers with daphne's RSS per idle watcher, polling
+endpoints (with unchanged polls through ``ProgressHttpRouter`` against the plain
+Django app, and 1,000 pollers on one server process), clients that stop reading
+(with and without backpressure); then a py-spy profile of daphne during the
+1,000-watcher fan-out. Every anchor runs
 in the same run as what it anchors. ``--only fanout_log`` (never part of the default
 set) runs the 1,000-watcher fan-out at 10 updates/s with and without a log line per update;
 ``--only groups`` (nor this one) a group part's ``update_progress`` beside a plain task's, the

@@ -9,11 +9,24 @@ from typing import Any
 
 from bench import profile
 from bench.agent import ARTIFACTS, ROOT, Agent, BenchError, call_all
-from bench.harness import MULTI_PATH, Bench, connect, log, proc_cpu, proc_rss_kb, run_step, subscribe, updates_for
+from bench.harness import (
+    MULTI_PATH,
+    Bench,
+    connect,
+    log,
+    proc_cpu,
+    proc_rss_kb,
+    run_step,
+    sse_path,
+    subscribe,
+    updates_for,
+)
+from bench.polling import scenario_polling
 from bench.slow_readers import scenario_slow_readers
-from bench.stats import latency_summary, merge_steps, staleness
+from bench.sse import scenario_sse
+from bench.stats import latency_summary, merge_steps
 
-SCENARIOS = ("worker", "e2e", "fanout", "multi", "polling", "slow_readers")
+SCENARIOS = ("worker", "e2e", "fanout", "sse", "multi", "polling", "slow_readers")
 #: Run only when named (``--only fanout_log``): not part of a full run nor of ``--quick``'s default.
 OPTIONAL_SCENARIOS = ("fanout_log", "groups")
 
@@ -68,6 +81,13 @@ def scenario_e2e(b: Bench, rep: int) -> dict[str, Any]:
         out["ours"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id("e2e-ours"), **common)
         agent.call("close", 10)
 
+        if b.features["http_router"]:  # the same, to an SSE stream of the task
+            tasks = b.pub.call("create_tasks", 30, n=1, prefix="e2e-sse")["tasks"]
+            connect(agents, "ours", port, [sse_path(tasks)], client="sse", tasks=[tasks[0][0]])
+            publish = {"tasks": [tasks[0][0]]}
+            out["sse"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id("e2e-sse"), **common)
+            agent.call("close", 10)
+
         group = f"e2e-{rep}-{uuid.uuid4().hex[:6]}"
         connect(agents, "naive", port, [f"/ws/bench/naive/{group}/"])
         publish = {"via": "naive", "groups": [group]}
@@ -92,12 +112,13 @@ def _fanout_block(
     rates: tuple[float, ...],
     label: str,
     variants: tuple[bool, ...] = (False,),
+    kind: str = "daphne",
 ) -> dict[str, Any]:
-    """One daphne, ``watchers`` connections, a step per rate; ``variants``: without (False) and/or with
-    (True, key ``"<rate>+log"``) a log line carried by every update (realtime_async only)."""
+    """One server (``kind``), ``watchers`` connections, a step per rate; ``variants``: without (False) and/or
+    with (True, key ``"<rate>+log"``) a log line carried by every update (realtime_async only)."""
     p = b.plan
     out: dict[str, Any] = {}
-    with b.daphne(label) as server, b.watchers(watchers) as agents:
+    with b.daphne(label, kind) as server, b.watchers(watchers) as agents:
         group = f"{label}-{uuid.uuid4().hex[:6]}"
         path = MULTI_PATH if target == "ours" else f"/ws/bench/naive/{group}/"
         out["connect"] = connect(agents, target, server.port, [path] * watchers)
@@ -118,19 +139,25 @@ def _fanout_block(
                 )
                 r = out[key]
                 log(
-                    f"  {target} x{watchers} @{key}/s: p50 {r['lat']['median']} ms p99 {r['lat']['p99']} ms, "
+                    f"  {target}@{kind} x{watchers} @{key}/s: p50 {r['lat']['median']} ms p99 {r['lat']['p99']} ms, "
                     f"{r['fps']:.0f} fps, lost finals {r['missing_finals']}"
                 )
     return out
 
 
 def scenario_fanout(b: Bench, rep: int) -> dict[str, Any]:
+    """realtime_async and the tutorial consumer on daphne at every size; then realtime_async's largest fan-out
+    on each other server of ``fanout_servers`` (key ``"ours@<server>/<watchers>"``), beside daphne's."""
     out: dict[str, Any] = {}
+    rates, big = b.plan.fanout_rates, b.plan.fanout_watchers[-1]
     for target in ("ours", "naive"):
         for watchers in b.plan.fanout_watchers:
-            out[f"{target}/{watchers}"] = _fanout_block(
-                b, target, watchers, b.plan.fanout_rates, f"fan-{target}-{watchers}-r{rep}"
-            )
+            out[f"{target}/{watchers}"] = _fanout_block(b, target, watchers, rates, f"fan-{target}-{watchers}-r{rep}")
+        if target == "ours":
+            for kind in b.plan.fanout_servers:
+                if kind != "daphne":
+                    label = f"fan-ours-{kind}-{big}-r{rep}"
+                    out[f"ours@{kind}/{big}"] = _fanout_block(b, "ours", big, rates, label, kind=kind)
     return out
 
 
@@ -308,78 +335,6 @@ def scenario_multi(b: Bench, rep: int) -> dict[str, Any]:
     return out
 
 
-def scenario_polling(b: Bench, rep: int) -> dict[str, Any]:
-    p = b.plan
-    port = b.service.port
-    ours = b.pub.call("poll_setup", 30, kind="ours")
-    path = f"/realtime-async/progress/{ours['task']}/?token={ours['token']}"
-    targets: dict[str, dict[str, Any]] = {
-        "ours_json": {"path": path, "headers": {"Accept": "application/json"}},
-        "ours_json_304": {"path": path, "headers": {"Accept": "application/json"}, "etag": True},
-        "ours_htmx": {"path": path, "headers": {"HX-Request": "true", "Accept": "text/html"}},
-    }
-    if b.cp_pub is not None:
-        cp = b.cp_pub.call("poll_setup", 30, kind="celery_progress")
-        targets["celery_progress"] = {"path": f"/celery-progress/{cp['task_id']}/", "headers": {}}
-    out: dict[str, Any] = {"load": {}}
-    for name, target in targets.items():
-        for concurrency in (1, p.poll_concurrency):
-            cpu0 = proc_cpu(b.service.pid)
-            answer = b.http.call(
-                "load",
-                p.poll_seconds + 30,
-                port=port,
-                seconds=p.poll_seconds,
-                concurrency=concurrency,
-                max_requests=100_000,
-                **target,
-            )
-            daphne_cpu = proc_cpu(b.service.pid) - cpu0
-            out["load"][f"{name}/c{concurrency}"] = {
-                "rps": answer["rps"],
-                "requests": answer["requests"],
-                "statuses": answer["statuses"],
-                "lat": latency_summary(answer["lat"]),
-                "daphne_us_per_request": daphne_cpu * 1e6 / max(1, answer["requests"]),
-            }
-    # How late a poller shows an update: htmx at POLL_INTERVAL (1 s), celery-progress's JS at its 500 ms.
-    fresh = b.pub.call("poll_setup", 30, kind="ours")
-    polls = [
-        {
-            "name": "ours_htmx_1s",
-            "kind": "htmx",
-            "interval": 1.0,
-            "path": f"/realtime-async/progress/{fresh['task']}/?token={fresh['token']}",
-            "headers": {"HX-Request": "true", "Accept": "text/html"},
-        }
-    ]
-    b.pub.send("jitter_updates", kind="ours", task=fresh["task"], gap_min=0.1, gap_max=0.3, seconds=p.staleness_seconds)
-    if b.cp_pub is not None:
-        cp_fresh = b.cp_pub.call("poll_setup", 30, kind="celery_progress")
-        polls.append(
-            {
-                "name": "celery_progress_500ms",
-                "kind": "celery_progress",
-                "interval": 0.5,
-                "path": f"/celery-progress/{cp_fresh['task_id']}/",
-            }
-        )
-        b.cp_pub.send(
-            "jitter_updates",
-            kind="celery_progress",
-            task_id=cp_fresh["task_id"],
-            gap_min=0.1,
-            gap_max=0.3,
-            seconds=p.staleness_seconds,
-        )
-    seen = b.http.call("poll", p.staleness_seconds + 30, port=port, seconds=p.staleness_seconds, targets=polls)["seen"]
-    times = {"ours_htmx_1s": b.pub.recv(p.staleness_seconds + 30)["times"]}
-    if b.cp_pub is not None:
-        times["celery_progress_500ms"] = b.cp_pub.recv(p.staleness_seconds + 30)["times"]
-    out["staleness"] = {name: latency_summary(staleness(times[name], seen[name])) for name in seen}
-    return out
-
-
 def _client_figures(step: dict[str, Any], connected: dict[str, Any]) -> dict[str, Any]:
     frames = step["frames"] + step["finals"]
     return {
@@ -500,6 +455,7 @@ def profile_polling(b: Bench) -> dict[str, Any]:
     rps = answer["rps"]
     return {
         "target": "poll304",
+        "app": "router" if b.features["http_router"] else "plain",
         "server": "daphne",
         "watchers": p.poll_concurrency,
         "rate": 0,
@@ -519,6 +475,7 @@ SCENARIO_FUNCS = {
     "fanout": scenario_fanout,
     "multi": scenario_multi,
     "polling": scenario_polling,
+    "sse": scenario_sse,
     "slow_readers": scenario_slow_readers,
     "fanout_log": scenario_fanout_log,
     "groups": scenario_groups,

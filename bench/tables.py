@@ -108,6 +108,7 @@ def e2e_table(runs: Sequence[dict[str, Any]]) -> list[str]:
         ("Redis pub/sub floor: redis-py `PUBLISH` → raw subscriber (anchor)", "floor"),
         ("channel layer alone: realtime_async's sender → a bare channels_redis receiver (no daphne)", "layer"),
         ("realtime_async: `update_progress` → hub → `ProgressConsumer`", "ours"),
+        ("realtime_async over SSE: `update_progress` → hub → the stream of `ProgressHttpRouter`", "sse"),
         ("tutorial consumer: `async_to_sync(group_send)` → `send_json` (anchor)", "naive"),
         ("celery-progress WebSocket: `WebSocketProgressRecorder` → its `ProgressConsumer`", "celery_progress_ws"),
     ]
@@ -203,6 +204,41 @@ def fanout_table(results: dict[str, Any], watchers: int) -> list[str]:
     return lines
 
 
+def fanout_servers_table(results: dict[str, Any]) -> list[str]:
+    """realtime_async's largest fan-out on daphne and on each other server of the run, side by side."""
+    runs = results["runs"]
+    big = results["plan"]["fanout_watchers"][-1]
+    servers = ["daphne", *(k for k in results["plan"].get("fanout_servers") or () if k != "daphne")]
+    targets = {kind: "ours" if kind == "daphne" else f"ours@{kind}" for kind in servers}
+    head = ["updates/s (frames/s offered)"]
+    for kind in servers:
+        head += [f"{kind} p50 ms", f"{kind} p99 ms", f"{kind} frames/s", f"{kind} delivered", f"{kind} lost finals",
+                 f"{kind} µs/frame"]  # fmt: skip
+    head += [f"p50 {kind} ÷ daphne" for kind in servers[1:]]
+    lines = [row(head), "|" + "---|" * len(head)]
+    for rate in rates_of(results):
+
+        def g(run: dict[str, Any], kind: str, *path: str, rate: str = rate) -> Any:
+            return dig(fan_step(run, targets[kind], big, rate), *path)
+
+        cells = [f"{rate} ({float(rate) * big:,.0f})"]
+        for kind in servers:
+            cells += [
+                per_run(runs, lambda r, k=kind: g(r, k, "lat", "median")),
+                per_run(runs, lambda r, k=kind: g(r, k, "lat", "p99")),
+                per_run(runs, lambda r, k=kind: g(r, k, "fps"), 0),
+                per_run(runs, lambda r, k=kind: 100 * (g(r, k, "delivered_share") or 0), 0, " %"),
+                per_run(runs, lambda r, k=kind: g(r, k, "missing_finals"), 0),
+                per_run(runs, lambda r, k=kind, q=rate: _cpu_per_frame(fan_step(r, targets[k], big, q)), 0),
+            ]
+        cells += [
+            ratio_text(runs, lambda r, k=kind: g(r, k, "lat", "median"), lambda r: g(r, "daphne", "lat", "median"))
+            for kind in servers[1:]
+        ]
+        lines.append(row(cells))
+    return lines
+
+
 def fanout_log_table(results: dict[str, Any]) -> list[str]:
     """``--only fanout_log``: the same watchers and daphne, at the same rate, without and with a log line per update."""
     runs = results["runs"]
@@ -281,48 +317,6 @@ def multi_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def polling_table(results: dict[str, Any]) -> list[str]:
-    runs = results["runs"]
-    c = results["plan"]["poll_concurrency"]
-    rows = [
-        ("ours, JSON, changed (200)", "ours_json"),
-        ("ours, JSON, unchanged: matching `If-None-Match` (304)", "ours_json_304"),
-        ("ours, htmx fragment (200, what `hx-get` polls)", "ours_htmx"),
-        ("celery-progress `get_progress` (anchor)", "celery_progress"),
-    ]
-    lines = [
-        f"| endpoint | 1 client: median ms | 1 client: p99 ms | {c} clients: requests/s | {c} clients: p99 ms "
-        "| daphne CPU µs / request | req/s ÷ celery-progress | CPU ÷ celery-progress |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for label, key in rows:
-
-        def g(run: dict[str, Any], conc: int, *path: str, key: str = key) -> Any:
-            return dig(run, "polling", "load", f"{key}/c{conc}", *path)
-
-        if all(g(run, 1) is None for run in runs):
-            continue
-
-        def cpu(run: dict[str, Any], key: str = key) -> Any:
-            return g(run, c, "daphne_us_per_request", key=key)
-
-        def rps(run: dict[str, Any], key: str = key) -> Any:
-            return g(run, c, "rps", key=key)
-
-        cells = [
-            label,
-            per_run(runs, lambda r: g(r, 1, "lat", "median")),
-            per_run(runs, lambda r: g(r, 1, "lat", "p99")),
-            per_run(runs, rps, 0),
-            per_run(runs, lambda r: g(r, c, "lat", "p99")),
-            per_run(runs, cpu, 0),
-            ratio_text(runs, rps, lambda r: rps(r, "celery_progress")),
-            ratio_text(runs, cpu, lambda r: cpu(r, "celery_progress")),
-        ]
-        lines.append(row(cells))
-    return lines
-
-
 def calibration_table(results: dict[str, Any]) -> list[str]:
     cal = results.get("calibration") or {}
     if not cal:
@@ -349,7 +343,9 @@ def calibration_table(results: dict[str, Any]) -> list[str]:
 
 def _profile_title(prof: dict[str, Any]) -> str:
     if prof["target"] == "poll304":
-        return f"polling: {prof['watchers']} clients polling our JSON endpoint with a matching ETag (304) on daphne"
+        behind = ", behind `ProgressHttpRouter`" if prof.get("app") == "router" else ""
+        clients = prof["watchers"]
+        return f"polling: {clients} clients polling our JSON endpoint with a matching ETag (304) on daphne{behind}"
     name = "realtime_async" if prof["target"] == "ours" else "the tutorial consumer"
     return f"{name} on {prof.get('server', 'daphne')}: {prof['watchers']:,} watchers at {prof['rate']:g} updates/s"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import polling, sse
 from bench.figures import (
     Check,
     Getter,
@@ -16,6 +17,7 @@ from bench.figures import (
     overload_rate,
     per_run,
     rates_of,
+    ratio_check,
     ratio_text,
     sustainable,
     sustained_rate,
@@ -24,34 +26,18 @@ from bench.figures import (
 from bench.scenarios import SCENARIOS
 from bench.slow_readers import RSS_TARGET_MB, bystander, growth_mb
 
-__all__ = ["groups_rows", "targets_table"]
+__all__ = ["fanout_rows", "groups_rows", "targets_table"]
 
 
 def targets_table(results: dict[str, Any]) -> list[str]:
     runs = results["runs"]
-    big, rates = largest_watchers(results), rates_of(results)
-    sus, over = sustained_rate(results), overload_rate(results)
+    big, sus = largest_watchers(results), sustained_rate(results)
 
     def w(name: str, key: str = "median_us") -> Getter:
         return lambda run: dig(run, "worker", name, key)
 
     def e2e(name: str, key: str = "median") -> Getter:
         return lambda run: dig(run, "e2e", name, "lat", key)
-
-    def fan(target: str, rate: str, *path: str) -> Getter:
-        return lambda run: dig(fan_step(run, target, big, rate), *path)
-
-    def sat(run: dict[str, Any]) -> float | None:
-        return naive_saturation(run, big, rates)
-
-    def ours_sustainable(run: dict[str, Any]) -> float | None:
-        best = sustainable(run, "ours", big, rates)
-        return best[0] if best else None
-
-    def ours_cell(run: dict[str, Any]) -> str:
-        best, top = sustainable(run, "ours", big, rates), max_fps(run, "ours", big, rates)
-        at = f"{best[0]:,.0f} fps (at {best[1]}/s)" if best else "–"
-        return at + (f", max {top:,.0f}" if top is not None else "")
 
     def poll(name: str, key: str) -> Getter:
         return lambda run: dig(run, "polling", "load", name, *key.split("."))
@@ -65,13 +51,6 @@ def targets_table(results: dict[str, Any]) -> list[str]:
 
     def lt(get: Getter, limit: float) -> Check:
         return check(get, lambda value: value < limit)
-
-    def ratio_ok(get: Getter, anchor: Getter, test: Callable[[float], bool]) -> Check:
-        def ok(run: dict[str, Any]) -> bool | None:
-            value, base = get(run), anchor(run)
-            return None if value is None or not base else test(value / base)
-
-        return ok
 
     c = results["plan"]["poll_concurrency"]
     stalled, stall_s = results["plan"].get("slow_stalled", "–"), f"{results['plan'].get('slow_seconds', 0):g}"
@@ -93,42 +72,42 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             per_run(runs, publish, unit=" µs"),
             "SET " + per_run(runs, raw_set, unit=" µs"),
             ratio_text(runs, publish, raw_set),
-            verdict(runs, ratio_ok(publish, raw_set, lambda r: r <= 3)),
+            verdict(runs, ratio_check(publish, raw_set, lambda r: r <= 3)),
         ),
         (
             "… and ≥ 5× cheaper than `async_to_sync(group_send)`",
             per_run(runs, publish, unit=" µs"),
             "group_send " + per_run(runs, group_send, unit=" µs"),
             ratio_text(runs, group_send, publish) + " cheaper",
-            verdict(runs, ratio_ok(group_send, publish, lambda r: r >= 5)),
+            verdict(runs, ratio_check(group_send, publish, lambda r: r >= 5)),
         ),
         (
             "`update_progress` inside a stage: median ≤ 1.5× a plain call (hot loop, coalesced)",
             per_run(runs, stage_hot, unit=" µs"),
             "plain " + per_run(runs, hot, unit=" µs"),
             ratio_text(runs, stage_hot, hot),
-            verdict(runs, ratio_ok(stage_hot, hot, lambda r: r <= 1.5)),
+            verdict(runs, ratio_check(stage_hot, hot, lambda r: r <= 1.5)),
         ),
         (
             "`log()`: median ≤ 1.5× a plain `update_progress` call (hot loop, coalesced)",
             per_run(runs, log_hot, unit=" µs"),
             "`update_progress` " + per_run(runs, hot, unit=" µs"),
             ratio_text(runs, log_hot, hot),
-            verdict(runs, ratio_ok(log_hot, hot, lambda r: r <= 1.5)),
+            verdict(runs, ratio_check(log_hot, hot, lambda r: r <= 1.5)),
         ),
         (
             "`log()` publishing (a write carrying one line): median ≤ 1.5× `update_progress` publishing (none)",
             per_run(runs, log_publish, unit=" µs"),
             "`update_progress` " + per_run(runs, publish, unit=" µs"),
             ratio_text(runs, log_publish, publish),
-            verdict(runs, ratio_ok(log_publish, publish, lambda r: r <= 1.5)),
+            verdict(runs, ratio_check(log_publish, publish, lambda r: r <= 1.5)),
         ),
         (
             "end to end, 1 watcher: median ≤ 5× the Redis pub/sub floor",
             per_run(runs, e2e("ours"), unit=" ms"),
             "floor " + per_run(runs, e2e("floor"), unit=" ms"),
             ratio_text(runs, e2e("ours"), e2e("floor")),
-            verdict(runs, ratio_ok(e2e("ours"), e2e("floor"), lambda r: r <= 5)),
+            verdict(runs, ratio_check(e2e("ours"), e2e("floor"), lambda r: r <= 5)),
         ),
         (
             "end to end, 1 watcher: p99 < 10 ms",
@@ -137,49 +116,9 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             ratio_text(runs, e2e("ours", "p99"), e2e("naive", "p99")),
             verdict(runs, lt(e2e("ours", "p99"), 10)),
         ),
-        (
-            f"fan-out {big:,} watchers at {sus}/s: median < 50 ms",
-            per_run(runs, fan("ours", sus, "lat", "median"), unit=" ms"),
-            "tutorial " + per_run(runs, fan("naive", sus, "lat", "median"), unit=" ms"),
-            ratio_text(runs, fan("ours", sus, "lat", "median"), fan("naive", sus, "lat", "median")),
-            verdict(runs, lt(fan("ours", sus, "lat", "median"), 50)),
-        ),
-        (
-            f"fan-out {big:,} watchers at {sus}/s: p99 < 250 ms",
-            per_run(runs, fan("ours", sus, "lat", "p99"), unit=" ms"),
-            "tutorial " + per_run(runs, fan("naive", sus, "lat", "p99"), unit=" ms"),
-            ratio_text(runs, fan("ours", sus, "lat", "p99"), fan("naive", sus, "lat", "p99")),
-            verdict(runs, lt(fan("ours", sus, "lat", "p99"), 250)),
-        ),
-        (
-            f"fan-out {big:,} watchers at {sus}/s: delivers the offered frames (≥ 95 %)",
-            per_run(runs, lambda r: 100 * (fan("ours", sus, "delivered_share")(r) or 0), 1, " %"),
-            "offered " + per_run(runs, fan("ours", sus, "offered_fps"), unit=" fps"),
-            "",
-            verdict(runs, check(fan("ours", sus, "delivered_share"), lambda share: share >= 0.95)),
-        ),
-        (
-            f"sustainable frame rate to {big:,} watchers (≥ 95 % delivered, p99 < 250 ms) "
-            "≥ 4× the tutorial consumer's saturation frame rate",
-            " / ".join(ours_cell(run) for run in runs),
-            "tutorial max " + per_run(runs, sat, unit=" fps"),
-            ratio_text(runs, ours_sustainable, sat),
-            verdict(runs, ratio_ok(ours_sustainable, sat, lambda r: r >= 4)),
-        ),
-        (
-            f"overload ({over}/s to {big:,} watchers): p99 < 1 s",
-            per_run(runs, fan("ours", over, "lat", "p99"), unit=" ms"),
-            "tutorial " + per_run(runs, fan("naive", over, "lat", "p99"), unit=" ms"),
-            ratio_text(runs, fan("ours", over, "lat", "p99"), fan("naive", over, "lat", "p99")),
-            verdict(runs, lt(fan("ours", over, "lat", "p99"), 1000)),
-        ),
-        (
-            f"overload ({over}/s to {big:,} watchers): every watcher gets the final state",
-            per_run(runs, fan("ours", over, "missing_finals"), 0) + " lost",
-            "tutorial " + per_run(runs, fan("naive", over, "missing_finals"), 0) + " lost",
-            "",
-            verdict(runs, check(fan("ours", over, "missing_finals"), lambda lost: lost == 0)),
-        ),
+        *fanout_rows(results, "daphne"),
+        *(row for server in _other_servers(results) for row in fanout_rows(results, server)),
+        *sse.target_rows(results),
         (
             "daphne RSS per idle watcher ≤ 40 KB",
             per_run(runs, lambda r: dig(r, "multi", "ours", "rss_per_watcher_kb"), 1, " KB"),
@@ -210,8 +149,9 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             per_run(runs, poll_304, unit=" µs"),
             "celery-progress " + per_run(runs, poll_cp, unit=" µs"),
             ratio_text(runs, poll_304, poll_cp),
-            verdict(runs, ratio_ok(poll_304, poll_cp, lambda r: r < 1)),
+            verdict(runs, ratio_check(poll_304, poll_cp, lambda r: r < 1)),
         ),
+        *polling.target_rows(results),
     ]
     if any(run.get("fanout_log") for run in runs):  # ``--only fanout_log``: the fan-out targets with log lines
         for key, bound in (("median", 50), ("p99", 250)):
@@ -231,6 +171,82 @@ def targets_table(results: dict[str, Any]) -> list[str]:
     lines = ["| target | ours (run 1 / run 2) | anchor (same run) | ratio | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
     return lines
+
+
+def _other_servers(results: dict[str, Any]) -> list[str]:
+    """The servers besides daphne on which the run measured realtime_async's largest fan-out."""
+    return [kind for kind in results["plan"].get("fanout_servers") or () if kind != "daphne"]
+
+
+def fanout_rows(results: dict[str, Any], server: str) -> list[tuple[str, str, str, str, str]]:
+    """The fan-out targets for realtime_async on ``server``: against the tutorial consumer (on daphne), and on
+    any other server beside realtime_async on daphne too (the same run's figures, side by side)."""
+    runs = results["runs"]
+    big, rates = largest_watchers(results), rates_of(results)
+    sus, over = sustained_rate(results), overload_rate(results)
+    ours = "ours" if server == "daphne" else f"ours@{server}"
+    on = "" if server == "daphne" else f" on {server}"
+    # Beside daphne's realtime_async on another server; beside the tutorial consumer on daphne.
+    anchor, anchor_name = ("naive", "tutorial") if server == "daphne" else ("ours", "daphne")
+
+    def fan(target: str, rate: str, *path: str) -> Getter:
+        return lambda run: dig(fan_step(run, target, big, rate), *path)
+
+    def check(get: Getter, test: Callable[[float], bool]) -> Check:
+        def ok(run: dict[str, Any]) -> bool | None:
+            value = get(run)
+            return None if value is None else test(value)
+
+        return ok
+
+    def sat(run: dict[str, Any]) -> float | None:
+        return naive_saturation(run, big, rates)
+
+    def ours_sustainable(run: dict[str, Any]) -> float | None:
+        best = sustainable(run, ours, big, rates)
+        return best[0] if best else None
+
+    def ours_cell(run: dict[str, Any]) -> str:
+        best, top = sustainable(run, ours, big, rates), max_fps(run, ours, big, rates)
+        at = f"{best[0]:,.0f} fps (at {best[1]}/s)" if best else "–"
+        return at + (f", max {top:,.0f}" if top is not None else "")
+
+    def latency(rate: str, key: str, bound: float, text: str) -> tuple[str, str, str, str, str]:
+        return (
+            text,
+            per_run(runs, fan(ours, rate, "lat", key), unit=" ms"),
+            f"{anchor_name} " + per_run(runs, fan(anchor, rate, "lat", key), unit=" ms"),
+            ratio_text(runs, fan(ours, rate, "lat", key), fan(anchor, rate, "lat", key)),
+            verdict(runs, check(fan(ours, rate, "lat", key), lambda value: value < bound)),
+        )
+
+    return [
+        latency(sus, "median", 50, f"fan-out {big:,} watchers at {sus}/s{on}: median < 50 ms"),
+        latency(sus, "p99", 250, f"fan-out {big:,} watchers at {sus}/s{on}: p99 < 250 ms"),
+        (
+            f"fan-out {big:,} watchers at {sus}/s{on}: delivers the offered frames (≥ 95 %)",
+            per_run(runs, lambda r: 100 * (fan(ours, sus, "delivered_share")(r) or 0), 1, " %"),
+            "offered " + per_run(runs, fan(ours, sus, "offered_fps"), unit=" fps"),
+            "",
+            verdict(runs, check(fan(ours, sus, "delivered_share"), lambda share: share >= 0.95)),
+        ),
+        (
+            f"sustainable frame rate to {big:,} watchers{on} (≥ 95 % delivered, p99 < 250 ms) "
+            "≥ 4× the tutorial consumer's saturation frame rate" + (" (on daphne)" if on else ""),
+            " / ".join(ours_cell(run) for run in runs),
+            "tutorial max " + per_run(runs, sat, unit=" fps"),
+            ratio_text(runs, ours_sustainable, sat),
+            verdict(runs, ratio_check(ours_sustainable, sat, lambda r: r >= 4)),
+        ),
+        latency(over, "p99", 1000, f"overload ({over}/s to {big:,} watchers{on}): p99 < 1 s"),
+        (
+            f"overload ({over}/s to {big:,} watchers{on}): every watcher gets the final state",
+            per_run(runs, fan(ours, over, "missing_finals"), 0) + " lost",
+            f"{anchor_name} " + per_run(runs, fan(anchor, over, "missing_finals"), 0) + " lost",
+            "",
+            verdict(runs, check(fan(ours, over, "missing_finals"), lambda lost: lost == 0)),
+        ),
+    ]
 
 
 def groups_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from realtime_async.async_manager import AsyncManager
-
-urlpatterns = [AsyncManager.get_url(name="async-progress")]
+# realtime_async's endpoints as projects include them: ``ProgressHttpRouter`` finds the polling and
+# events URLs by their names in the ``realtime_async`` namespace.
+urlpatterns = [path("", include("realtime_async.urls"))]
 try:
     import celery_progress  # noqa: F401
 except ImportError:  # the runner refuses celery-progress scenarios without it

@@ -1,8 +1,9 @@
-"""A client process holding WebSocket watchers (or a raw Redis subscriber) and measuring what they receive.
+"""A client process holding watchers (WebSockets, SSE streams, or a raw Redis subscriber), measuring what they get.
 
-Commands (see ``bench.agent``): ``connect``, ``floor_subscribe``, ``layer_subscribe``, ``subscribe``,
-``start`` (a new step), ``finish`` (wait for every watcher's final state, bounded,
-and answer the step's figures), ``close``.
+Commands (see ``bench.agent``): ``connect`` (WebSockets; with ``client: "sse"``, SSE streams, one per
+watcher with its task in the URL, carrying the same JSON messages), ``floor_subscribe``,
+``layer_subscribe``, ``subscribe``, ``start`` (a new step), ``finish`` (wait for every watcher's final
+state, bounded, and answer the step's figures), ``close``.
 
 Latency is taken at arrival (``time.time()`` once per read from the socket)
 minus the publisher's ``time.time()`` carried in the update: ``data.t`` in
@@ -21,6 +22,7 @@ import time
 from typing import Any
 
 from bench.agent import serve_async
+from bench.sseclient import open_sse_client
 from bench.wsclient import open_client, open_lib_client
 
 FINAL = frozenset({"success", "failure", "cancelled", "lost"})
@@ -107,6 +109,7 @@ class Watchers:
         self.first = self.last = 0.0
         self.stale = self.out_of_order = self.snapshot_count = 0
         self.errors: list[str] = []
+        self.refusals = 0  # messages that are not progress (an SSE stream's not_found, limit)
         self.all_final = asyncio.Event()
         self.snap = [False] * n
         self.last_frame_at = 0.0
@@ -142,6 +145,7 @@ class Watchers:
         self.last_frame_at = now
         msg = loads(payload)
         if msg.get("type") != "progress":
+            self.refusals += 1
             if len(self.errors) < 20:
                 self.errors.append(str(msg)[:200])
             return None
@@ -248,6 +252,8 @@ class Watchers:
 
     # -- commands -------------------------------------------------------------
     async def connect(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Open ``paths`` (WebSockets; with ``client: "sse"``, SSE streams of ``tasks[k]`` each, whose
+        snapshots are awaited here, bounded, as ``subscribe`` awaits a WebSocket's)."""
         self.target = cmd["target"]
         handler = {
             "ours": self.on_ours,
@@ -255,12 +261,17 @@ class Watchers:
             "celery_progress": self.on_celery_progress,
             "group": self.on_group,
         }[self.target]
-        opener = open_lib_client if cmd.get("client") == "websockets" else open_client
+        client = cmd.get("client")
+        opener = {"websockets": open_lib_client, "sse": open_sse_client}.get(client, open_client)
         paths: list[str] = cmd["paths"]
         limit = asyncio.Semaphore(cmd.get("concurrency", 32))
         conns: list[Any] = [None] * len(paths)
         deadline = time.monotonic() + cmd["timeout"]
         started = time.monotonic()
+        # Sized before the first connection opens: a stream's snapshot comes with its answer.
+        self.conns = conns
+        self.task_of = list(cmd.get("tasks") or [None] * len(paths))
+        self._reset_step()
 
         async def one(k: int) -> None:
             async with limit:
@@ -273,10 +284,19 @@ class Watchers:
 
         results = await asyncio.gather(*(one(k) for k in range(len(paths))), return_exceptions=True)
         failures = [repr(r) for r in results if isinstance(r, BaseException)]
-        self.conns = [c for c in conns if c is not None]
-        self.task_of = [None] * len(self.conns)
-        self._reset_step()
+        if failures:  # the runner refuses a partial connect: the per-connection counters need not follow
+            self.task_of = [t for t, c in zip(self.task_of, conns, strict=True) if c is not None]
+            self.conns = [c for c in conns if c is not None]
+            self._reset_step()
+        if client == "sse":
+            # Every stream's snapshot, or a refusal, or its end, or the deadline.
+            while (  # noqa: ASYNC110
+                self.snapshot_count + self.refusals + self._closed_count() < len(self.conns)
+                and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.005)
         return {"connected": len(self.conns), "failed": len(failures), "errors": failures[:5],
+                "snapshots": self.snapshot_count, "messages": self.errors[:5],
                 "seconds": time.monotonic() - started, "loop": event_loop_name()}  # fmt: skip
 
     async def floor_subscribe(self, cmd: dict[str, Any]) -> dict[str, Any]:

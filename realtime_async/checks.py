@@ -13,10 +13,27 @@
   broker's visibility timeout are not in increasing order.
 - ``realtime_async.W004``: ``CELERY_BEAT_SCHEDULE`` names a ``realtime_async.*``
   task that realtime_async does not define (a typo, or a name from an old release).
+- ``realtime_async.W005``: uvicorn is installed without a WebSocket library
+  (websockets or wsproto): it would answer every WebSocket handshake as plain HTTP.
+
+The ASGI server's own options are on its command line, out of ``manage.py
+check``'s sight: the first WebSocket connection of each server process checks
+them (``_delivery.servers.check_running_server``) and logs what it finds, in
+the format of this command and honouring ``SILENCED_SYSTEM_CHECKS``:
+
+- ``realtime_async.W006``: the server refuses client messages smaller than
+  ``MAX_MESSAGE_BYTES`` (uvicorn ``--ws-max-size``).
+- ``realtime_async.W007``: the server accepts client messages over 1 MiB
+  (daphne's limit; uvicorn's default is 16 MiB) and buffers each whole.
+- ``realtime_async.W008``: no keepalive pings, or no timeout for their answer
+  (uvicorn ``--ws-ping-interval``, ``--ws-ping-timeout``): vanished clients linger.
+- ``realtime_async.W009``: per-message deflate is on (uvicorn's default): a
+  compression per frame and watcher, and its state per connection.
 """
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,6 +46,7 @@ from realtime_async.exceptions import ImproperlyConfiguredError
 
 __all__ = [
     "HUB_CAPACITY",
+    "check_asgi_server",
     "check_beat_schedule",
     "check_cache",
     "check_channel_layer",
@@ -238,5 +256,25 @@ def check_beat_schedule(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             "workers refuse it as an unregistered task.",
             hint=f"Schedule {_TASK_NAMES[1]!r}. To see what a worker knows: celery -A <project> inspect registered.",
             id="realtime_async.W004",
+        )
+    ]
+
+
+@register()
+def check_asgi_server(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """uvicorn, where installed, can serve WebSockets: it needs websockets or wsproto beside it.
+
+    Without either, uvicorn answers every WebSocket handshake as a plain HTTP
+    request (a 404 here), so clients only ever poll.
+    """
+    if find_spec("uvicorn") is None or find_spec("websockets") is not None or find_spec("wsproto") is not None:
+        return []
+    return [
+        Warning(
+            "uvicorn is installed without a WebSocket library (websockets or wsproto): served by uvicorn, every "
+            "WebSocket handshake is answered as plain HTTP and clients fall back to polling.",
+            hint='pip install "django-realtime-async[uvicorn]" (websockets, httptools, uvloop); if you serve '
+            "with daphne, silence realtime_async.W005.",
+            id="realtime_async.W005",
         )
     ]

@@ -37,6 +37,7 @@ from realtime_async._delivery.feed import FeedMixin
 from realtime_async._delivery.hub import Hub, LayerUnavailable, get_hub
 from realtime_async._delivery.limits import CONNECTIONS, TokenBucket, connection_key, frame_bytes
 from realtime_async._delivery.sending import progress_sender
+from realtime_async._delivery.servers import check_running_server
 from realtime_async._delivery.subscription import LogMixin, Subscription, read_snapshot
 from realtime_async.conf import get_settings
 from realtime_async.protocol import (
@@ -97,6 +98,7 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        check_running_server(send)  # the server's own options, once per process (system checks W006-W009)
         self._send_frame = progress_sender(send, self._stalled)
         try:
             await await_many_dispatch([receive], self.dispatch)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,8 +29,8 @@ from django.utils.http import http_date, parse_etags
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.naming import validate_task_name
 from realtime_async._core.store import RedisStore, get_store
+from realtime_async._core.store.state_reader import StateReader, usable_for
 from realtime_async._delivery.events import HEADERS, Opened, open_stream, parse_query, write_stream
-from realtime_async._delivery.pubsub import async_pool_for
 from realtime_async._web import etags
 from realtime_async.consumers import ProgressConsumer, TaskProgressConsumer
 from realtime_async.protocol import counter_text
@@ -54,6 +53,8 @@ websocket_urlpatterns: list[URLPattern] = [
 ]
 
 _MARK = "RA-task-name-0"
+#: The headers an unchanged poll is decided by.
+_POLL_HEADERS = frozenset((b"host", b"if-none-match", b"hx-request", b"cookie"))
 #: What Django's ``never_cache`` and the polling view's ``Vary`` put on a ``304``.
 _NOT_MODIFIED_HEADERS = [
     (b"cache-control", b"max-age=0, no-cache, no-store, must-revalidate, private"),
@@ -76,7 +77,8 @@ class ProgressHttpRouter:
     - ``GET`` of the polling URL (``realtime_async:progress``) whose
       ``If-None-Match`` holds an ETag issued for the current state to the same
       credentials less than a minute ago (``_web.etags``): a ``304`` after one
-      Redis read, no thread, no middleware. Anything else (a changed state, an
+      Redis read (``HGET`` on a pipelined connection, ``_core.store.state_reader``),
+      no thread, no middleware. Anything else (a changed state, an
       htmx request, ``?parts=1``, an old or foreign ETag, a store that is not
       Redis) goes to Django, which checks ``can_view`` and answers in full.
 
@@ -91,13 +93,13 @@ class ProgressHttpRouter:
     def __init__(self, application: Any) -> None:
         self.application = application
         self._paths: tuple[str, str, str] | None = None
-        self._redis: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._redis: tuple[asyncio.AbstractEventLoop, StateReader | None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("method") == "GET":
             events, prefix, suffix = self._paths or self._reverse()
             request_path = _path(scope)
-            if request_path == events and _host_allowed(scope):
+            if request_path == events and _host_allowed(_headers(scope, _POLL_HEADERS)):
                 await self._events(scope, receive, send)
                 return
             if prefix and request_path.startswith(prefix) and request_path.endswith(suffix):
@@ -131,9 +133,9 @@ class ProgressHttpRouter:
 
     async def _not_modified(self, scope: dict[str, Any], send: Any, task: str) -> bool:
         """Answer ``304`` when the request proves it holds the current state; False to let Django answer."""
-        headers = _headers(scope)
+        headers = _headers(scope, _POLL_HEADERS)
         presented = headers.get("if-none-match")
-        if not presented or headers.get("hx-request") == "true" or not _host_allowed(scope):
+        if not presented or headers.get("hx-request") == "true" or not _host_allowed(headers):
             return False
         query = dict(_query(scope))  # the last value of each, as Django's QueryDict.get
         log_after = counter_text(query["log_after"]) if "log_after" in query else None
@@ -142,11 +144,11 @@ class ProgressHttpRouter:
         store = get_store()
         try:
             validate_task_name(task)
-            if not isinstance(store, RedisStore):
+            if not isinstance(store, RedisStore) or (reader := self._reader(store)) is None:
                 return False
-            stored = await store.aread_state(task, self._client(store))
+            stored = await reader.hget(store.state_key(task), "rec")
             record = json.loads(stored) if stored is not None else None
-        except Exception:  # an invalid name, a store that is down: Django gives the answer
+        except Exception:  # an invalid name, a store that is down or busy: Django gives the answer
             return False
         if not isinstance(record, dict):
             return False
@@ -163,20 +165,17 @@ class ProgressHttpRouter:
         return True
 
     async def aclose(self) -> None:
-        """Close the Redis connections of the fast path (tests; a server process just exits)."""
-        redis, self._redis = self._redis, None
-        if redis is not None:
-            await redis[1].aclose(close_connection_pool=True)
+        """Close the fast path's Redis connection (tests; a server process just exits)."""
+        reader, self._redis = self._redis, None
+        if reader is not None and reader[1] is not None:
+            await reader[1].aclose()
 
-    def _client(self, store: RedisStore) -> Any:
-        """This loop's asyncio Redis client (one per server process; a new loop gets a new one)."""
+    def _reader(self, store: RedisStore) -> StateReader | None:
+        """This loop's pipelined reader of the store's Redis (None where it cannot go: TLS, for one)."""
         loop = asyncio.get_running_loop()
         if self._redis is None or self._redis[0] is not loop:
-            import redis.asyncio
-
-            pool = async_pool_for(store.client)
-            pool.connection_kwargs["client_name"] = f"realtime_async.poll.{os.getpid()}"
-            self._redis = (loop, redis.asyncio.Redis(connection_pool=pool))
+            address = usable_for(store.client)
+            self._redis = (loop, StateReader(address) if address is not None else None)
         return self._redis[1]
 
 
@@ -186,8 +185,13 @@ def _path(scope: dict[str, Any]) -> str:
     return request_path[len(root) :] if root and request_path.startswith(root) else request_path
 
 
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+def _headers(scope: dict[str, Any], wanted: frozenset[bytes] | None = None) -> dict[str, str]:
+    """The request's headers (those in ``wanted`` only, if given) by lower-case name (ASGI gives them lower-case)."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if wanted is None or name in wanted
+    }
 
 
 def _query(scope: dict[str, Any]) -> list[tuple[str, str]]:
@@ -198,9 +202,9 @@ def _encode(headers: Any) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode(), value.encode()) for name, value in headers]
 
 
-def _host_allowed(scope: dict[str, Any]) -> bool:
+def _host_allowed(headers: dict[str, str]) -> bool:
     """``ALLOWED_HOSTS`` as ``HttpRequest.get_host()`` checks it (with ``DEBUG``'s local defaults)."""
-    host = _headers(scope).get("host") or ""
+    host = headers.get("host") or ""
     domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:

@@ -54,14 +54,16 @@ __all__ = [
     "state_labels",
 ]
 
-Transport = Literal["auto", "ws", "poll"]
+Transport = Literal["auto", "ws", "poll", "sse"]
 Mode = Literal["widget", "fragment"]
-TRANSPORTS: tuple[Transport, ...] = ("auto", "ws", "poll")
+TRANSPORTS: tuple[Transport, ...] = ("auto", "ws", "poll", "sse")
 TEMPLATE_NAME = "realtime_async/progress.html"
 #: The multi-subscription endpoint of ``realtime_async.routing``; the script makes it ws(s)://<host>/...
 DEFAULT_WS_PATH = "/ws/realtime-async/"
 #: Tried in order to find the polling endpoint: ``include("realtime_async.urls")``, then ``get_url()``.
 _POLL_URL_NAMES = ("realtime_async:progress", "async-progress")
+#: The Server-Sent Events endpoint, when the project includes ``realtime_async.urls``; without it the widget skips SSE.
+_EVENTS_URL_NAME = "realtime_async:events"
 #: Tried in order to find the cancel endpoint: ``include("realtime_async.urls")``, then ``get_cancel_url()``.
 _CANCEL_URL_NAMES = ("realtime_async:cancel", "async-cancel")
 
@@ -97,6 +99,7 @@ def _context(
         "transport": transport,
         "token": token or "",
         "ws_url": ws_url or DEFAULT_WS_PATH,
+        "events_url": _default_events_url() if mode == "widget" and transport in ("auto", "sse") else "",
         "poll_url": poll_url or "",
         "poll_ms": str(poll_ms),
         "htmx_url": htmx_url if htmx_url and not final and record is not None else "",
@@ -132,6 +135,13 @@ def _default_poll_url(task_name: str, token: str | None) -> str | None:
     return None
 
 
+def _default_events_url() -> str:
+    try:
+        return reverse(_EVENTS_URL_NAME)
+    except NoReverseMatch:
+        return ""
+
+
 def _default_cancel_url(task_name: str) -> str | None:
     for name in _CANCEL_URL_NAMES:
         try:
@@ -156,14 +166,15 @@ def _cancel_button(
 
     The session's user must be allowed to see *and* cancel the task: a watch
     token lets its bearer watch, never cancel. The button needs a way to
-    reach the server: the WebSocket, or the cancel endpoint when polling only.
+    reach the server: the WebSocket, or the cancel endpoint when the widget
+    may not use it (polling and Server-Sent Events carry no cancel).
     """
     if record is None or is_final(record):
         return None
     if not (manager.can_view(user, record) and manager.can_cancel(user, record)):
         return None
     url = cancel_url or _default_cancel_url(task_name)
-    if not url and transport == "poll":
+    if not url and transport in ("poll", "sse"):
         return None
     return {
         "url": url or "",
@@ -212,8 +223,9 @@ def render_live_progress(
 ) -> SafeString:
     """The widget for ``task_name``, showing its current state as ``user`` (or ``token``) may see it.
 
-    ``transport`` is ``"auto"`` (WebSocket, polling when the socket fails),
-    ``"ws"`` or ``"poll"``. The assets are included unless ``include_assets`` is false.
+    ``transport`` is ``"auto"`` (WebSocket, else Server-Sent Events, else
+    polling, climbing back up when a better one works again), ``"ws"``,
+    ``"sse"`` or ``"poll"``. The assets are included unless ``include_assets`` is false.
     ``user`` defaults to ``request.user``; the request also provides the CSRF
     token of the Cancel button's POST fallback (to ``cancel_url``, by default
     the ``realtime_async:cancel`` or ``async-cancel`` URL). With ``log`` (the

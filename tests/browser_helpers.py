@@ -1,7 +1,8 @@
 """Headless Chromium (Debian's) driven by Playwright's sync API, for the browser tests.
 
-Browser test modules define their ``base_url`` and ``browser`` fixtures
-(module-scoped) with ``run_daphne()`` and ``run_chromium()``.
+Browser test modules get their ``base_url`` and ``browser`` fixtures
+(module-scoped, ``tests/system/conftest.py``) from ``run_server()`` (daphne or
+uvicorn) and ``run_chromium()``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from django.test import Client
 from playwright.sync_api import sync_playwright
 from pytest import MonkeyPatch
 
-from tests.services import start_daphne
+from tests.services import start_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -60,19 +61,29 @@ def events(page, task: str | None = None) -> list[dict]:
     return [event for event in recorded if task is None or event["task"] == task]
 
 
-def run_daphne():
-    """Yields the base URL of a real daphne serving the test project; stops it after."""
-    proc, port = start_daphne()
+def run_server(server: str = "daphne"):
+    """Yields the base URL of a real ``server`` (daphne, uvicorn) serving the test project; stops it after."""
+    proc, port = start_server(server)
     yield f"http://127.0.0.1:{port}"
     proc.stop()
 
 
+def run_daphne():
+    """Yields the base URL of a real daphne serving the test project; stops it after."""
+    yield from run_server("daphne")
+
+
+def run_uvicorn():
+    """Yields the base URL of a real uvicorn serving the test project (the README's options); stops it after."""
+    yield from run_server("uvicorn")
+
+
 def run_chromium():
-    """Yields a headless Chromium; start it after daphne and the worker (see below)."""
+    """Yields a headless Chromium; start it after the server and the worker (see below)."""
     # Playwright's sync API keeps its asyncio loop marked as running in this
     # thread, so Django would refuse the tests' ORM calls (and pytest-django's
     # flush) as "async unsafe"; they are not, the loop only waits for Chromium.
-    # Set after daphne and the worker started, so their checks stay on.
+    # Set after the server and the worker started, so their checks stay on.
     with MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as playwright:

@@ -1,8 +1,11 @@
-"""Real processes for tests: a Celery worker, a private redis-server, daphne.
+"""Real processes for tests: a Celery worker, a private redis-server, daphne or uvicorn.
 
 Every process is started with the test session's environment (prefix, Redis
 URL, database), logs to a file under ``.artifacts/`` and is stopped by its
 fixture, killed if it does not stop.
+
+The server-level tests run on each of ``SERVERS`` (``start_server(server, ...)``);
+``RA_TEST_SERVERS=daphne`` (comma-separated names) runs them on fewer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / ".artifacts"
+
+#: The ASGI servers the server-level tests run on, each serving the test project as the README says.
+ALL_SERVERS = ("daphne", "uvicorn")
+SERVERS = tuple(name for name in os.environ.get("RA_TEST_SERVERS", ",".join(ALL_SERVERS)).split(",") if name)
+assert SERVERS and set(SERVERS) <= set(ALL_SERVERS), f"RA_TEST_SERVERS names one of {ALL_SERVERS}, got {SERVERS}"
+#: uvicorn's options as the README's Run section recommends them (tests may add more).
+UVICORN_OPTIONS = (
+    "--ws", "websockets-sansio", "--http", "httptools", "--lifespan", "off",
+    "--ws-max-size", "65536", "--ws-per-message-deflate", "false",
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -122,6 +135,16 @@ def private_redis(port: int | None = None) -> Iterator[tuple[str, Proc, int]]:
         proc.stop()
 
 
+def _listening(proc: Proc, port: int, what: str) -> None:
+    def listening() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"{what} exited early:\n{proc.output()[-3000:]}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, 30, 0.1, f"{what} to listen")
+
+
 def start_daphne(
     *,
     app: str = "tests.project.asgi:application",
@@ -132,12 +155,34 @@ def start_daphne(
     """A real daphne server on loopback; returns the process and its port."""
     port = port or free_port()
     proc = Proc(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app], env)
-
-    def listening() -> bool:
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"daphne exited early:\n{proc.output()[-3000:]}")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(listening, 30, 0.1, "daphne to listen")
+    _listening(proc, port, "daphne")
     return proc, port
+
+
+def start_uvicorn(
+    *,
+    app: str = "tests.project.asgi:application",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    name: str = "uvicorn",
+    options: tuple[str, ...] = UVICORN_OPTIONS,
+) -> tuple[Proc, int]:
+    """A real uvicorn serving ``app`` as ``start_daphne`` does, with ``options`` (the README's by default)."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), *options, app]
+    proc = Proc(name, args, env)
+    _listening(proc, port, "uvicorn")
+    return proc, port
+
+
+def start_server(
+    server: str,
+    *,
+    app: str = "tests.project.asgi:application",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    name: str | None = None,
+) -> tuple[Proc, int]:
+    """``start_daphne`` or ``start_uvicorn`` by name (one of ``ALL_SERVERS``); ``name`` defaults to the server's."""
+    start = {"daphne": start_daphne, "uvicorn": start_uvicorn}[server]
+    return start(app=app, port=port, env=env, name=name or server)

@@ -10,10 +10,11 @@ way (503, close code 4503).
 
 from __future__ import annotations
 
-import datetime
 import json
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from django.conf import settings
 from django.core import signing
 
 from realtime_async._core.naming import validate_task_name
@@ -46,13 +47,32 @@ def make_watch_token(task_name: str) -> str:
 
 
 def check_watch_token(token: str, task_name: str) -> bool:
-    """Whether ``token`` is a valid, unexpired watch token for ``task_name``."""
-    max_age = datetime.timedelta(seconds=get_settings().watch_token_max_age)
-    try:
-        value = signing.TimestampSigner(salt=WATCH_SALT).unsign(token, max_age=max_age)
-    except (signing.BadSignature, TypeError):
-        return False
-    return value == task_name
+    """Whether ``token`` is a valid, unexpired watch token for ``task_name``.
+
+    A signature, once checked, is remembered with its timestamp (``_SIGNED``,
+    bounded): a viewer polling with a token every second pays for the HMAC once,
+    and its age is still checked on every call.
+    """
+    key = (token, settings.SECRET_KEY)
+    signed = _SIGNED.get(key)
+    if signed is None:
+        signer = signing.TimestampSigner(salt=WATCH_SALT)
+        try:
+            # The base class's unsign checks the signature and keeps "<value>:<timestamp>" (no age check yet).
+            value, _, stamp = super(signing.TimestampSigner, signer).unsign(token).rpartition(":")
+            signed = (value, signing.b62_decode(stamp))
+        except (signing.BadSignature, TypeError, ValueError):
+            return False
+        if len(_SIGNED) >= _SIGNED_MAX:
+            del _SIGNED[next(iter(_SIGNED))]
+        _SIGNED[key] = signed
+    value, issued = signed
+    return value == task_name and time.time() - issued <= get_settings().watch_token_max_age
+
+
+#: Watch tokens whose signature was checked: (token, SECRET_KEY) -> (task name, signing time); oldest dropped first.
+_SIGNED: dict[tuple[str, str], tuple[str, int]] = {}
+_SIGNED_MAX = 4096
 
 
 def may_view(

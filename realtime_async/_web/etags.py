@@ -19,11 +19,15 @@ revoked permission or an ended session shows within a minute.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.conf import settings
+from django.utils.crypto import constant_time_compare
 
 __all__ = ["FAST_PATH_MAX_AGE", "credentials", "issue", "json_variant", "matches"]
 
@@ -44,7 +48,13 @@ def json_variant(log_after: int | None) -> str:
 
 def _mac(task: str, record: Mapping[str, Any], variant: str, viewer: str, issued: int) -> str:
     seed = f"{task}\0{record.get('created_at')}\0{record.get('seq')}\0{variant}\0{viewer}\0{issued}"
-    return salted_hmac(_SALT, seed, algorithm="sha256").hexdigest()[:24]
+    return hmac.new(_key(settings.SECRET_KEY), seed.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=4)
+def _key(secret: str) -> bytes:
+    """The HMAC key, as ``salted_hmac`` derives it from the salt and ``SECRET_KEY`` (once, not per tag)."""
+    return hashlib.sha256((_SALT + secret).encode()).digest()
 
 
 def issue(task: str, record: Mapping[str, Any], variant: str, viewer: str, *, now: float | None = None) -> str:

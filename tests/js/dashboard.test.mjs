@@ -8,6 +8,7 @@ import { afterEach, beforeEach, mock, test } from "node:test";
 import {
   cases,
   fakeClock,
+  fakeEventSources,
   fakeSockets,
   fakeVisibility,
   flush,
@@ -147,6 +148,34 @@ test("polls the rows while the socket fails, and stops once the feed is confirme
   assert.equal(table.dataset.raVia, "ws");
   await tick(10000);
   assert.equal(refreshes.length, 3); // the one fetch after the feed was taken, no more polls
+});
+
+test("with widgets on SSE the dashboard polls its rows (the feed is WebSocket-only) until the socket is back", async () => {
+  const sse = fakeEventSources();
+  globalThis.EventSource = sse.FakeEventSource;
+  const { table, dashboard, refreshes, ws } = newDashboard();
+  const element = widgetElement("t-1", { ws, events: "/events/" });
+  const widget = new LiveProgress(element);
+  widget.start();
+  dashboard.start();
+  sockets[0].drop(1006);
+  await tick(0);
+  assert.equal(widget.client.transport, "sse");
+  assert.equal(dashboard.polling, true);
+  assert.equal(table.dataset.raVia, "poll");
+  sse.sources[0].open();
+  sse.sources[0].deliver(progress("t-1", 2, "running", { created_at: 100 }));
+  assert.equal(element.dataset.raVia, "sse");
+  await tick(30000); // the socket is tried again
+  sockets[1].open();
+  confirmFeed(sockets[1]);
+  assert.equal(widget.client.transport, "ws");
+  assert.equal(dashboard.polling, false);
+  assert.equal(table.dataset.raVia, "ws");
+  assert.equal(element.dataset.raVia, "ws");
+  assert.ok(sse.sources[0].closed);
+  assert.ok(refreshes.length > 2);
+  delete globalThis.EventSource;
 });
 
 test("while the page is hidden it polls the rows ten times less often, and at once when shown", async () => {

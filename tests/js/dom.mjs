@@ -5,6 +5,7 @@ import { cases, h } from "./helpers.mjs";
 
 export function widgetElement(task, options = {}) {
   const { seq = 1, state = "queued", transport = "auto", ws = "/ws/realtime-async/", stages = null } = options;
+  const { events = null, probe = null, cancel = null } = options;
   return h(
     "div",
     {
@@ -15,11 +16,14 @@ export function widgetElement(task, options = {}) {
       "data-ra-widget": "",
       "data-ra-transport": transport,
       "data-ra-ws-url": ws,
+      ...(events ? { "data-ra-events-url": events } : {}),
+      ...(probe ? { "data-ra-probe-interval": String(probe) } : {}),
       "data-ra-poll-url": `/progress/${task}/`,
       "data-ra-poll-interval": "1000",
       "data-ra-i18n": JSON.stringify(cases.i18n),
     },
     h("span", { "data-ra-field": "state" }),
+    ...(cancel ? [h("button", { "data-ra-cancel": "", "data-ra-cancel-url": cancel, "data-ra-csrf": "csrf" })] : []),
     h("div", { role: "progressbar" }, h("rect", { class: "ra-progress__fill", width: "0" })),
     h("span", { "data-ra-field": "percent" }),
     h("span", { "data-ra-field": "eta" }),

@@ -58,6 +58,72 @@ export function fakeSockets() {
   return { FakeWebSocket, sockets };
 }
 
+/**
+ * An EventSource class whose instances land in `sources` and are driven by the
+ * test: open(), deliver(message), drop() (the browser reconnects by itself),
+ * refuse() (a status but 200: it gives up). `tasks` and `tokens` read its URL.
+ */
+export function fakeEventSources() {
+  const sources = [];
+  class FakeEventSource {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.closed = false;
+      sources.push(this);
+    }
+
+    close() {
+      this.readyState = 2;
+      this.closed = true;
+    }
+
+    open() {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+
+    deliver(message) {
+      this.onmessage?.({ data: typeof message === "string" ? message : JSON.stringify(message) });
+    }
+
+    drop() {
+      this.readyState = 0;
+      this.onerror?.({});
+    }
+
+    refuse() {
+      this.readyState = 2;
+      this.onerror?.({});
+    }
+
+    get tasks() {
+      return new URL(this.url).searchParams.getAll("task");
+    }
+
+    get tokens() {
+      return new URL(this.url).searchParams.getAll("token");
+    }
+  }
+  return { FakeEventSource, sources };
+}
+
+/**
+ * A fetch answering the polling endpoint from `answer(url)` (a record, or a
+ * number: that HTTP status), recording each URL in `requests`.
+ */
+export function fakeFetch(answer) {
+  const requests = [];
+  const fetch = async (url, init = {}) => {
+    requests.push(init.method === "POST" ? `POST ${url}` : url);
+    const data = answer(url, init);
+    if (typeof data === "number") return { status: data, ok: false, headers: { get: () => null }, json: async () => ({}) };
+    const body = { v: 1, type: "progress", task: data.task, data };
+    return { status: 200, ok: true, headers: { get: () => null }, json: async () => body };
+  };
+  return { fetch, requests };
+}
+
 /** A progress envelope of `task`. */
 export function progress(task, seq, state = "running", extra = {}) {
   return { v: 1, type: "progress", task, data: { task, seq, state, ...extra } };

@@ -1,4 +1,4 @@
-// page.js: the one client per page and the fallback policy shared by the widget and the dashboard.
+// page.js: the one client per page, and the transport policy as the dashboard's feed applies it.
 
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
@@ -52,6 +52,24 @@ test("shouldPoll: unavailable, or one failure before the socket ever worked, two
   for (const [status, failures, everHeard, expected] of table) {
     assert.equal(shouldPoll({ status, failures, everHeard }), expected, `${status}/${failures}/${everHeard}`);
   }
+});
+
+test("shouldPoll: the feed is polled for while the client is on SSE or polling, whatever their status", () => {
+  assert.equal(shouldPoll({ status: "open", failures: 0, everHeard: true, transport: "sse" }), true);
+  assert.equal(shouldPoll({ status: "open", failures: 0, everHeard: true, transport: "poll" }), true);
+  assert.equal(shouldPoll({ status: "open", failures: 0, everHeard: true, transport: "ws" }), false);
+  assert.equal(shouldPoll({ status: "unavailable", failures: 0, everHeard: false, transport: null }), true);
+});
+
+test("one client per endpoint and transport; the events URL comes from whoever knows it", () => {
+  const auto = sharedClient("/ws/keyed/");
+  assert.equal(auto.eventsUrl, null);
+  assert.equal(sharedClient("/ws/keyed/", { eventsUrl: "/events/" }), auto);
+  assert.equal(auto.eventsUrl, "/events/");
+  const sse = sharedClient("/ws/keyed/", { transport: "sse", eventsUrl: "/events/" });
+  assert.notEqual(sse, auto);
+  assert.equal(sse.transport, null); // nothing followed yet, and SSE needs a task
+  assert.equal(sharedClient("/ws/keyed/", { transport: "sse" }), sse);
 });
 
 test("watchFallback falls back at once when the client is already unusable", () => {

@@ -65,6 +65,24 @@ test("polls every interval; an unchanged poll is a 304 thanks to the ETag", asyn
   assert.equal(requests.length, 3);
 });
 
+test("a 304 carrying a re-issued ETag for the same state makes the next poll send that one", async () => {
+  const { fetch, requests } = scriptedFetch([
+    { body: envelope(1), etag: '"1-a-old"' },
+    { status: 304, etag: '"1-b-new"' },
+    { status: 304 },
+    { status: 304 },
+  ]);
+  const poller = pollProgress("/progress/t-1/", { task: "t-1", interval: 1000, fetch, onProgress() {} });
+  await flush();
+  await tick(1000);
+  assert.equal(requests[1].init.headers["If-None-Match"], '"1-a-old"');
+  await tick(1000);
+  assert.equal(requests[2].init.headers["If-None-Match"], '"1-b-new"');
+  await tick(1000);
+  assert.equal(requests[3].init.headers["If-None-Match"], '"1-b-new"', "a 304 without an ETag keeps the last one");
+  poller.stop();
+});
+
 test("a record at or below the seq already seen is not delivered again", async () => {
   const { fetch } = scriptedFetch([3, 3, 2, 4].map((seq) => ({ body: envelope(seq) })));
   const got = [];

@@ -52,7 +52,7 @@ afterEach(() => {
   mock.restoreAll();
 });
 
-test("auto: polls once the first connection fails, and stops when the socket delivers again", async () => {
+test("auto: polls once the first connection fails, and climbs back when the socket delivers again", async () => {
   const { element, events, widget } = newWidget();
   widget.start();
   assert.equal(sockets.length, 1);
@@ -71,17 +71,23 @@ test("auto: polls once the first connection fails, and stops when the socket del
   assert.equal(field(element, "eta"), "3 min left");
   assert.ok(element.classList.contains("ra-progress--running"));
 
-  await tick(500); // the socket's retry
+  await tick(29999); // the socket is tried again after 30 s (the longest jitter), not at its reconnect pace
+  assert.equal(sockets.length, 1);
+  await tick(1);
   sockets[1].open();
-  // The socket's own last seq (the polled records were not its): the server sends the current record.
-  assert.equal(sockets[1].frames("subscribe")[0].seq, 1);
-  sockets[1].deliver(progress("t-1", 20, "running", { percent: 50 }));
-  assert.equal(element.dataset.raVia, "ws");
+  // From the last seq the widget saw, whichever transport brought it.
+  const polled = Number(element.dataset.raSeq);
+  assert.ok(polled > 11);
+  assert.equal(sockets[1].frames("subscribe")[0].seq, polled);
+  sockets[1].deliver(progress("t-1", polled, "running", { percent: 50 })); // the snapshot: nothing new
+  assert.equal(element.dataset.raVia, "ws"); // the socket delivered: it is in use
+  assert.equal(field(element, "percent"), "42%");
+  sockets[1].deliver(progress("t-1", 100, "running", { percent: 50 }));
   assert.equal(field(element, "percent"), "50%");
   const polls = requests.length;
   await tick(10000);
   assert.equal(requests.length, polls); // polling stopped
-  sockets[1].deliver(progress("t-1", 21, "success", { percent: 100 }));
+  sockets[1].deliver(progress("t-1", 101, "success", { percent: 100 }));
   assert.deepEqual(events.slice(-3), ["progress:ws", "final:ws", "success:ws"]);
   assert.equal(field(element, "eta"), "");
   assert.ok(events.includes("progress:poll"));

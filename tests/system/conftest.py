@@ -1,11 +1,17 @@
-"""System tests start real processes: Celery workers, daphne, redis-server, Chromium."""
+"""System tests start real processes: Celery workers, daphne or uvicorn, redis-server, Chromium.
+
+A test that asks for ``server``, itself or through a fixture (``base_url``),
+runs once per ASGI server of ``tests.services.SERVERS`` (ids ``[daphne]``,
+``[uvicorn]``); the module's tests are grouped by server, so a module-scoped
+server starts once per server. The modules of ``DAPHNE_ONLY`` run on daphne alone.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.browser_helpers import run_chromium, run_daphne
-from tests.services import start_worker
+from tests.browser_helpers import run_chromium, run_server
+from tests.services import SERVERS, start_worker
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +31,33 @@ def celery_worker_proc(django_db_setup):
     proc.stop()
 
 
+#: Browser modules about the page (the admin, the dashboard, stages, breakdowns, logs, languages, hidden
+#: tabs), not the transport: the client's transport is tested on both servers by test_browser_widget, so these
+#: run on daphne only, saving CI about 70 s (see .ci/run).
+DAPHNE_ONLY = frozenset(
+    f"tests.system.test_browser_{name}"
+    for name in ("admin", "breakdown", "dashboard", "hidden", "log", "stages", "translations")
+)
+
+
+def pytest_generate_tests(metafunc):
+    if "server" in metafunc.fixturenames and metafunc.module.__name__ not in DAPHNE_ONLY:
+        metafunc.parametrize("server", SERVERS, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def base_url():
-    """A daphne of the test project for the module's browser tests; its address."""
-    yield from run_daphne()
+def server(request) -> str:
+    """The ASGI server ("daphne", "uvicorn") the module's server-level tests run on: each in turn."""
+    return getattr(request, "param", "daphne")
+
+
+@pytest.fixture(scope="module")
+def base_url(server):
+    """A ``server`` of the test project for the module's browser tests; its address."""
+    yield from run_server(server)
 
 
 @pytest.fixture(scope="module")
 def browser(base_url):
-    """Headless Chromium for the module's browser tests (after its daphne, so it stops first)."""
+    """Headless Chromium for the module's browser tests (after its server, so it stops first)."""
     yield from run_chromium()

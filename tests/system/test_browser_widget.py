@@ -1,4 +1,4 @@
-"""The widget and the JS client in headless Chromium, against real daphne, Redis and a Celery worker."""
+"""The widget and the JS client in headless Chromium, against a real daphne or uvicorn, Redis and a Celery worker."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.browser_helpers import (
     session_cookie,
     widget,
 )
-from tests.services import free_port, start_daphne, wait_for
+from tests.services import free_port, start_server, wait_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -36,11 +36,14 @@ def user(django_user_model):
 
 @pytest.fixture
 def open_page(browser, base_url, user):
-    """``open_page(path, *, login=True, no_websocket=False)``: a page recording events, CSP and console errors."""
+    """``open_page(path, *, login=True, no_websocket=False, no_sse=False)``: a page recording events, CSP and
+    console errors; ``no_sse`` makes the event stream's requests fail, as a proxy that buffers them would."""
     pages = []
 
-    def open_(path, *, login=True, no_websocket=False):
+    def open_(path, *, login=True, no_websocket=False, no_sse=False):
         page = new_page(browser, base_url, user=user if login else None, no_websocket=no_websocket, timeout_ms=WAIT_MS)
+        if no_sse:
+            page.route(re.compile(r"/realtime-async/events/"), lambda route: route.abort())
         pages.append(page)
         response = page.goto(path)
         assert response.status == 200, response.status
@@ -95,14 +98,17 @@ def test_two_widgets_advance_to_their_final_states(open_page, user, celery_worke
 
 
 @pytest.mark.parametrize("breakage", ["no-websocket", "dead-endpoint"])
-def test_without_websockets_the_widgets_complete_by_polling(open_page, user, celery_worker_proc, breakage):
-    # Long enough for several polls (one a second) to see the bars move.
+def test_without_websockets_or_event_streams_the_widgets_complete_by_polling(
+    open_page, user, celery_worker_proc, breakage
+):
+    # Long enough for several polls (one a second) to see the bars move. (Without WebSockets alone the widgets
+    # use Server-Sent Events: tests/system/test_browser_transports.py.)
     first, second = launch(user, steps=20), launch(user, steps=16)
     if breakage == "no-websocket":
-        page = open_page(widgets_path(first, second), no_websocket=True)
+        page = open_page(widgets_path(first, second), no_websocket=True, no_sse=True)
     else:
         dead = f"ws://127.0.0.1:{free_port()}/ws/realtime-async/"
-        page = open_page(widgets_path(first, second, ws=dead))
+        page = open_page(widgets_path(first, second, ws=dead), no_sse=True)
     wait_final(page, first)
     wait_final(page, second)
     assert_advanced_to_success(page, first, "poll", steps=20)
@@ -112,7 +118,7 @@ def test_without_websockets_the_widgets_complete_by_polling(open_page, user, cel
         assert page.sockets == []
     else:
         assert page.sockets and all(socket.url == dead for socket in page.sockets)
-    assert_clean(page, allow=("WebSocket connection to",))
+    assert_clean(page, allow=("WebSocket connection to", "Failed to load resource: net::ERR_FAILED"))
 
 
 def test_forced_polling(open_page, user, celery_worker_proc):
@@ -224,9 +230,9 @@ def test_failure_is_shown_with_its_public_error(open_page, user, celery_worker_p
     assert_clean(page)
 
 
-def test_client_resumes_after_the_server_restarts(browser, user, celery_worker_proc):
+def test_client_resumes_after_the_server_restarts(browser, server, user, celery_worker_proc):
     port = free_port()
-    server, _ = start_daphne(port=port, name="daphne-restart")
+    proc, _ = start_server(server, port=port, name=f"{server}-restart")
     base = f"http://127.0.0.1:{port}"
     context = browser.new_context(base_url=base)
     try:
@@ -238,8 +244,8 @@ def test_client_resumes_after_the_server_restarts(browser, user, celery_worker_p
         task = launch(user, steps=30)
         page.goto(f"/demo/client/?task={task}")
         page.wait_for_function("() => window.received.some((record) => record.state === 'running')")
-        server.stop()
-        server, _ = start_daphne(port=port, name="daphne-restart")
+        proc.stop()
+        proc, _ = start_server(server, port=port, name=f"{server}-restart")
         page.wait_for_function("() => window.finalRecord !== null")
         received = page.evaluate("window.received")
         seqs = [record["seq"] for record in received]
@@ -249,7 +255,7 @@ def test_client_resumes_after_the_server_restarts(browser, user, celery_worker_p
         assert page.evaluate("window.clientErrors") == []
     finally:
         context.close()
-        server.stop()
+        proc.stop()
 
 
 # The client's reconnect logic, against a scripted socket in the page (no server involved).

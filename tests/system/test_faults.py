@@ -1,4 +1,9 @@
-"""Faults injected for real: Redis restarts, killed workers, frozen lock holders, time limits."""
+"""Faults injected for real: Redis restarts, killed workers, frozen lock holders, time limits.
+
+The faults a web server lives through (Redis going away under its hub, its own
+restart) are injected on daphne and on uvicorn (``server``); the others are the
+workers' and run once, on daphne.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 import pytest
 
 from tests.fault_helpers import driver, watch
-from tests.services import private_redis, start_daphne, start_worker, wait_for
+from tests.services import private_redis, start_daphne, start_server, start_worker, wait_for
 
 # The workers, servers and drivers these tests start record into the session's
 # database, so it must exist: pytest-django creates it only for a run that holds
@@ -21,12 +26,12 @@ from tests.services import private_redis, start_daphne, start_worker, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
 
-def test_redis_restart_mid_task(tmp_path, reliability):
+def test_redis_restart_mid_task(tmp_path, server, reliability):
     """The task keeps running, ends in its true final state, and every watcher reaches it."""
     with private_redis() as (url, redis_proc, port):
         env = {"RA_TEST_REDIS_URL": url, "RA_TEST_PREFIX": f"fault-{port}"}
         worker = start_worker(env=env, name="worker-redis-restart")
-        daphne, web_port = start_daphne(env=env, name="daphne-redis-restart")
+        daphne, web_port = start_server(server, env=env, name=f"{server}-redis-restart")
         try:
             name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]")
             token = driver(env, "token", name)
@@ -218,12 +223,12 @@ def test_idle_task_restores_what_redis_lost(tmp_path, reliability):
             worker.stop()
 
 
-def test_daphne_restart_while_clients_watch(reliability):
+def test_server_restart_while_clients_watch(server, reliability):
     """The server goes away mid-task: clients reconnect, resume with their last seq, reach the final state."""
     with private_redis() as (url, _redis, port):
         env = {"RA_TEST_REDIS_URL": url, "RA_TEST_PREFIX": f"fault-{port}"}
         worker = start_worker(env=env, name="worker-daphne-restart")
-        daphne, web_port = start_daphne(env=env, name="daphne-restart-1")
+        daphne, web_port = start_server(server, env=env, name=f"{server}-restart-1")
         try:
             name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]")
             token = driver(env, "token", name)
@@ -241,7 +246,9 @@ def test_daphne_restart_while_clients_watch(reliability):
                 await asyncio.sleep(2)
                 daphne.stop()
                 await asyncio.sleep(0.5)
-                daphne, _same = await asyncio.to_thread(start_daphne, env=env, port=web_port, name="daphne-restart-2")
+                daphne, _same = await asyncio.to_thread(
+                    start_server, server, env=env, port=web_port, name=f"{server}-restart-2"
+                )
                 return await asyncio.gather(*watchers)
 
             results = asyncio.run(scenario())
@@ -253,8 +260,8 @@ def test_daphne_restart_while_clients_watch(reliability):
         assert seen.seqs == sorted(seen.seqs) and len(set(seen.seqs)) == len(seen.seqs)
         assert seen.closes, "the restart cut every watcher off"
     reliability(
-        "daphne restarted while clients watch",
-        "SIGTERM to daphne 2 s into a 6 s task, a new daphne on the same port 0.5 s later; 5 watchers",
+        f"{server} restarted while clients watch",
+        f"SIGTERM to {server} 2 s into a 6 s task, a new {server} on the same port 0.5 s later; 5 watchers",
         f"{len(results)} of {len(results)} watchers reconnected, resumed with their last seq (no repeats, "
         "nothing out of order) and reached `success`",
     )

@@ -1,4 +1,4 @@
-"""Hostile input against the WebSocket protocol and the endpoints, on a real daphne.
+"""Hostile input against the WebSocket protocol and the endpoints, on a real daphne and a real uvicorn.
 
 - Random frames (hypothesis, ``tests/hostile.py``): text, binary, JSON of every
   shape, huge, deeply nested, truncated. Each gets the answer
@@ -10,7 +10,7 @@
 - Cross-site WebSocket hijacking: foreign, missing, empty and ``null``
   ``Origin`` headers are refused at the handshake.
 - The limits (subscriptions per connection, message rate, connections per
-  user), one real-daphne test each.
+  user), one real-server test each.
 - Odd task names, wrong methods and missing CSRF on the polling and cancel
   endpoints and the per-task WebSocket URL: a clear 4xx, nothing changed.
 """
@@ -38,7 +38,7 @@ from realtime_async.async_manager import AsyncManager
 from realtime_async.conf import get_settings
 from realtime_async.protocol import CLOSE_NOT_FOUND, CLOSE_RATE_LIMITED, CLOSE_TOO_LARGE
 from tests.hostile import EXAMPLES, FRAMES, LIMIT, Answer, Frame, check_answer, expected, sentinel
-from tests.services import start_daphne
+from tests.services import start_server
 from tests.ws_helpers import MULTI, commit
 
 _LIMITS = get_settings()
@@ -46,10 +46,11 @@ _LIMITS = get_settings()
 BURST = int(_LIMITS.max_messages_per_second + _LIMITS.max_subscriptions)
 
 
-# -- real daphne ---------------------------------------------------------------
+# -- a real server: daphne, then uvicorn ------------------------------------------
 @pytest.fixture(scope="module")
-def daphne(django_db_setup, django_db_blocker):
-    proc, port = start_daphne(name="daphne-hostile")
+def daphne(server, django_db_setup, django_db_blocker):
+    """The module's server (``server``: daphne, then uvicorn) and its port."""
+    proc, port = start_server(server, name=f"{server}-hostile")
     yield proc, port
     proc.stop()
 
@@ -57,6 +58,17 @@ def daphne(django_db_setup, django_db_blocker):
 @pytest.fixture
 def daphne_port(daphne):
     return daphne[1]
+
+
+#: uvicorn logs each invalid UTF-8 text frame a client sends at ERROR, with the decode error's traceback
+#: (its own log line, before the application sees anything); it then closes the connection with 1007.
+UVICORN_UTF8_ERROR = "ERROR:    Invalid UTF-8 sequence received from client.\nTraceback"
+
+
+def tracebacks(proc) -> int:
+    """Tracebacks in the server's log, but uvicorn's own for invalid UTF-8 (``UVICORN_UTF8_ERROR``)."""
+    output = proc.output()
+    return output.count("Traceback") - output.count(UVICORN_UTF8_ERROR)
 
 
 def ws(port: int, path: str = MULTI, *, cookie: str | None = None, origin: str | None = "same") -> connect:
@@ -146,7 +158,7 @@ class Bystander:
 
 
 class Remote:
-    """A hostile client on the real daphne: reconnects when closed, and before its burst runs out."""
+    """A hostile client on the real server: reconnects when closed, and before its burst runs out."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -184,7 +196,7 @@ class Remote:
 
 
 @pytest.mark.reliability
-def test_random_frames_on_real_daphne(daphne, reliability):
+def test_random_frames_on_a_real_server(daphne, server, reliability):
     proc, port = daphne
     seen: dict[str, int] = {}
     with asyncio.Runner() as runner:
@@ -216,16 +228,17 @@ def test_random_frames_on_real_daphne(daphne, reliability):
         # The server is up: a new client is answered at once.
         runner.run(_ping(port))
     assert proc.popen.poll() is None
-    assert "Traceback" not in proc.output()
+    assert tracebacks(proc) == 0
     frames = sum(seen.values())
     assert frames >= 600 and {"bad_request", "not_found", "pong", "no answer", f"close {CLOSE_TOO_LARGE}"} <= set(seen)
     reliability(
         "Random hostile WebSocket frames (hypothesis) on a real server",
         "text, binary, JSON of every shape, deep nesting, truncated and oversized frames sent by the websockets "
-        "client to daphne; a bystander watches a task meanwhile",
+        f"client to {server}; a bystander watches a task meanwhile",
         f"each of {frames} frames got its documented answer ({', '.join(sorted(seen))}); a 4429 after a flood "
         "is followed by "
-        f"a reconnect; bystander got all {len(seqs)} updates in order and was never closed; daphne up, no traceback",
+        f"a reconnect; bystander got all {len(seqs)} updates in order and was never closed; {server} up, "
+        "no traceback",
     )
 
 
@@ -235,9 +248,15 @@ async def _ping(port: int) -> None:
         assert await recv(conn) == {"v": 1, "type": "pong", "id": "alive"}
 
 
+#: How each server refuses invalid UTF-8 and a message over its own limit (daphne's 1 MiB, the 64 KiB of
+#: uvicorn's ``--ws-max-size`` in the README): daphne drops the connection without a close frame (None),
+#: uvicorn (websockets) closes it with 1007 (invalid data) and 1009 (too big).
+SERVER_REFUSALS = {"daphne": (None, None), "uvicorn": (1007, 1009)}
+
+
 @pytest.mark.reliability
-def test_frames_the_server_refuses_before_the_app(daphne, reliability):
-    """Invalid UTF-8 and messages over daphne's 1 MiB are dropped by the server; 4097 bytes is the app's 4400."""
+def test_frames_the_server_refuses_before_the_app(daphne, server, reliability):
+    """Invalid UTF-8 and messages over the server's limit are refused by the server; 4097 bytes is the app's 4400."""
     proc, port = daphne
     codes = {}
 
@@ -254,7 +273,7 @@ def test_frames_the_server_refuses_before_the_app(daphne, reliability):
                 try:
                     await conn.send(payload, text=text)
                 except ConnectionClosed:
-                    # daphne can drop the connection while a 1 MiB frame is still being written.
+                    # The server can drop the connection while a 1 MiB frame is still being written.
                     codes[label] = received_close(conn)
                 else:
                     codes[label] = await close_code(conn)
@@ -264,25 +283,38 @@ def test_frames_the_server_refuses_before_the_app(daphne, reliability):
     with asyncio.Runner() as runner:
         seqs = runner.run(scenario())
         runner.run(_ping(port))
+    invalid, too_big = SERVER_REFUSALS[server]
     assert codes == {
-        "invalid UTF-8 text": None,
-        "1 MiB + 1 text": None,
-        "1 MiB + 1 binary": None,
+        "invalid UTF-8 text": invalid,
+        "1 MiB + 1 text": too_big,
+        "1 MiB + 1 binary": too_big,
         "over MAX_MESSAGE_BYTES": CLOSE_TOO_LARGE,
     }
-    assert proc.popen.poll() is None and "Traceback" not in proc.output()
+    assert proc.popen.poll() is None and tracebacks(proc) == 0
+    if server == "daphne":
+        injection = "a text frame of invalid UTF-8 and messages of 1 MiB + 1 byte (daphne's limit) to a real daphne"
+        refused = "invalid UTF-8 and 1 MiB + 1: connection dropped by daphne (1006, no close frame)"
+    else:
+        injection = (
+            "a text frame of invalid UTF-8 and messages of 1 MiB + 1 byte (over `--ws-max-size 65536`) to a real "
+            "uvicorn (websockets-sansio)"
+        )
+        refused = (
+            f"invalid UTF-8: close {invalid} from uvicorn (which logs it with a traceback of its own); "
+            f"1 MiB + 1: close {too_big}"
+        )
     reliability(
         "WebSocket frames refused below the application",
-        "a text frame of invalid UTF-8 and messages of 1 MiB + 1 byte (daphne's limit) to a real daphne",
-        f"invalid UTF-8 and 1 MiB + 1: connection dropped by daphne (1006, no close frame); {LIMIT + 1} bytes: "
-        "close 4400; "
-        f"bystander got all {len(seqs)} updates; daphne up, no traceback",
+        injection,
+        f"{refused}; {LIMIT + 1} bytes: close 4400; bystander got all {len(seqs)} updates; {server} up, no "
+        + ("other " if server == "uvicorn" else "")
+        + "traceback",
     )
 
 
 # -- cross-site WebSocket hijacking ------------------------------------------------
 @pytest.mark.reliability
-def test_cross_site_handshakes_are_refused(daphne_port, reliability):
+def test_cross_site_handshakes_are_refused(daphne_port, server, reliability):
     port = daphne_port
     refused: dict[str, int] = {}
 
@@ -309,14 +341,14 @@ def test_cross_site_handshakes_are_refused(daphne_port, reliability):
         for label, origin in origins.items():
             refused[label] = runner.run(handshake(origin))
         same = runner.run(handshake(f"http://127.0.0.1:{port}"))
-        # Below daphne (which refuses an empty header itself), the validator of asgi.py refuses it too.
+        # Below the server (daphne refuses an empty header itself), the validator of asgi.py refuses it too.
         in_process = {label: runner.run(_asgi_handshake(origin)) for label, origin in origins.items()}
     assert same == 101
     assert all(400 <= status < 500 for status in refused.values()), refused
     assert in_process == dict.fromkeys(origins, False), in_process
     reliability(
         "Cross-site WebSocket hijacking",
-        "handshakes to a real daphne with a foreign, look-alike, missing, empty and null Origin",
+        f"handshakes to a real {server} with a foreign, look-alike, missing, empty and null Origin",
         "all refused at the handshake: "
         + ", ".join(f"{label} {status}" for label, status in refused.items())
         + "; the project's AllowedHostsOriginValidator refuses each of them in-process too; same origin accepted",
@@ -333,9 +365,9 @@ async def _asgi_handshake(origin: str | None) -> bool:
     return bool(accepted)
 
 
-# -- limits, each on a real daphne -------------------------------------------------
+# -- limits, each on a real server -------------------------------------------------
 @pytest.mark.reliability
-def test_subscription_limit_on_daphne(daphne_port, reliability):
+def test_subscription_limit_on_a_real_server(daphne_port, server, reliability):
     manager = AsyncManager.resolve_manager()
     most = _LIMITS.max_subscriptions
     names = [new_task_name("limit") for _ in range(most + 1)]
@@ -370,13 +402,13 @@ def test_subscription_limit_on_daphne(daphne_port, reliability):
     assert after == "progress"
     reliability(
         "Too many subscriptions on one connection",
-        f"{most + 1} subscribes (watch tokens) on one WebSocket to a real daphne; MAX_SUBSCRIPTIONS = {most}",
+        f"{most + 1} subscribes (watch tokens) on one WebSocket to a real {server}; MAX_SUBSCRIPTIONS = {most}",
         f"{accepted} snapshots, then error `limit` for the next; after an unsubscribe it is accepted",
     )
 
 
 @pytest.mark.reliability
-def test_message_flood_on_daphne(daphne_port, reliability):
+def test_message_flood_on_a_real_server(daphne_port, server, reliability):
     async def scenario() -> tuple[int, int | None, list[int]]:
         bystander = Bystander(daphne_port)
         await bystander.start()
@@ -401,7 +433,7 @@ def test_message_flood_on_daphne(daphne_port, reliability):
     assert BURST <= pongs < BURST * 3
     reliability(
         "WebSocket message flood",
-        f"{BURST * 3} pings sent at once on one WebSocket to a real daphne "
+        f"{BURST * 3} pings sent at once on one WebSocket to a real {server} "
         f"(MAX_MESSAGES_PER_SECOND = {_LIMITS.max_messages_per_second:g}, bursts of {BURST})",
         f"the burst is answered, then close 4429; bystander got all {len(seqs)} updates; a new connection is served",
     )
@@ -409,7 +441,7 @@ def test_message_flood_on_daphne(daphne_port, reliability):
 
 @pytest.mark.reliability
 @pytest.mark.django_db(transaction=True)
-def test_connections_per_user_on_daphne(daphne_port, django_user_model, reliability):
+def test_connections_per_user_on_a_real_server(daphne_port, server, django_user_model, reliability):
     alice = django_user_model.objects.create_user("alice-limit")
     bob = django_user_model.objects.create_user("bob-limit")
     alice_cookie, bob_cookie = session_cookie(alice), session_cookie(bob)
@@ -449,7 +481,7 @@ def test_connections_per_user_on_daphne(daphne_port, django_user_model, reliabil
     }
     reliability(
         "Too many WebSocket connections for one user",
-        f"{most + 1} WebSockets with one session to a real daphne; MAX_CONNECTIONS_PER_USER = {most}",
+        f"{most + 1} WebSockets with one session to a real {server}; MAX_CONNECTIONS_PER_USER = {most}",
         f"{most} served, the next closed 4429 at once; another user is served; closing one frees its place",
     )
 
@@ -489,7 +521,7 @@ ODD_NAMES = {
 
 @pytest.mark.reliability
 @pytest.mark.django_db(transaction=True)
-def test_odd_names_wrong_methods_and_missing_csrf_change_nothing(daphne, django_user_model, reliability):
+def test_odd_names_wrong_methods_and_missing_csrf_change_nothing(daphne, server, django_user_model, reliability):
     proc, port = daphne
     manager = AsyncManager.resolve_manager()
     owner = django_user_model.objects.create_user("owner-odd")
@@ -570,12 +602,12 @@ def test_odd_names_wrong_methods_and_missing_csrf_change_nothing(daphne, django_
     }, statuses
     assert ws_codes == {CLOSE_NOT_FOUND}, ws_codes
     assert manager.get_progress(name) == before  # still queued, same seq: nothing changed
-    assert "Traceback" not in proc.output()
+    assert tracebacks(proc) == 0
     reliability(
         "Odd task names, wrong methods, missing CSRF, another user's session",
         f"{len(ODD_NAMES)} odd names (5000 characters, path-like, encoded, unicode, NUL, invalid UTF-8, markup, "
-        "empty) on the polling (JSON, htmx) and cancel endpoints and the per-task WebSocket URL of a real daphne; "
-        "other methods; cancel without or with a wrong CSRF token; another user's session",
+        "empty) on the polling (JSON, htmx) and cancel endpoints and the per-task WebSocket URL of a real "
+        f"{server}; other methods; cancel without or with a wrong CSRF token; another user's session",
         "; ".join(f"{label}: {'/'.join(map(str, sorted(codes)))}" for label, codes in statuses.items())
         + f"; per-task WebSocket URL (also without a name or its trailing slash): close {CLOSE_NOT_FOUND}; "
         "the task unchanged (queued, same seq); no traceback",

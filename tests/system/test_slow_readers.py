@@ -8,6 +8,11 @@ per connection). Without per-connection backpressure daphne buffered every one
 of them: 20 such clients grew its RSS by about 37 MB in 20 s, which
 ``test_stalled_readers_cost_bounded_memory`` fails on (run it with
 ``start_slow_reader_daphne(backpressure=False)`` to see).
+
+These run on daphne alone, not on each ``server``: ``_delivery.backpressure``
+reads daphne's (Twisted's) write buffer, and the bounds below are measured for
+it. On uvicorn the package sees nothing but a ``send`` that waits while the
+transport's buffer is full (``_delivery.sending``): another mechanism, tested on its own.
 """
 
 from __future__ import annotations

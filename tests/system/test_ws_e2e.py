@@ -1,4 +1,4 @@
-"""End to end: a real daphne, a real Celery worker, real Redis and a ``websockets`` client."""
+"""End to end: a real daphne or uvicorn, a real Celery worker, real Redis and a ``websockets`` client."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from realtime_async._core.records import encode_record_body
 from realtime_async._core.store import RedisStore, WriteMode, get_store
 from realtime_async.async_manager import AsyncManager
 from realtime_async.protocol import CLOSE_FINAL, CLOSE_NOT_FOUND, CLOSE_UNAVAILABLE
-from tests.services import private_redis, start_daphne
+from tests.services import private_redis, start_server
 from tests.ws_helpers import acommit, new_task, pubsub_subscribers, subscribe, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,8 +32,9 @@ FINAL = ("success", "failure", "cancelled", "lost")
 
 
 @pytest.fixture(scope="module")
-def daphne_port(django_db_setup, django_db_blocker):
-    proc, port = start_daphne(name="daphne-e2e")
+def daphne_port(server, django_db_setup, django_db_blocker):
+    """The port of the module's server: daphne, then uvicorn (``server``)."""
+    proc, port = start_server(server, name=f"{server}-e2e")
     yield port
     proc.stop()
 
@@ -49,7 +50,7 @@ def bob(django_user_model):
 
 
 def session_cookie(user) -> str:
-    """A session daphne can read: sessions live in the shared cache, users in the shared SQLite file."""
+    """A session the server can read: sessions live in the shared cache, users in the shared database."""
     client = Client()
     client.force_login(user)
     return client.cookies["sessionid"].value
@@ -203,7 +204,7 @@ async def test_idle_watchers_stay_connected_and_get_the_next_update(daphne_port,
         assert (await recv(first))["type"] == "pong"
 
 
-async def test_channel_layer_failure_closes_4503_then_service_resumes(alice):
+async def test_channel_layer_failure_closes_4503_then_service_resumes(server, alice):
     manager = AsyncManager.resolve_manager()
     layer_prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
 
@@ -227,7 +228,7 @@ async def test_channel_layer_failure_closes_4503_then_service_resumes(alice):
     name = new_task_name("e2e")
     token = manager.make_watch_token(name)
     with private_redis() as (url, redis_proc, redis_port):
-        daphne, port = start_daphne(env={"RA_TEST_REDIS_URL": url}, name="daphne-private-redis")
+        daphne, port = start_server(server, env={"RA_TEST_REDIS_URL": url}, name=f"{server}-private-redis")
         try:
             await publish(url, name, "running", WriteMode.CREATE)
             async with ws(port, "/ws/realtime-async/") as multi, ws(port, task_url(name, f"token={token}")) as single:
@@ -247,8 +248,8 @@ async def test_channel_layer_failure_closes_4503_then_service_resumes(alice):
             daphne.stop()
 
 
-async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alice_cookie):
-    # The fast path is on by default: daphne's hub subscribes to the channel the write script publishes to.
+async def test_the_servers_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alice_cookie):
+    # The fast path is on by default: the server's hub subscribes to the channel the write script publishes to.
     import os
 
     from realtime_async._delivery.pubsub import CLIENT_NAME_PREFIX
@@ -258,7 +259,7 @@ async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alic
     group = group_for_task(name)
     async with ws(daphne_port, task_url(name), alice_cookie) as conn:
         assert (await recv(conn))["data"]["state"] == "running"
-        await until(lambda: pubsub_subscribers(group) == 1, 10, what="daphne's hub to subscribe")
+        await until(lambda: pubsub_subscribers(group) == 1, 10, what="the server's hub to subscribe")
         hubs = [
             client
             for client in await asyncio.to_thread(store.client.client_list, _type="pubsub")
@@ -269,4 +270,4 @@ async def test_daphne_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alic
         seq = await acommit(name, "success", alice.pk)
         frame = await recv(conn)
         assert (frame["data"]["seq"], frame["data"]["state"]) == (seq, "success")
-    await until(lambda: pubsub_subscribers(group) == 0, 10, what="daphne's hub to unsubscribe")
+    await until(lambda: pubsub_subscribers(group) == 0, 10, what="the server's hub to unsubscribe")

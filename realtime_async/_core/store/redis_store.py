@@ -197,10 +197,9 @@ class RedisStore(Store):
         value = self.client.hget(self._k("t", task_name), "rec")
         return value.decode() if value is not None else None
 
-    async def aread_state(self, task_name: str, client: Any) -> str | None:
-        """``read_state`` with ``client``, a ``redis.asyncio`` client of the running loop (one ``HGET``)."""
-        value = await client.hget(self._k("t", task_name), "rec")
-        return value.decode() if value is not None else None
+    def state_key(self, task_name: str) -> str:
+        """The key of the hash whose ``rec`` field holds ``task_name``'s record (``state_reader`` reads it)."""
+        return self._k("t", task_name)
 
     def read_log(self, task_name: str, after: int = 0) -> LogRead:
         last, dropped, *lines = self._read_log(keys=[self._k("t", task_name), self._k("log", task_name)], args=[after])

@@ -1,48 +1,59 @@
 /**
  * What the page scripts (widget.js, the dashboard's dashboard.js) share, so
  * that a page with both behaves as one: one RealtimeAsyncClient, hence one
- * WebSocket, per endpoint; one rule for when to fall back to polling; one way
- * to start. Only sharedClient() is public (re-exported by widget.js).
+ * connection, per endpoint; one transport policy; one way to start. Only
+ * sharedClient() is public (re-exported by widget.js).
+ *
+ * The policy is ladder.js's, in one place for both: the client climbs from the
+ * WebSocket to Server-Sent Events to polling for the widgets' tasks, and back
+ * up (RealtimeAsyncClient's `transport: "auto"`); the dashboard's feed, which
+ * only the WebSocket carries, is polled for by the same rule (watchFallback).
  */
 
 import { RealtimeAsyncClient } from "./client.js";
+import { ANSWER_TIMEOUT_MS, PROBE, failing } from "./ladder.js";
 import { websocketUrl } from "./protocol.js";
 
-// The server answers a subscribe (snapshot) or subscribe_feed (pong) at once on a
-// working socket; no answer in this long means the socket is no use, whatever its status says.
-export const ANSWER_TIMEOUT_MS = 5000;
+export { ANSWER_TIMEOUT_MS };
 
-const clients = new Map(); // ws url -> client: every widget and dashboard of the page shares one socket
+const clients = new Map(); // "<ws url> <transport>" -> client: the widgets and dashboards of a page share one
 
-/** The page's shared client for `url` (one socket per endpoint, however many widgets and dashboards). */
-export function sharedClient(url) {
-  const key = websocketUrl(url);
+/**
+ * The page's shared client for `url` and `transport` (one connection per endpoint, however many widgets
+ * and dashboards). `eventsUrl` (the SSE endpoint) is taken from whichever caller knows it; `pollInterval`
+ * and `probeInterval` (the first wait before a better transport is tried again, ms) from the first.
+ */
+export function sharedClient(url, { transport = "auto", eventsUrl, pollInterval, probeInterval } = {}) {
+  const key = `${websocketUrl(url)} ${transport}`;
   let client = clients.get(key);
   if (!client) {
-    client = new RealtimeAsyncClient({ url: key });
+    const probe = probeInterval > 0 ? { initial: probeInterval, max: probeInterval * (PROBE.max / PROBE.initial) } : {};
+    client = new RealtimeAsyncClient({ url: websocketUrl(url), transport, eventsUrl, pollInterval, probe });
     clients.set(key, client);
+  } else if (eventsUrl && !client.eventsUrl) {
+    client.eventsUrl = eventsUrl;
   }
   return client;
 }
 
 /**
- * Whether to poll instead: the socket cannot connect (the first try failed, or
- * no WebSocket at all), or keeps failing after it once worked. One failure is
- * enough before the socket ever worked (proxies that refuse WebSockets refuse
- * them every time); after, one drop is normal, a second one in a row is not.
+ * Whether the WebSocket is no use for now, so that what only it carries (the
+ * feed) must be polled for: the client left it for another transport, or it is
+ * failing() (ladder.js: unavailable, one failure before it ever worked, two in
+ * a row after).
  */
 export function shouldPoll(client) {
-  const limit = client.everHeard ? 2 : 1;
-  return client.status === "unavailable" || client.failures >= limit;
+  return (client.transport != null && client.transport !== "ws") || failing(client);
 }
 
 /**
- * Apply the fallback policy to one user of `client`: `fallBack()` runs when
- * shouldPoll(client) holds at start or on a status change, or when the socket
- * did not answer within ANSWER_TIMEOUT_MS; `onStatus(status)` first sees every
- * status. Returns {answered(), stop()}: answered() says the socket answered (no
- * more timeout), stop() lets go. Going back from polling is the caller's: it
- * stops polling when the socket delivers again.
+ * Apply the policy to one user of `client` that needs the WebSocket (the
+ * dashboard's feed): `fallBack()` runs when shouldPoll(client) holds at start
+ * or on a status change, or when the socket did not answer within
+ * ANSWER_TIMEOUT_MS; `onStatus(status)` first sees every status. Returns
+ * {answered(), stop()}: answered() says the socket answered (no more timeout),
+ * stop() lets go. Going back from polling is the caller's: it stops polling
+ * when the socket delivers again.
  */
 export function watchFallback(client, fallBack, onStatus) {
   const timer = setTimeout(fallBack, ANSWER_TIMEOUT_MS);

@@ -1,4 +1,7 @@
-/** Following one task without a WebSocket (public through client.js). */
+/**
+ * Following one task over HTTP: pollProgress and fetchBreakdown (public through
+ * client.js); fetchLog, the log lines RealtimeAsyncClient asks for off the WebSocket.
+ */
 
 import { backoffDelay } from "./backoff.js";
 import { LogCursor } from "./log.js";
@@ -15,7 +18,7 @@ import { HIDDEN_FACTOR, pollTimer } from "./visibility.js";
  * last one it has (`?log_after=`; from `logAfter`, 0: all the server keeps).
  * While the page is hidden it polls `hiddenFactor` (10) times less often; when
  * it is shown again it polls at once, then at `interval` (1: ignore visibility).
- * Returns `{stop()}`.
+ * `url` may be a function, asked before each poll. Returns `{stop()}`.
  */
 export function pollProgress(
   url,
@@ -43,11 +46,8 @@ export function pollProgress(
   const timer = pollTimer(tick, hiddenFactor); // slower while the page is hidden
   const log = onLog ? new LogCursor(logAfter) : null;
   const address = () => {
-    if (!log) return url;
-    const [path, query = ""] = url.split("?", 2);
-    const params = new URLSearchParams(query);
-    params.set("log_after", String(log.last));
-    return `${path}?${params}`;
+    const base = typeof url === "function" ? url() : url;
+    return log ? withParam(base, "log_after", log.last) : base;
   };
 
   const stop = () => {
@@ -87,6 +87,9 @@ export function pollProgress(
         record = envelope?.v === PROTOCOL_VERSION && envelope.type === "progress" ? envelope.data : null;
         if (!record || typeof record.seq !== "number") throw new Error("not a progress envelope");
         etag = response.headers.get("ETag");
+      } else {
+        // A 304 may carry a newer ETag for the same state (the server re-issues them): send that one next.
+        etag = response.headers.get("ETag") || etag;
       }
       errors = 0;
     } catch {
@@ -116,6 +119,34 @@ export function pollProgress(
 }
 
 /**
+ * A task's log lines after line `after`, once: GET `url` (its polling URL,
+ * ?token= kept) with ?log_after=. Resolves to the record's `log`, `{last,
+ * dropped, lines}` (docs/protocol.md, "Polling"); rejects on any other answer.
+ */
+export async function fetchLog(url, after, { fetch: fetcher } = {}) {
+  const doFetch = fetcher || globalThis.fetch.bind(globalThis);
+  const response = await doFetch(withParam(url, "log_after", after), {
+    headers: { Accept: "application/json" },
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const envelope = await response.json();
+  const record = envelope?.v === PROTOCOL_VERSION && envelope.type === "progress" ? envelope.data : null;
+  if (!record || typeof record.seq !== "number") throw new Error("not a progress envelope");
+  // A task that never logged has no `log`: its log is empty (a relaunch may have started it again).
+  return record.log && typeof record.log.last === "number" ? record.log : { last: 0, dropped: 0, lines: [] };
+}
+
+/** `url` with the query parameter `name` set to `value`. */
+export function withParam(url, name, value) {
+  const [path, query = ""] = String(url).split("?", 2);
+  const params = new URLSearchParams(query);
+  params.set(name, String(value));
+  return `${path}?${params}`;
+}
+
+/**
  * A group's breakdown, once: GET `url` (the parent's polling URL, `AsyncManager.get_url()`,
  * its ?token= kept) with ?parts=1. Resolves to the answer's `data`:
  * {seq, state, total, counts, parts: [{task, title, state, percent, error}], omitted}
@@ -124,12 +155,9 @@ export function pollProgress(
  */
 export async function fetchBreakdown(url, { fetch: fetcher, signal } = {}) {
   const doFetch = fetcher || globalThis.fetch.bind(globalThis);
-  const [path, query = ""] = String(url).split("?", 2);
-  const params = new URLSearchParams(query);
-  params.set("parts", "1");
   let response;
   try {
-    response = await doFetch(`${path}?${params}`, {
+    response = await doFetch(withParam(url, "parts", 1), {
       headers: { Accept: "application/json" },
       credentials: "same-origin",
       cache: "no-store",

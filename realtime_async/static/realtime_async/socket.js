@@ -2,7 +2,8 @@
  * The connection under RealtimeAsyncClient: one WebSocket at a time, that comes
  * back after a drop. It knows nothing of tasks; its owner says whether a
  * connection is wanted, what to send once it opens, what messages mean, and
- * what to forget when it drops. Not public: use RealtimeAsyncClient.
+ * what to forget when it drops; the transport ladder (ladder.js) suspends it
+ * while another transport carries on. Not public: use RealtimeAsyncClient.
  */
 
 import { backoffDelay } from "./backoff.js";
@@ -97,6 +98,15 @@ export class Connection {
       this._dropSocket(1000);
       this._setStatus("idle");
     });
+  }
+
+  /** Let go of the socket and of any retry, for now (another transport carries on): connect() starts again. */
+  suspend() {
+    if (this._closed) return;
+    this._clearTimer("retry");
+    this._clearTimer("idle");
+    this._dropSocket(1000);
+    if (this.status !== "idle") this._setStatus("idle");
   }
 
   /** Close for good. */

@@ -3,10 +3,13 @@
  * elements to life. Loaded once per page as an ES module; no dependencies.
  *
  * Transport ("data-ra-transport"):
- *   "auto"  WebSocket through the page's one shared RealtimeAsyncClient; polls
- *           while the socket cannot connect, keeps failing, or refuses the task
- *           (subscription limit), and stops polling when the socket delivers again.
- *   "ws"    WebSocket only.   "poll"  polling only.
+ *   "auto"  through the page's one shared RealtimeAsyncClient, which climbs down
+ *           from the WebSocket to Server-Sent Events (data-ra-events-url) to
+ *           polling while the better one cannot connect or keeps failing, and
+ *           back up when it works again (page.js, ladder.js); the widget polls
+ *           by itself a task the connection refuses (subscription limit).
+ *   "ws"    WebSocket only.   "sse"  Server-Sent Events only.   "poll"  polling only.
+ * data-ra-via names the transport in use: "ws", "sse" or "poll".
  *
  * Polling is fetch() + JSON (pollProgress in client.js), not htmx swapping the
  * fragment: one code path renders every record whichever transport brought
@@ -18,20 +21,22 @@
  * themselves (docs/client.md).
  *
  * Events, dispatched on the widget element and bubbling, with
- * detail = {task, record, transport}:
+ * detail = {task, record, transport} (transport: "ws", "sse" or "poll"):
  *   realtime-async:progress   every new state (not the server-rendered one)
  *   realtime-async:final      a final state, followed by
  *   realtime-async:success | :failure | :cancelled | :lost
  *   realtime-async:error      detail = {task, error}: the task is not (or no longer) visible
+ *   realtime-async:transport  detail = {task, transport, previous}: the transport in use changed
  *   realtime-async:cancel-requested   detail = {task, transport}: the server took the cancel
  *                                     ("ws" or "http"); the cancelled state follows
  *   realtime-async:cancel-failed      detail = {task, error}: it refused it (forbidden,
  *                                     not_found) or could not be reached
  *
  * Cancel button ([data-ra-cancel], rendered only for viewers who may cancel):
- * cancels over the page's WebSocket when this widget follows the task through
- * it, else POSTs to data-ra-cancel-url with the CSRF token (data-ra-csrf, else
- * the csrftoken cookie). It hides once the task is final.
+ * cancel.js's. It cancels over the page's WebSocket when this widget follows
+ * the task through it (not over SSE or polling, which cannot carry it), else
+ * POSTs to data-ra-cancel-url with the CSRF token (data-ra-csrf, else the
+ * csrftoken cookie). It hides once the task is final.
  *
  * Stepper ([data-ra-field="stages"]): stepper.js's, redrawn from each record's
  * stages, created when a task's first stages arrive after the server rendered none.
@@ -46,14 +51,15 @@
  * fallback alike, no line is shown twice.
  *
  * What a record looks like is display.js's (shared with the dashboard); the
- * page's one client and the fallback rule are page.js's.
+ * page's one client and the transport policy are page.js's.
  */
 
 import { BreakdownView } from "./breakdown.js";
+import { CancelButton } from "./cancel.js";
 import { isFinal, pollProgress } from "./client.js";
 import { display } from "./display.js";
 import { LogView } from "./logview.js";
-import { readJson, sharedClient, startAll, watchFallback, whenReady } from "./page.js";
+import { readJson, sharedClient, startAll, whenReady } from "./page.js";
 import { displayResults, renderResults } from "./results.js";
 import { renderStages } from "./stepper.js";
 
@@ -69,21 +75,22 @@ export class LiveProgress {
     const data = element.dataset;
     this.element = element;
     this.task = data.raTask;
-    this.transport = ["ws", "poll"].includes(data.raTransport) ? data.raTransport : "auto";
+    this.transport = ["ws", "sse", "poll"].includes(data.raTransport) ? data.raTransport : "auto";
     this.seq = Number(data.raSeq) || 0;
     this.state = data.raState;
     this.pollUrl = data.raPollUrl || "";
     this.pollInterval = Number(data.raPollInterval) || 1000;
     this.wsUrl = data.raWsUrl || undefined;
+    this.eventsUrl = data.raEventsUrl || undefined;
+    this.probeInterval = Number(data.raProbeInterval) || undefined; // ms before a better transport is tried again
     this.token = data.raToken || undefined;
     this.i18n = readJson(data.raI18n);
     this.done = false;
     this.client = null;
     this.subscription = null;
-    this.poller = null;
-    this._fallback = null; // page.js's watch over the socket, in "auto"
-    this.cancelButton = element.querySelector("[data-ra-cancel]");
-    this._cancelling = false;
+    this.poller = null; // this widget's own polling: transport "poll", or a task the connection refused
+    this._onStatus = () => this._clientStatus();
+    this.cancelButton = new CancelButton(this);
     this.log = new LogView(element, this.i18n);
     this._onLog = this.log.enabled ? (lines, info) => this.log.add(lines, info) : undefined;
     this.breakdown = new BreakdownView(element, { url: this.pollUrl, i18n: this.i18n });
@@ -91,7 +98,7 @@ export class LiveProgress {
 
   start() {
     if (this.done || this.client || this.poller) return;
-    this.cancelButton?.addEventListener("click", () => this.cancel());
+    this.cancelButton.start();
     if (isFinal({ state: this.state })) {
       this.done = true; // rendered final by the server: nothing more will happen, but its log can be read
       if (this._onLog) this._finalLog();
@@ -101,104 +108,32 @@ export class LiveProgress {
       this._startPolling();
       return;
     }
-    this.client = sharedClient(this.wsUrl);
+    this.client = this._sharedClient();
+    this.client.addEventListener("status", this._onStatus);
     this.subscription = this.client.subscribe(this.task, {
       seq: this.seq,
       token: this.token,
-      onProgress: (record) => this._fromSocket(record),
-      onError: (error) => this._socketError(error),
+      pollUrl: this.pollUrl || undefined,
+      onProgress: (record) => this._fromClient(record),
+      onError: (error) => this._clientError(error),
       onLog: this._onLog,
     });
-    if (this.transport === "auto") {
-      this._fallback = watchFallback(this.client, () => this._startPolling());
-    } else if (this.client.status === "unavailable") {
-      this._error({ code: "unavailable", message: "WebSocket is not available." });
+    if (this.client.status === "unavailable") {
+      this._error({ code: "unavailable", message: "Live updates are not available in this browser." });
     }
+  }
+
+  _sharedClient() {
+    const { transport, eventsUrl, probeInterval } = this;
+    return sharedClient(this.wsUrl, { transport, eventsUrl, probeInterval, pollInterval: this.pollInterval });
   }
 
   /**
    * Ask the server to cancel the task: over the WebSocket when this widget
    * follows the task through it, else by POST to the cancel endpoint.
    */
-  async cancel() {
-    if (this.done || this._cancelling) return;
-    this._cancelling = true;
-    this._cancelBusy(true);
-    this._notice("");
-    try {
-      let transport = "http";
-      if (this.subscription?.active && this.client?.status === "open" && !this.poller) {
-        try {
-          await this.client.cancel(this.task);
-          transport = "ws";
-        } catch {
-          await this._cancelOverHttp(); // the socket went away in between
-        }
-      } else {
-        await this._cancelOverHttp();
-      }
-      this._dispatch("cancel-requested", { task: this.task, transport });
-    } catch (error) {
-      this._cancelRefused(error);
-    }
-  }
-
-  async _cancelOverHttp() {
-    const url = this.cancelButton?.dataset.raCancelUrl;
-    if (!url) throw { code: "unavailable", task: this.task, message: "No cancel endpoint." };
-    let response;
-    try {
-      response = await fetch(url, {
-        method: "POST",
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: { Accept: "application/json", "X-CSRFToken": this._csrfToken() },
-      });
-    } catch (error) {
-      throw { code: "network", task: this.task, message: String(error) };
-    }
-    if (response.ok) return;
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      // Django's CSRF failure page, a proxy's error page: not an answer of the endpoint
-    }
-    const code = body?.type === "error" && body.code ? body.code : `http_${response.status}`;
-    throw { code, task: this.task, message: body?.message || `HTTP ${response.status}` };
-  }
-
-  _csrfToken() {
-    const token = this.cancelButton?.dataset.raCsrf;
-    if (token) return token;
-    const cookie = document.cookie.split(";").find((part) => part.trim().startsWith("csrftoken="));
-    return cookie ? decodeURIComponent(cookie.trim().slice("csrftoken=".length)) : "";
-  }
-
-  _cancelRefused(error) {
-    this._cancelling = false;
-    if (this.done) return;
-    // Refused for good: the button would only be refused again. Anything else may work on a retry.
-    const final = error.code === "forbidden" || error.code === "not_found";
-    this._cancelBusy(false, final);
-    const notices = { forbidden: this.i18n.cancel_forbidden, not_found: this.i18n.unavailable };
-    this._notice(notices[error.code] || this.i18n.cancel_failed);
-    this._dispatch("cancel-failed", { task: this.task, error });
-  }
-
-  _cancelBusy(busy, gone = false) {
-    const button = this.cancelButton;
-    if (!button) return;
-    if (!this._cancelText) this._cancelText = button.textContent;
-    button.disabled = busy || gone;
-    button.hidden = gone;
-    button.textContent = busy ? this.i18n.cancelling || this._cancelText : this._cancelText;
-    if (busy) button.setAttribute("aria-busy", "true");
-    else button.removeAttribute("aria-busy");
-  }
-
-  _notice(text) {
-    this._text("notice", text || "");
+  cancel() {
+    return this.cancelButton.cancel();
   }
 
   /** Stop following the task (the element left the page, or you are done with it). */
@@ -213,7 +148,7 @@ export class LiveProgress {
   // ends it, after the log's last lines (see client.js).
   _settle() {
     this.done = true;
-    this._fallback?.stop();
+    this.client?.removeEventListener("status", this._onStatus);
     this.poller?.stop();
     this.poller = null;
   }
@@ -224,23 +159,30 @@ export class LiveProgress {
       if (this.pollUrl) pollProgress(this.pollUrl, { task: this.task, seq: this.seq, onLog });
       return;
     }
-    this.subscription = sharedClient(this.wsUrl).subscribe(this.task, { token: this.token, onLog });
+    const pollUrl = this.pollUrl || undefined;
+    this.subscription = this._sharedClient().subscribe(this.task, { token: this.token, pollUrl, onLog });
   }
 
-  _fromSocket(record) {
-    this._fallback?.answered();
+  _fromClient(record) {
     if (this.poller) {
-      // The socket works (again): it alone carries on.
+      // The client delivers (again): it alone carries on.
       this.poller.stop();
       this.poller = null;
     }
-    this._apply(record, "ws");
+    this._apply(record, this.client.transport);
   }
 
-  _socketError(error) {
+  // The client changed transport: say so, once this widget shows what came through it.
+  _clientStatus() {
+    const { transport } = this.client;
+    if (this.done || this.poller || !this.subscription?.active || !transport) return;
+    if (this.element.dataset.raVia) this._via(transport);
+  }
+
+  _clientError(error) {
     if (this.done) return;
     if (error.action === "cancel") {
-      this._cancelRefused(error); // the subscription goes on
+      this.cancelButton.refused(error); // the subscription goes on
       return;
     }
     if (error.code === "limit" && this.transport === "auto") {
@@ -252,7 +194,7 @@ export class LiveProgress {
 
   _startPolling() {
     if (this.done || this.poller || !this.pollUrl) return;
-    this.element.dataset.raVia = "poll";
+    this._via("poll");
     this.poller = pollProgress(this.pollUrl, {
       task: this.task,
       interval: this.pollInterval,
@@ -265,10 +207,11 @@ export class LiveProgress {
   }
 
   _apply(record, transport) {
-    if (this.done || !record || !(record.seq > this.seq)) return; // seen already, from either transport
+    if (this.done || !record) return;
+    this._via(transport); // the transport in use, even when what it brought is not new
+    if (!(record.seq > this.seq)) return; // seen already, from any transport
     this.seq = record.seq;
     this.state = record.state;
-    this.element.dataset.raVia = transport;
     this.render(record);
     this.breakdown.changed(record);
     const detail = { task: this.task, record, transport };
@@ -286,6 +229,13 @@ export class LiveProgress {
     this.state = "unavailable";
     this.render(null, error);
     this._dispatch("error", { task: this.task, error });
+  }
+
+  _via(transport) {
+    const previous = this.element.dataset.raVia ?? null;
+    if (!transport || previous === transport) return;
+    this.element.dataset.raVia = transport;
+    this._dispatch("transport", { task: this.task, transport, previous });
   }
 
   _dispatch(name, detail) {
@@ -328,11 +278,7 @@ export class LiveProgress {
     renderStages(el, shown.stages, this.i18n);
     // A succeeded task's link and download buttons (results.js), into progress.html's data-ra-field="results".
     renderResults(el.querySelector('[data-ra-field="results"]'), displayResults(record, this.i18n, this.token));
-    if (this.cancelButton && (!record || shown.final)) {
-      this.cancelButton.hidden = true;
-      this.cancelButton.disabled = true;
-      this._notice("");
-    }
+    if (!record || shown.final) this.cancelButton.hide();
   }
 
   _text(field, text, hideEmpty = true) {

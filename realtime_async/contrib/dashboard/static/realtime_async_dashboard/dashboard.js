@@ -9,9 +9,11 @@
  *   updates rows in place and adds tasks it has no row for at the top. The feed
  *   sends no snapshot, so each time the server takes the feed (first, and after
  *   every reconnect) the rows are fetched once to catch what changed before.
- * - Polling: while the socket cannot connect or keeps failing, fetches this
- *   page's rows (`HX-Request: true`) every data-ra-poll-interval ms and swaps
- *   the table body; it stops when the feed works again. While the page is hidden
+ * - Polling: while the socket cannot connect or keeps failing (or the page's
+ *   client follows its widgets over Server-Sent Events or polling: only the
+ *   WebSocket carries the feed; page.js's shouldPoll), fetches this page's rows
+ *   (`HX-Request: true`) every data-ra-poll-interval ms and swaps the table
+ *   body; it stops when the feed works again. While the page is hidden
  *   it polls ten times less often, and at once when the page is shown again.
  *
  * Events, dispatched on the row (a <tr>) and bubbling, with detail = {task, record, transport}
