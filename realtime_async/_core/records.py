@@ -44,6 +44,7 @@ __all__ = [
     "State",
     "StateRecord",
     "compute_percent",
+    "copy_record",
     "encode_record_body",
     "is_final",
 ]
@@ -225,3 +226,16 @@ def encode_record_body(record: StateRecord | dict[str, Any]) -> str:
     """JSON of ``record`` without its opening brace; the store prepends ``{"seq":N,``."""
     fields = {key: record.get(key) for key in RECORD_FIELDS if key not in _STORE_FIELDS}
     return json.dumps(fields, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)[1:]
+
+
+def copy_record(value: Any) -> Any:
+    """A copy of a record (or any JSON value): its dicts and lists copied, their leaves shared.
+
+    Records hold JSON values only, so this is ``copy.deepcopy`` without its memo and
+    dispatch, at about a fifth of the cost (the writer copies the record on every write).
+    """
+    if isinstance(value, dict):
+        return {key: copy_record(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_record(item) for item in value]
+    return value

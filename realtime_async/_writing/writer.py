@@ -10,7 +10,6 @@ task's Channels groups through the sender thread.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -33,6 +32,7 @@ from realtime_async._core.records import (
     Stage,
     StateRecord,
     compute_percent,
+    copy_record,
     encode_record_body,
 )
 from realtime_async._core.store import (
@@ -330,7 +330,7 @@ class Writer:
             if mono - tracker.last_write >= interval:
                 tracker.last_write = mono
                 tracker.pending = False
-                snapshot = copy.deepcopy(record)
+                snapshot = copy_record(record)
                 lines = tracker.take_lines()
             else:
                 tracker.pending = True
@@ -368,7 +368,7 @@ class Writer:
                 return
             tracker.pending = False
             tracker.last_write = time.monotonic()
-            snapshot = copy.deepcopy(tracker.record)
+            snapshot = copy_record(tracker.record)
             lines = tracker.take_lines()
         self._write_progress(tracker, snapshot, lines)
 

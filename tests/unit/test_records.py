@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from realtime_async._core.records import compute_percent
@@ -22,3 +24,16 @@ from realtime_async._core.records import compute_percent
 )
 def test_compute_percent(current, total, percent, expected):
     assert compute_percent(current, total, percent) == expected
+
+
+def test_copy_record_copies_every_dict_and_list_and_nothing_else():
+    from realtime_async._core.records import copy_record
+
+    record = {"seq": 3, "data": {"rows": [1, {"a": [2]}], "name": "x"}, "stages": [{"name": "A", "percent": None}]}
+    before = json.loads(json.dumps(record))
+    copied = copy_record(record)
+    assert copied == record
+    copied["data"]["rows"][1]["a"].append(3)
+    copied["stages"][0]["percent"] = 50
+    copied["data"]["name"] = "y"
+    assert record == before
