@@ -346,3 +346,26 @@ def test_streams_end_when_redis_restarts_and_their_clients_resume_to_the_final_s
         f"task ended `{final['state']}`; {len(results)} of {len(results)} streams were ended by the server and "
         "resumed to it; seq never went backwards; no traceback in the server's log",
     )
+
+
+async def test_log_lines_ride_in_the_streamed_records(port, alice, as_alice):
+    from realtime_async.async_manager import AsyncManager
+
+    name = await new_task(alice.pk)
+    stream = await Stream.open(port, events_path(name), as_alice)
+    manager = AsyncManager.resolve_manager()
+    try:
+        await stream.progress()  # the snapshot
+
+        def report() -> None:
+            manager.log(name, "Row 31 skipped: no e-mail", level="warning")
+            manager.update_progress(name, "Importing", current=31, total=40)
+
+        await asyncio.to_thread(report)
+        lines = []
+        while not lines:
+            record = (await stream.progress())["data"]["data"]
+            lines = (record.get("log") or {}).get("lines") or []
+        assert [(line["level"], line["text"]) for line in lines] == [("warning", "Row 31 skipped: no e-mail")]
+    finally:
+        await stream.close()

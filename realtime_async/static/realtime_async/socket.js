@@ -9,6 +9,7 @@
 import { backoffDelay } from "./backoff.js";
 import { PROTOCOL_VERSION, report } from "./protocol.js";
 import { watchVisibility } from "./visibility.js";
+import { NamedTimers } from "./timers.js";
 
 export class Connection {
   /**
@@ -29,13 +30,13 @@ export class Connection {
     this._heard = false;
     this._lastHeard = 0;
     this._retries = 0; // reconnects since the last stable connection; drives the backoff
-    this._timers = {};
+    this._timers = new NamedTimers();
     this._closed = false;
     this._pingId = 0;
     this._onOnline = () => {
       // Back online: the wait for the next try is no longer worth sitting out.
-      if (this._timers.retry) {
-        this._clearTimer("retry");
+      if (this._timers.has("retry")) {
+        this._timers.clear("retry");
         this.connect();
       }
     };
@@ -60,8 +61,8 @@ export class Connection {
 
   /** Open a socket if none is open or waiting to retry and the owner wants one; cancels an idle close. */
   connect() {
-    this._clearTimer("idle");
-    if (this._socket || this._closed || !this._owner.wanted() || this._timers.retry) return;
+    this._timers.clear("idle");
+    if (this._socket || this._closed || !this._owner.wanted() || this._timers.has("retry")) return;
     if (typeof this._Socket !== "function") {
       this._setStatus("unavailable");
       return;
@@ -78,7 +79,7 @@ export class Connection {
     this._socket = socket;
     this._heard = false;
     this._setStatus(this.status === "idle" ? "connecting" : "reconnecting");
-    this._setTimer("connect", this.options.connectTimeout, () => this._lost(socket, 4000));
+    this._timers.set("connect", this.options.connectTimeout, () => this._lost(socket, 4000));
     socket.onopen = () => this._opened(socket);
     socket.onmessage = (event) => this._received(socket, event.data);
     socket.onclose = (event) => this._lost(socket, event.code);
@@ -93,8 +94,8 @@ export class Connection {
   /** Nothing is wanted any more: close the socket after idleTimeout, unless connect() comes first. */
   idleSoon() {
     if (this._closed) return;
-    this._clearTimer("retry");
-    this._setTimer("idle", this.options.idleTimeout, () => {
+    this._timers.clear("retry");
+    this._timers.set("idle", this.options.idleTimeout, () => {
       this._dropSocket(1000);
       this._setStatus("idle");
     });
@@ -103,8 +104,8 @@ export class Connection {
   /** Let go of the socket and of any retry, for now (another transport carries on): connect() starts again. */
   suspend() {
     if (this._closed) return;
-    this._clearTimer("retry");
-    this._clearTimer("idle");
+    this._timers.clear("retry");
+    this._timers.clear("idle");
     this._dropSocket(1000);
     if (this.status !== "idle") this._setStatus("idle");
   }
@@ -113,7 +114,7 @@ export class Connection {
   close() {
     if (this._closed) return;
     this._closed = true;
-    for (const name of Object.keys(this._timers)) this._clearTimer(name);
+    this._timers.clearAll();
     globalThis.removeEventListener?.("online", this._onOnline);
     this._unwatch();
     this._dropSocket(1000);
@@ -122,11 +123,11 @@ export class Connection {
 
   _opened(socket) {
     if (socket !== this._socket) return;
-    this._clearTimer("connect");
+    this._timers.clear("connect");
     this._lastHeard = Date.now();
     this._setStatus("open");
     this._owner.opened();
-    this._setInterval("ping", this.options.pingInterval, () => this._ping(socket));
+    this._timers.every("ping", this.options.pingInterval, () => this._ping(socket));
   }
 
   _ping(socket) {
@@ -153,7 +154,7 @@ export class Connection {
       this.everHeard = true;
       this.failures = 0;
       // Only a connection that stays up resets the backoff; one that drops at once keeps it growing.
-      this._setTimer("stable", this.options.stableAfter, () => {
+      this._timers.set("stable", this.options.stableAfter, () => {
         this._retries = 0;
       });
       this._setStatus("open");
@@ -174,7 +175,7 @@ export class Connection {
     this._tooMany = code === 4429;
     const attempt = this._tooMany ? Number.POSITIVE_INFINITY : this._retries++;
     const delay = backoffDelay(attempt, this.backoff);
-    this._setTimer("retry", delay, () => this.connect());
+    this._timers.set("retry", delay, () => this.connect());
     this._setStatus("reconnecting");
   }
 
@@ -182,7 +183,7 @@ export class Connection {
     const socket = this._socket;
     this._socket = null;
     this._owner.dropped();
-    for (const name of ["connect", "ping", "stable"]) this._clearTimer(name);
+    for (const name of ["connect", "ping", "stable"]) this._timers.clear(name);
     if (!socket) return;
     socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
     try {
@@ -195,25 +196,5 @@ export class Connection {
   _setStatus(status) {
     this.status = status;
     this._owner.statusChanged(status);
-  }
-
-  _setTimer(name, ms, callback) {
-    this._clearTimer(name);
-    this._timers[name] = setTimeout(() => {
-      delete this._timers[name];
-      callback();
-    }, ms);
-  }
-
-  _setInterval(name, ms, callback) {
-    this._clearTimer(name);
-    this._timers[name] = setInterval(callback, ms);
-  }
-
-  _clearTimer(name) {
-    if (this._timers[name] === undefined) return;
-    clearTimeout(this._timers[name]);
-    clearInterval(this._timers[name]);
-    delete this._timers[name];
   }
 }

@@ -14,6 +14,7 @@
 import { backoffDelay } from "./backoff.js";
 import { PROTOCOL_VERSION, report } from "./protocol.js";
 import { watchVisibility } from "./visibility.js";
+import { NamedTimers } from "./timers.js";
 
 // How long a change in the set of tasks waits for more before the stream is reopened.
 export const REOPEN_DELAY_MS = 100;
@@ -43,7 +44,7 @@ export class EventStream {
     this._source = null;
     this._heard = false; // the current stream (or the browser's reconnect of it) delivered
     this._retries = 0;
-    this._timers = {};
+    this._timers = new NamedTimers();
     this._running = false;
     this._unwatch = null;
     this._onOnline = () => this._openNow();
@@ -58,7 +59,7 @@ export class EventStream {
       if (!hidden) this._openNow();
     });
     this._setStatus("connecting");
-    this._setTimer("open", 0, () => this._open());
+    this._timers.set("open", 0, () => this._open());
   }
 
   /** Close the stream and forget any retry; start() opens it again. */
@@ -68,8 +69,8 @@ export class EventStream {
 
   /** The set of tasks (or a token) changed: reopen, once for a burst of changes. */
   changed() {
-    if (!this._running || this._timers.open !== undefined || this._timers.retry !== undefined) return; // reads them
-    this._setTimer("open", this._reopenDelay, () => this._open());
+    if (!this._running || this._timers.has("open") || this._timers.has("retry")) return; // reads them
+    this._timers.set("open", this._reopenDelay, () => this._open());
   }
 
   close() {
@@ -84,7 +85,7 @@ export class EventStream {
     globalThis.removeEventListener?.("online", this._onOnline);
     this._unwatch?.();
     this._unwatch = null;
-    for (const name of Object.keys(this._timers)) this._clearTimer(name);
+    this._timers.clearAll();
     this._drop();
     return true;
   }
@@ -150,7 +151,7 @@ export class EventStream {
     if (source.readyState === CLOSED) {
       // Refused (429, 503, a proxy's page...): EventSource gave up, so try again here, later.
       this._drop();
-      this._setTimer("retry", backoffDelay(this._retries++, this.backoff), () => this._open());
+      this._timers.set("retry", backoffDelay(this._retries++, this.backoff), () => this._open());
     }
     // Otherwise the browser reconnects by itself, after the server's `retry:`.
     this._setStatus("reconnecting");
@@ -158,8 +159,8 @@ export class EventStream {
 
   // Shown again or back online: a stream waiting to be opened again need not wait.
   _openNow() {
-    if (this._timers.retry === undefined) return;
-    this._clearTimer("retry");
+    if (!this._timers.has("retry")) return;
+    this._timers.clear("retry");
     this._open();
   }
 
@@ -174,19 +175,5 @@ export class EventStream {
   _setStatus(status) {
     this.status = status;
     this._owner.statusChanged(status);
-  }
-
-  _setTimer(name, ms, callback) {
-    this._clearTimer(name);
-    this._timers[name] = setTimeout(() => {
-      delete this._timers[name];
-      callback();
-    }, ms);
-  }
-
-  _clearTimer(name) {
-    if (this._timers[name] === undefined) return;
-    clearTimeout(this._timers[name]);
-    delete this._timers[name];
   }
 }
