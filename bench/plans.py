@@ -66,6 +66,12 @@ class Plan:
     group_rate_seconds: float  # ... for this long ...
     group_writers: int  # ... by this many publisher processes ...
     group_watchers: int  # ... watched by this many WebSocket watchers of the parent
+    redis_cost_updates: int  # Redis cost (``--only redis_cost``): updates counted per configuration ...
+    redis_cost_rate: float  # ... published this many a second ...
+    redis_cost_servers: tuple[int, ...]  # ... with realtime_async watched on this many servers (one watcher each) ...
+    redis_cost_cp_servers: tuple[int, ...]  # ... and celery-progress on this many ...
+    redis_cost_idle: float  # ... after this many seconds of the same setup, nothing published (the background) ...
+    redis_cost_monitor: int  # ... and this many more under MONITOR (which commands ran inside a script or EXEC)
 
 
 FULL = Plan(
@@ -85,6 +91,8 @@ FULL = Plan(
     slow_stalled=20, slow_tasks=50, slow_bystanders=10, slow_rate=10, slow_seconds=15.0, slow_message_chars=600,
     group_sizes=(10, 1000), group_cost_n=300, group_cost_slices=5, group_launch_parts=1000, group_launch_reps=3,
     group_rate_parts=1000, group_rate_seconds=5.0, group_writers=2, group_watchers=10,
+    redis_cost_updates=2000, redis_cost_rate=400, redis_cost_servers=(0, 1, 2, 4), redis_cost_cp_servers=(0, 1, 2),
+    redis_cost_idle=4.0, redis_cost_monitor=200,
 )  # fmt: skip
 QUICK = Plan(
     name="quick", reps=1,
@@ -102,4 +110,6 @@ QUICK = Plan(
     slow_stalled=3, slow_tasks=5, slow_bystanders=2, slow_rate=10, slow_seconds=1.5, slow_message_chars=600,
     group_sizes=(10, 200), group_cost_n=30, group_cost_slices=3, group_launch_parts=200, group_launch_reps=1,
     group_rate_parts=200, group_rate_seconds=1.0, group_writers=2, group_watchers=2,
+    redis_cost_updates=100, redis_cost_rate=500, redis_cost_servers=(0, 1, 2), redis_cost_cp_servers=(0, 1),
+    redis_cost_idle=0.3, redis_cost_monitor=20,
 )  # fmt: skip

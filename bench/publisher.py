@@ -435,6 +435,61 @@ def run_celery_progress(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"sent": len(times), "t0": t0, "published": published, "done": time.time(), "times": times}
 
 
+def redis_cost_updates(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Updates ``first`` .. ``first + count - 1`` at ``rate`` a second, each one write that publishes, and nothing
+    else: what the Redis-cost scenario counts (``bench.redis_cost``); with ``final``, then the final state.
+
+    ``kind``: ``ours`` (``update_progress``, ``PROGRESS_RATE`` 1e9, answered once the sender thread has sent every
+    broadcast), ``celery_progress`` (its ``WebSocketProgressRecorder``: ``update_state`` on the result backend,
+    then ``group_send``), ``floor`` (redis-py ``SET`` of a record-sized value, then ``PUBLISH``).
+    """
+    kind, count, rate, step, first = cmd["kind"], cmd["count"], cmd["rate"], cmd["step"], cmd.get("first", 0)
+    total = cmd.get("total", 100_000)
+    deadline = time.monotonic() + count / rate * 2 + 10
+    if kind == "ours":
+        manager, task = _manager(), cmd["task"]
+
+        def update(i: int, now: float) -> None:
+            manager.update_progress(task, f"t={now:.6f}", current=i + 1, total=total, data={"t": now, "i": i})
+
+        def final() -> None:
+            manager.finish(task, "success", result={"n": first + count})
+    elif kind == "celery_progress":
+        from celery_progress.websockets.backend import WebSocketProgressRecorder
+
+        recorder = WebSocketProgressRecorder(_TaskStub(cmd["task_id"]))
+
+        def update(i: int, now: float) -> None:
+            recorder.set_progress(i + 1, total, f"{step} {i} {now:.6f}")
+
+        def final() -> None:
+            _celery_progress_final(cmd["task_id"], {"t": time.time(), "step": step})
+    else:
+        key, channel = f"{settings.PREFIX}:bench-floor-{step}", cmd["channel"]
+
+        def update(i: int, now: float) -> None:
+            _redis.set(key, _RECORD_LIKE)
+            _redis.publish(channel, json.dumps({"t": now, "i": i, "step": step, "final": False}))
+
+        def final() -> None:
+            _redis.publish(channel, json.dumps({"t": time.time(), "i": first + count, "step": step, "final": True}))
+
+    sent = 0
+    with _rate(1e9):
+        t0 = time.time()
+        for i, _ in _pace(count, rate, deadline):
+            update(first + i, time.time())
+            sent += 1
+        if kind == "ours":
+            _drain_broadcasts()
+        published = time.time()
+        if cmd.get("final"):
+            final()
+            if kind == "ours":
+                _drain_broadcasts()
+    return {"sent": sent, "t0": t0, "published": published, "done": time.time()}
+
+
 def poll_setup(cmd: dict[str, Any]) -> dict[str, Any]:
     """A running task to poll (realtime_async) or a task id in PROGRESS (celery-progress)."""
     if cmd["kind"] == "celery_progress":
@@ -797,6 +852,7 @@ COMMANDS = {
         run_events,
         celery_progress_cost,
         run_celery_progress,
+        redis_cost_updates,
         poll_setup,
         jitter_updates,
         poll_tasks,

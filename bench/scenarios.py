@@ -22,13 +22,14 @@ from bench.harness import (
     updates_for,
 )
 from bench.polling import scenario_polling
+from bench.redis_cost import scenario_redis_cost
 from bench.slow_readers import scenario_slow_readers
 from bench.sse import scenario_sse
 from bench.stats import latency_summary, merge_steps
 
 SCENARIOS = ("worker", "e2e", "fanout", "sse", "multi", "polling", "slow_readers")
 #: Run only when named (``--only fanout_log``): not part of a full run nor of ``--quick``'s default.
-OPTIONAL_SCENARIOS = ("fanout_log", "groups")
+OPTIONAL_SCENARIOS = ("fanout_log", "groups", "redis_cost")
 
 
 def scenario_worker(b: Bench, rep: int) -> dict[str, Any]:
@@ -479,4 +480,5 @@ SCENARIO_FUNCS = {
     "slow_readers": scenario_slow_readers,
     "fanout_log": scenario_fanout_log,
     "groups": scenario_groups,
+    "redis_cost": scenario_redis_cost,
 }

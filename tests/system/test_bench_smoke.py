@@ -104,6 +104,30 @@ def test_groups():
     assert rate["part_writes"] > rate["parts"], rate
 
 
+def test_redis_cost():
+    """``--only redis_cost`` (not in the default set): Redis' commands per update for each configuration, the floor
+    two, every watching server adding its own, every watcher served, and the section of the report."""
+    from bench import redis_cost
+
+    only = bench.run(bench.QUICK, scenarios=("redis_cost",), skip_optional=False)
+    (run,) = only["runs"]
+    cost = run["redis_cost"]
+    assert 1.9 <= cost["floor"]["calls"] <= 2.2, cost["floor"]  # SET + PUBLISH
+    for key, row in cost.items():
+        if key == "seconds":
+            continue
+        assert row["quiet"], key
+        assert row["usec"] > 0 and row["client_calls"] <= row["calls"], (key, row)
+        if row["delivery"] is not None:
+            assert row["delivery"]["missing_finals"] == 0 and row["delivery"]["out_of_order"] == 0, (key, row)
+    ours = [cost[f"ours/{k}"]["calls"] for k in bench.QUICK.redis_cost_servers]
+    assert ours == sorted(ours) and ours[0] < ours[-1], ours
+    commands = cost["ours/1"]["commands"]
+    assert commands["publish"]["nested_calls"] > 0 and commands["bzpopmin"]["nested_calls"] == 0, commands
+    text = "\n".join(redis_cost.section(only))
+    assert "| realtime_async `update_progress`, 1 server watching |" in text and "`BZPOPMIN`" in text
+
+
 def test_many_tasks_and_idle_memory(results):
     multi = results["runs"][0]["multi"]
     for target in ("ours", "naive"):
