@@ -99,8 +99,8 @@ class ProgressHttpRouter:
         if scope["type"] == "http" and scope.get("method") == "GET":
             events, prefix, suffix = self._paths or self._reverse()
             request_path = _path(scope)
-            if request_path == events and _host_allowed(_headers(scope, _POLL_HEADERS)):
-                await self._events(scope, receive, send)
+            if request_path == events and _host_allowed(headers := _headers(scope)):
+                await self._events(scope, receive, send, headers)
                 return
             if prefix and request_path.startswith(prefix) and request_path.endswith(suffix):
                 task = request_path[len(prefix) : len(request_path) - len(suffix)]
@@ -118,8 +118,7 @@ class ProgressHttpRouter:
         self._paths = (events, prefix, suffix)
         return self._paths
 
-    async def _events(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        headers = _headers(scope)
+    async def _events(self, scope: dict[str, Any], receive: Any, send: Any, headers: dict[str, str]) -> None:
         query = parse_query(_query(scope), headers.get("last-event-id"))
         user = await _user(parse_cookie(headers.get("cookie", "")))
         opened = await open_stream(user, scope.get("client"), query)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from realtime_async._core.naming import validate_task_name
 from realtime_async._core.process import Throttled
 from realtime_async._delivery.hub import LayerUnavailable, get_hub
 from realtime_async._delivery.limits import CONNECTIONS, connection_key
+from realtime_async._delivery.sending import daphne_reply, send_transport
 from realtime_async._delivery.streams import EventStream
 from realtime_async._delivery.subscription import read_snapshot
 from realtime_async.conf import get_settings
@@ -228,7 +228,7 @@ class _Plain:
 
     def abort(self) -> None:
         """Drop the TCP connection of a client that stopped reading (uvicorn's transport; elsewhere nothing)."""
-        transport = getattr(getattr(self.send, "__self__", None), "transport", None)
+        transport = send_transport(self.send)
         if transport is not None and hasattr(transport, "abort"):
             transport.abort()
 
@@ -247,13 +247,8 @@ class _DaphneValve(_Plain):
 
     @classmethod
     def attach(cls, send: Any) -> _DaphneValve | None:
-        try:
-            from daphne.server import Server
-        except ImportError:  # pragma: no cover - daphne is a dependency
-            return None
-        if not (isinstance(send, functools.partial) and getattr(send.func, "__func__", None) is Server.handle_reply):
-            return None
-        request = send.args[0] if len(send.args) == 1 else None
+        found = daphne_reply(send)
+        request = found[1] if found is not None else None
         if request is None or getattr(request, "producer", True) is not None:
             return None
         valve = cls(send, request)

@@ -40,7 +40,7 @@ from realtime_async._delivery.backpressure import CLOSE_GRACE, Valve, attach
 from realtime_async.conf import get_settings
 from realtime_async.protocol import CLOSE_STALLED
 
-__all__ = ["frame_sender", "progress_sender"]
+__all__ = ["daphne_reply", "frame_sender", "progress_sender", "send_transport"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -195,22 +195,41 @@ class _QueuedSender:
                 self.held.clear()
                 return
 
-    def _transport(self) -> Any:
-        return getattr(getattr(self.send, "__self__", None), "transport", None)
-
     def _peer(self) -> str:
-        transport = self._transport()
+        transport = send_transport(self.send)
         peer = transport.get_extra_info("peername") if hasattr(transport, "get_extra_info") else None
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "(unknown)"
 
     def _abort(self) -> None:
         self.held.clear()
-        transport = self._transport()
+        transport = send_transport(self.send)
         if transport is not None and hasattr(transport, "abort"):
             logger.info(
                 "realtime_async: WebSocket client %s took no close frame in %g s; aborted", self._peer(), CLOSE_GRACE
             )
             transport.abort()
+
+
+def daphne_reply(send: Any) -> tuple[Any, Any] | None:
+    """``(server, protocol)`` when ``send`` is daphne's own ``partial(server.handle_reply, protocol)``, else None."""
+    try:
+        from daphne.server import Server
+    except ImportError:  # pragma: no cover - daphne is a dependency, but another server may run us
+        return None
+    if not (
+        isinstance(send, functools.partial)
+        and getattr(send.func, "__func__", None) is Server.handle_reply
+        and len(send.args) == 1
+        and not send.keywords
+    ):
+        return None
+    server = getattr(send.func, "__self__", None)
+    return None if server is None else (server, send.args[0])
+
+
+def send_transport(send: Any) -> Any:
+    """The asyncio transport behind a server's bound ``send`` (uvicorn keeps it as ``transport``), or None."""
+    return getattr(getattr(send, "__self__", None), "transport", None)
 
 
 def frame_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> Any:
@@ -219,22 +238,13 @@ def frame_sender(send: Any, on_stalled: Callable[[], None] | None = None) -> Any
     ``on_stalled`` is called when the connection's client has read nothing for
     ``STALLED_CLOSE_AFTER`` seconds (see ``_delivery.backpressure``): the consumer closes it.
     """
-    try:
-        from daphne.server import Server
-    except ImportError:  # pragma: no cover - daphne is a dependency, but another server may run us
+    found = daphne_reply(send)
+    if found is None:
         return send
-    if not (
-        isinstance(send, functools.partial)
-        and getattr(send.func, "__func__", None) is Server.handle_reply
-        and len(send.args) == 1
-        and not send.keywords
-    ):
-        return send
-    protocol = send.args[0]
+    server, protocol = found
     if not all(hasattr(protocol, name) for name in ("sendPreparedMessage", "factory", "state", "STATE_OPEN")):
         return send
-    server: Any = getattr(send.func, "__self__", None)
-    return send if server is None else _PreparedSender(send, server, protocol, on_stalled)
+    return _PreparedSender(send, server, protocol, on_stalled)
 
 
 def _without_session(send: Any) -> Any:

@@ -25,12 +25,12 @@ check`` would print it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from typing import Any
 
 from django.core.checks import CheckMessage, Warning
 
+from realtime_async._delivery.sending import daphne_reply
 from realtime_async.conf import get_settings
 
 __all__ = ["SERVER_MAX_MESSAGE_BYTES", "ServerInfo", "check_running_server", "check_server", "detect_server"]
@@ -80,11 +80,10 @@ def _unwrapped(send: Any) -> Any:
 
 
 def _daphne(send: Any) -> ServerInfo | None:
-    if not (isinstance(send, functools.partial) and getattr(send.func, "__name__", "") == "handle_reply"):
+    found = daphne_reply(send)
+    if found is None:
         return None
-    server = getattr(send.func, "__self__", None)
-    if type(server).__module__ != "daphne.server":
-        return None
+    server = found[0]
     timeout = getattr(server, "ping_timeout", None)
     return ServerInfo(
         name="daphne",

@@ -15,6 +15,7 @@ last seq written per task, and the snapshot that starts a task sets it first
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -116,30 +117,28 @@ class EventStream:
         """
         written = 0
         try:
-            chunk = b"".join(self.head) + self._take()
+            chunk: bytes | None = b"".join(self.head) + self._take()
             self.head = []
-            while True:
+            while chunk is not None:
                 yield chunk
                 written += len(chunk)
                 if written >= self.max_bytes or self.failed:
                     return
                 await self._finish_ended()
-                chunk = self._take()
-                if not chunk:
-                    self._wake.clear()
-                    try:
-                        async with asyncio.timeout(self.heartbeat):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        chunk = HEARTBEAT
-                        continue
-                    if self.failed:
-                        return
-                    chunk = self._take()
-                    if not chunk:
-                        chunk = HEARTBEAT
+                chunk = await self._next()
         finally:
             await self.close()
+
+    async def _next(self) -> bytes | None:
+        """What waits now, else what comes within a heartbeat interval, else a heartbeat; None once the hub failed."""
+        chunk = self._take()
+        if chunk:
+            return chunk
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.heartbeat):
+                await self._wake.wait()
+        return None if self.failed else self._take() or HEARTBEAT
 
     def _take(self) -> bytes:
         """Everything waiting, oldest task first, as one chunk; final records end their task."""

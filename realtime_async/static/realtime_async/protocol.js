@@ -1,13 +1,25 @@
 /**
  * What every part of the client agrees on: protocol v1's version, final states
- * and default endpoint (docs/protocol.md), and how callers' callbacks are run.
- * Public through client.js, except call() and report().
+ * and default endpoint (docs/protocol.md), how a server message is read, and how
+ * callers' callbacks are run.
+ * Public through client.js, except call(), report() and parseMessage().
  */
 
 export const PROTOCOL_VERSION = 1;
 // The same set as realtime_async's Python FINAL_STATES; tests/js checks both against tests/display_cases.json.
 export const FINAL_STATES = Object.freeze(["success", "failure", "cancelled", "lost"]);
 export const DEFAULT_URL = "/ws/realtime-async/";
+
+/** A server message's text as a protocol v1 message; null for anything else (not JSON, another version). */
+export function parseMessage(text) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  return message && message.v === PROTOCOL_VERSION ? message : null;
+}
 
 /** Whether `record` is in a final state. */
 export function isFinal(record) {

@@ -7,7 +7,7 @@
  */
 
 import { backoffDelay } from "./backoff.js";
-import { PROTOCOL_VERSION, report } from "./protocol.js";
+import { PROTOCOL_VERSION, parseMessage, report } from "./protocol.js";
 import { watchVisibility } from "./visibility.js";
 import { NamedTimers } from "./timers.js";
 
@@ -141,13 +141,8 @@ export class Connection {
 
   _received(socket, data) {
     if (socket !== this._socket) return;
-    let message;
-    try {
-      message = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!message || message.v !== PROTOCOL_VERSION) return;
+    const message = parseMessage(data);
+    if (!message) return;
     this._lastHeard = Date.now();
     if (!this._heard) {
       this._heard = true;

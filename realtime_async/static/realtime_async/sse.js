@@ -12,7 +12,7 @@
  */
 
 import { backoffDelay } from "./backoff.js";
-import { PROTOCOL_VERSION, report } from "./protocol.js";
+import { parseMessage, report } from "./protocol.js";
 import { watchVisibility } from "./visibility.js";
 import { NamedTimers } from "./timers.js";
 
@@ -123,13 +123,8 @@ export class EventStream {
 
   _received(source, data) {
     if (source !== this._source) return;
-    let message;
-    try {
-      message = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!message || message.v !== PROTOCOL_VERSION) return;
+    const message = parseMessage(data);
+    if (!message) return;
     if (!this._heard) {
       this._hear();
       this.everHeard = true;
