@@ -45,11 +45,24 @@ document.addEventListener("securitypolicyviolation", (event) => {
 """
 
 
-def session_cookie(user, base_url: str) -> dict[str, str]:
-    """The session cookie of ``user``, for a browser context (sessions live in the shared cache)."""
+def session_key(user) -> str:
+    """A session of ``user`` that the servers can read: sessions live in the shared cache, users in the database."""
     client = Client()
     client.force_login(user)
-    return {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}
+    return client.cookies["sessionid"].value
+
+
+def session_cookie(user, base_url: str) -> dict[str, str]:
+    """The session cookie of ``user``, for a browser context."""
+    return {"name": "sessionid", "value": session_key(user), "url": base_url}
+
+
+# What the Page Visibility API says when the user switches tabs; headless Chromium's page stays visible.
+SET_VISIBILITY = """state => {
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => state === "hidden"});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
 
 
 def widget(page, task: str):

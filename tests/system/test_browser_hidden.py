@@ -13,19 +13,12 @@ from realtime_async._core.naming import new_task_name
 from realtime_async._core.store import WriteMode
 from realtime_async._writing.writer import get_writer
 from realtime_async.conf import get_settings
-from tests.browser_helpers import assert_clean, new_page, widget
+from tests.browser_helpers import SET_VISIBILITY, assert_clean, new_page, widget
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VISIBLE_S = 8  # enough visible polls that one poll more or less cannot tip the ratio
 HIDDEN_S = 15  # longer than one slowed interval (10 × POLL_INTERVAL), shorter than two
-
-# What the Page Visibility API says when the user switches tabs; headless Chromium's page stays visible.
-SET_VISIBILITY = """state => {
-  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
-  Object.defineProperty(document, "hidden", {configurable: true, get: () => state === "hidden"});
-  document.dispatchEvent(new Event("visibilitychange"));
-}"""
 
 
 @pytest.fixture

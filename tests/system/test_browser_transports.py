@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from realtime_async.async_manager import AsyncManager
-from tests.browser_helpers import assert_clean, events, new_page, widget
+from tests.browser_helpers import SET_VISIBILITY, assert_clean, events, new_page, widget
 
 pytestmark = [
     pytest.mark.browser,
@@ -45,12 +45,6 @@ document.addEventListener("readystatechange", () => {
 """
 
 SEQ_ABOVE = "([task, seq]) => Number(document.querySelector(`[data-ra-task='${task}']`).dataset.raSeq) > seq"
-# What the Page Visibility API says when the user switches tabs; headless Chromium's page stays visible.
-SET_VISIBILITY = """state => {
-  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
-  Object.defineProperty(document, "hidden", {configurable: true, get: () => state === "hidden"});
-  document.dispatchEvent(new Event("visibilitychange"));
-}"""
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 from django.utils.crypto import get_random_string
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
@@ -37,6 +36,7 @@ from realtime_async._core.naming import new_task_name
 from realtime_async.async_manager import AsyncManager
 from realtime_async.conf import get_settings
 from realtime_async.protocol import CLOSE_NOT_FOUND, CLOSE_RATE_LIMITED, CLOSE_TOO_LARGE
+from tests.browser_helpers import session_key
 from tests.hostile import EXAMPLES, FRAMES, LIMIT, Answer, Frame, check_answer, expected, sentinel
 from tests.services import start_server
 from tests.ws_helpers import MULTI, commit
@@ -97,12 +97,6 @@ def received_close(conn: ClientConnection) -> int | None:
     """The code of the close frame the server sent, None when it dropped the connection without one."""
     frame = conn.protocol.close_rcvd
     return frame.code if frame is not None else None
-
-
-def session_cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
 
 
 class Bystander:
@@ -444,7 +438,7 @@ def test_message_flood_on_a_real_server(daphne_port, server, reliability):
 def test_connections_per_user_on_a_real_server(daphne_port, server, django_user_model, reliability):
     alice = django_user_model.objects.create_user("alice-limit")
     bob = django_user_model.objects.create_user("bob-limit")
-    alice_cookie, bob_cookie = session_cookie(alice), session_cookie(bob)
+    alice_cookie, bob_cookie = session_key(alice), session_key(bob)
     most = _LIMITS.max_connections_per_user
 
     async def pong(conn: ClientConnection) -> bool:
@@ -530,8 +524,8 @@ def test_odd_names_wrong_methods_and_missing_csrf_change_nothing(daphne, server,
     commit(name, "queued", owner.pk)
     before = manager.get_progress(name)
     csrf = get_random_string(32)
-    owner_cookie = f"sessionid={session_cookie(owner)}; csrftoken={csrf}"
-    mallory_cookie = f"sessionid={session_cookie(mallory)}; csrftoken={csrf}"
+    owner_cookie = f"sessionid={session_key(owner)}; csrftoken={csrf}"
+    mallory_cookie = f"sessionid={session_key(mallory)}; csrftoken={csrf}"
     with_csrf = {"X-CSRFToken": csrf}
     statuses: dict[str, set[int]] = {}
 
@@ -576,7 +570,7 @@ def test_odd_names_wrong_methods_and_missing_csrf_change_nothing(daphne, server,
     )
     seen("poll, another user's session", *http(port, "GET", f"/realtime-async/progress/{name}/", cookie=mallory_cookie))
 
-    cookie = session_cookie(owner)
+    cookie = session_key(owner)
 
     ws_paths = [f"/ws/realtime-async/task/{odd}/" for odd in ODD_NAMES.values()]
     ws_paths += [f"/ws/realtime-async/task/{name}", "/ws/realtime-async/task/", "/ws/realtime-async/task"]

@@ -12,8 +12,9 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
 from realtime_async._core.store import get_store
+from tests.browser_helpers import session_key
 from tests.services import start_daphne, wait_for
-from tests.system.test_ws_e2e import recv, session_cookie, ws
+from tests.system.test_ws_e2e import recv, ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LINES = 400
@@ -77,7 +78,7 @@ def alice(django_user_model):
 
 
 async def test_every_line_arrives_once_in_order_across_a_reconnect(celery_worker_proc, manager, daphne_port, alice):
-    cookie = await _in_thread(session_cookie, alice)
+    cookie = await _in_thread(session_key, alice)
     name = await _in_thread(
         manager.launch_async_task, "tests.testapp.workers.chatty", LINES, user=alice, task_kwargs={"delay": 0.005}
     )
@@ -97,7 +98,7 @@ async def test_every_line_arrives_once_in_order_across_a_reconnect(celery_worker
 
 
 async def test_no_line_is_lost_or_repeated_across_a_daphne_restart(celery_worker_proc, manager, alice):
-    cookie = await _in_thread(session_cookie, alice)
+    cookie = await _in_thread(session_key, alice)
     daphne, port = await asyncio.to_thread(start_daphne, name="daphne-log-restart-1")
     try:
         name = await _in_thread(

@@ -82,6 +82,30 @@ def _assert_in_order_to_the_end(label: str, records: list[dict[str, Any]], final
     assert {record["state"] for record in last.values()} == {"success"}, label
 
 
+def _read_until_closed(ws: RawWebSocket, timeout: float) -> tuple[list[dict[str, Any]], int | None]:
+    """A stalled client reading again: the progress records buffered for it (each task's seq only growing),
+    then its close code."""
+    records = []
+    with pytest.raises(Closed) as closed:
+        for _ in range(100_000):
+            message = ws.read_json(timeout=timeout)
+            if message["type"] == "progress":
+                records.append(message["data"])
+    for task, seqs in _by_task(records).items():
+        assert seqs == sorted(set(seqs)), (task, seqs)
+    return records, closed.value.code
+
+
+def _stop(proc: Any, sockets: list[RawWebSocket], publisher: Publisher | None) -> None:
+    """The end of a run: the publisher if it still runs, the sockets, the server."""
+    if publisher is not None:
+        with contextlib.suppress(BaseException):
+            publisher.finish()
+    for ws in sockets:
+        ws.close()
+    proc.stop()
+
+
 def _until_finals(readers: list[Reader], finals: dict[str, int], within: float = 30.0) -> None:
     def done() -> bool:
         for reader in readers:
@@ -132,12 +156,7 @@ def test_stalled_readers_cost_bounded_memory(reliability):
             reader.stop()
         publisher = None
     finally:
-        if publisher is not None:
-            with contextlib.suppress(BaseException):
-                publisher.finish()
-        for ws in sockets:
-            ws.close()
-        proc.stop()
+        _stop(proc, sockets, publisher)
 
     growth_mb = (peak - rss0) / 1024
     assert growth_mb < RSS_BOUND_MB, f"daphne's RSS grew by {growth_mb:.1f} MB with {STALLED} stalled readers"
@@ -205,15 +224,8 @@ def test_a_stalled_connection_is_closed_with_a_retryable_code(reliability):
         wait_for(lambda: noticed(stalled_port), 40, 0.05, "the stall to be noticed")
         assert time.monotonic() - stopped >= bound
         # It reads again within CLOSE_GRACE: what was buffered, then the close frame with the code.
-        records = []
-        with pytest.raises(Closed) as closed:
-            for _ in range(100_000):
-                message = stalled.read_json(timeout=backpressure.CLOSE_GRACE)
-                if message["type"] == "progress":
-                    records.append(message["data"])
-        assert closed.value.code == CLOSE_STALLED
-        for task, seqs in _by_task(records).items():
-            assert seqs == sorted(set(seqs)), (task, seqs)
+        records, code = _read_until_closed(stalled, backpressure.CLOSE_GRACE)
+        assert code == CLOSE_STALLED
         # The one that never reads again is closed too, and dropped after the grace (daphne logs it).
         disconnected = re.compile(rf'127\.0\.0\.1:{silent_port} - - \[[^]]+\] "WSDISCONNECT')
         wait_for(lambda: noticed(silent_port), 20, 0.1, "the silent client's stall to be noticed")
@@ -241,12 +253,7 @@ def test_a_stalled_connection_is_closed_with_a_retryable_code(reliability):
         _assert_in_order_to_the_end("resumed", snapshots + resumed.progress(), finals)
         assert proc.popen.poll() is None and "Traceback" not in proc.output()
     finally:
-        if publisher is not None:
-            with contextlib.suppress(BaseException):
-                publisher.finish()
-        for ws in sockets:
-            ws.close()
-        proc.stop()
+        _stop(proc, sockets, publisher)
     reliability(
         "A WebSocket client that stays stalled",
         f"raw sockets (4 KiB receive buffer) subscribed to {TASKS} tasks on a real daphne with "

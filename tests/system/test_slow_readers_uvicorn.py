@@ -10,7 +10,6 @@ served at full rate and the stalled client closed after ``STALLED_CLOSE_AFTER``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import time
@@ -19,8 +18,15 @@ import pytest
 
 from realtime_async.protocol import CLOSE_STALLED
 from tests.services import start_uvicorn, wait_for
-from tests.slow_reader_helpers import SETTINGS_ENV, Closed, Publisher, RawWebSocket, Reader
-from tests.system.test_slow_readers import _assert_in_order_to_the_end, _by_task, _new_tasks, _subscribed, _until_finals
+from tests.slow_reader_helpers import SETTINGS_ENV, Publisher, RawWebSocket, Reader
+from tests.system.test_slow_readers import (
+    _assert_in_order_to_the_end,
+    _new_tasks,
+    _read_until_closed,
+    _stop,
+    _subscribed,
+    _until_finals,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
@@ -53,15 +59,8 @@ def test_a_stalled_websocket_on_uvicorn_holds_up_no_one_and_is_closed(reliabilit
         wait_for(lambda: noticed(stalled) and noticed(silent), 60, 0.1, "the stalls to be noticed")
         assert time.monotonic() - started >= BOUND
         # Reading again: what was buffered, in order, then the close frame with its code.
-        records = []
-        with pytest.raises(Closed) as closed:
-            for _ in range(100_000):
-                message = stalled.read_json(timeout=10)
-                if message["type"] == "progress":
-                    records.append(message["data"])
-        assert closed.value.code == CLOSE_STALLED
-        for task, seqs in _by_task(records).items():
-            assert seqs == sorted(set(seqs)), (task, seqs)
+        _, code = _read_until_closed(stalled, 10)
+        assert code == CLOSE_STALLED
         # The one that never reads is dropped after the grace.
         wait_for(
             lambda: f"client 127.0.0.1:{silent.local_port} took no close frame" in proc.output(), 20, 0.1, "the drop"
@@ -84,12 +83,7 @@ def test_a_stalled_websocket_on_uvicorn_holds_up_no_one_and_is_closed(reliabilit
         assert latencies and statistics.median(latencies) < 1.0, "a generous bound: about 1 ms when idle"
         assert proc.popen.poll() is None and "Traceback" not in proc.output()
     finally:
-        if publisher is not None:
-            with contextlib.suppress(BaseException):
-                publisher.finish()
-        for ws in sockets:
-            ws.close()
-        proc.stop()
+        _stop(proc, sockets, publisher)
     reliability(
         "WebSocket clients that stop reading, on uvicorn",
         f"2 raw sockets (4 KiB receive buffer) subscribed to {TASKS} tasks on a real uvicorn with "

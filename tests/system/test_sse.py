@@ -12,9 +12,9 @@ import asyncio
 import time
 
 import pytest
-from django.test import Client
 
 from realtime_async._core.access import make_watch_token
+from tests.browser_helpers import session_key
 from tests.fault_helpers import driver
 from tests.services import private_redis, start_server, start_worker
 from tests.sse_helpers import Stream, events_path
@@ -58,9 +58,7 @@ def bob(django_user_model):
 @pytest.fixture
 def as_alice(alice) -> dict[str, str]:
     """The headers of alice's session (sessions live in the shared cache, users in the shared database)."""
-    client = Client()
-    client.force_login(alice)
-    return {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+    return {"Cookie": f"sessionid={session_key(alice)}"}
 
 
 async def test_snapshot_then_every_update_in_order_with_the_websocket_messages(port, alice, as_alice):

@@ -14,7 +14,6 @@ import redis
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.core.cache import cache
-from django.test import Client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -23,6 +22,7 @@ from realtime_async._core.records import encode_record_body
 from realtime_async._core.store import RedisStore, WriteMode, get_store
 from realtime_async.async_manager import AsyncManager
 from realtime_async.protocol import CLOSE_FINAL, CLOSE_NOT_FOUND, CLOSE_UNAVAILABLE
+from tests.browser_helpers import session_key
 from tests.services import private_redis, start_server
 from tests.ws_helpers import acommit, new_task, pubsub_subscribers, subscribe, until
 
@@ -49,21 +49,14 @@ def bob(django_user_model):
     return django_user_model.objects.create_user("bob-e2e", password="x")
 
 
-def session_cookie(user) -> str:
-    """A session the server can read: sessions live in the shared cache, users in the shared database."""
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
-
-
 @pytest.fixture
 def alice_cookie(alice):
-    return session_cookie(alice)
+    return session_key(alice)
 
 
 @pytest.fixture
 def bob_cookie(bob):
-    return session_cookie(bob)
+    return session_key(bob)
 
 
 def ws(port: int, path: str, cookie: str | None = None, origin: str | None = "same") -> connect:
