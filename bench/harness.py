@@ -90,7 +90,7 @@ class Server:
 class Bench:
     """The services of one run: private Redis, publishers, a long-lived daphne; watchers on demand."""
 
-    def __init__(self, plan: Plan, redis_url: str, redis_port: int, with_optional: bool, layer: str = "core") -> None:
+    def __init__(self, plan: Plan, redis_url: str, redis_port: int, with_optional: bool, layer: str = "pubsub") -> None:
         self.plan = plan
         self.layer = layer
         self.redis_url, self.redis_port = redis_url, redis_port

@@ -71,7 +71,8 @@ class Plan:
     redis_cost_servers: tuple[int, ...]  # ... with realtime_async watched on this many servers (one watcher each) ...
     redis_cost_cp_servers: tuple[int, ...]  # ... and celery-progress on this many ...
     redis_cost_idle: float  # ... after this many seconds of the same setup, nothing published (the background) ...
-    redis_cost_monitor: int  # ... and this many more under MONITOR (which commands ran inside a script or EXEC)
+    redis_cost_monitor: int  # ... and this many more under MONITOR (which commands ran inside a script or EXEC) ...
+    redis_cost_busy_rate: float  # ... and once more with one server, at this many a second (a busier Redis)
 
 
 FULL = Plan(
@@ -92,7 +93,7 @@ FULL = Plan(
     group_sizes=(10, 1000), group_cost_n=300, group_cost_slices=5, group_launch_parts=1000, group_launch_reps=3,
     group_rate_parts=1000, group_rate_seconds=5.0, group_writers=2, group_watchers=10,
     redis_cost_updates=2000, redis_cost_rate=400, redis_cost_servers=(0, 1, 2, 4), redis_cost_cp_servers=(0, 1, 2),
-    redis_cost_idle=4.0, redis_cost_monitor=200,
+    redis_cost_idle=4.0, redis_cost_monitor=200, redis_cost_busy_rate=2000,
 )  # fmt: skip
 QUICK = Plan(
     name="quick", reps=1,
@@ -111,5 +112,5 @@ QUICK = Plan(
     group_sizes=(10, 200), group_cost_n=30, group_cost_slices=3, group_launch_parts=200, group_launch_reps=1,
     group_rate_parts=200, group_rate_seconds=1.0, group_writers=2, group_watchers=2,
     redis_cost_updates=100, redis_cost_rate=500, redis_cost_servers=(0, 1, 2), redis_cost_cp_servers=(0, 1),
-    redis_cost_idle=0.3, redis_cost_monitor=20,
+    redis_cost_idle=0.3, redis_cost_monitor=20, redis_cost_busy_rate=1000,
 )  # fmt: skip

@@ -202,50 +202,89 @@ def figures(
 
 
 # -- the scenario ------------------------------------------------------------------------
+#: The channel layers measured in one run: RedisChannelLayer (the layered delivery, as before issue 14) and
+#: RedisPubSubChannelLayer (the direct delivery: the write script publishes the layer's messages).
+LAYERS = ("core", "pubsub")
+
+
+def _key(kind: str, k: int, layer: str, busy: bool = False) -> str:
+    """A configuration's key in the results: ``ours/1`` (direct), ``ours_core/1`` (layered), ``…@busy``."""
+    at = "@busy" if busy else ""
+    if kind == "floor":
+        return f"floor{at}"
+    return f"{kind}_core/{k}{at}" if kind == "ours" and layer == "core" else f"{kind}/{k}{at}"
+
+
 def scenario_redis_cost(b: Bench, rep: int) -> dict[str, Any]:
-    """The floor, realtime_async with each of ``redis_cost_servers`` servers watching, celery-progress with each of
-    ``redis_cost_cp_servers`` (fresh daphnes for the run, shared by the configurations, one watcher each)."""
+    """The floor, realtime_async on each layer with each of ``redis_cost_servers`` servers watching (and with one,
+    at ``redis_cost_busy_rate`` too), celery-progress with each of ``redis_cost_cp_servers`` (fresh daphnes for the
+    run, shared by the configurations of a layer, one watcher each)."""
     p = b.plan
     cp_servers = p.redis_cost_cp_servers if b.cp_pub is not None else ()
     most = max((*p.redis_cost_servers, *cp_servers, 1))
     probe = _Probe(b.redis_url)
-    servers: list[Server] = []
+    servers: dict[str, list[Server]] = {layer: [] for layer in LAYERS}
     agents: list[Agent] = []
+    publishers: dict[str, Agent] = {b.layer: b.pub}
     out: dict[str, Any] = {}
     try:
+        for layer in LAYERS:
+            env = {**b.env, "RA_BENCH_RESULT_BACKEND": "1", "RA_BENCH_LAYER": layer}
+            for i in range(most):
+                servers[layer].append(Server(env, f"daphne-rcost-{layer}-{i}-r{rep}"))
+            if layer not in publishers:
+                publishers[layer] = Agent(
+                    f"rcost-publisher-{layer}", "bench.publisher", {**b.env, "RA_BENCH_LAYER": layer}
+                )
         for i in range(most):
-            servers.append(Server({**b.env, "RA_BENCH_RESULT_BACKEND": "1"}, f"daphne-rcost-{i}-r{rep}"))
             agents.append(Agent(f"rcost-watchers-{i}", "bench.watchers", b.env))
-        for agent in agents:
+        for agent in [*agents, *(a for layer, a in publishers.items() if layer != b.layer)]:
             agent.ready()
-        out["floor"] = _configuration(b, probe, servers, agents, "floor", 1, rep)
-        for k in p.redis_cost_servers:
-            out[f"ours/{k}"] = _configuration(b, probe, servers, agents, "ours", k, rep)
+        for busy in (False, True):
+            rate = p.redis_cost_busy_rate if busy else p.redis_cost_rate
+            out[_key("floor", 1, b.layer, busy)] = _configuration(b, probe, [], agents, "floor", 1, rep, b.pub, rate)
+            for layer in LAYERS:
+                for k in (1,) if busy else p.redis_cost_servers:
+                    row = _configuration(b, probe, servers[layer], agents, "ours", k, rep, publishers[layer], rate)
+                    out[_key("ours", k, layer, busy)] = row
         for k in cp_servers:
-            out[f"celery_progress/{k}"] = _configuration(b, probe, servers, agents, "celery_progress", k, rep)
+            row = _configuration(
+                b, probe, servers[b.layer], agents, "celery_progress", k, rep, b.cp_pub, p.redis_cost_rate
+            )
+            out[f"celery_progress/{k}"] = row
     finally:
         for agent in agents:
             with contextlib.suppress(BenchError):
                 agent.call("close", 10)
             agent.stop()
-        for server in servers:
+        for layer, agent in publishers.items():
+            if layer != b.layer:
+                agent.stop()
+        for server in (server for group in servers.values() for server in group):
             server.stop()
         probe.close()
     return out
 
 
 def _configuration(
-    b: Bench, probe: _Probe, servers: list[Server], agents: list[Agent], kind: str, k: int, rep: int
+    b: Bench,
+    probe: _Probe,
+    servers: list[Server],
+    agents: list[Agent],
+    kind: str,
+    k: int,
+    rep: int,
+    publisher: Agent | None,
+    rate: float,
 ) -> dict[str, Any]:
     """One row: set up ``k`` watchers, read the idle background, the window, the ``MONITOR`` pass, the final."""
     p = b.plan
-    label = f"rcost-{kind.replace('_', '')}-{k}-r{rep}"
+    label = f"rcost-{kind.replace('_', '')}-{k}-{int(rate)}-r{rep}"
     watching = agents[:k]
-    publisher = b.cp_pub if kind == "celery_progress" else b.pub
     assert publisher is not None
     ids: dict[str, Any]
     if kind == "ours":
-        tasks = b.pub.call("create_tasks", 30, n=1, prefix="rcost")["tasks"]
+        tasks = publisher.call("create_tasks", 30, n=1, prefix="rcost")["tasks"]
         for agent, server in zip(watching, servers, strict=False):
             connect([agent], "ours", server.port, [MULTI_PATH])
         if watching:
@@ -260,7 +299,7 @@ def _configuration(
         ids = {"channel": f"{label}-{uuid.uuid4().hex[:6]}"}
         watching[0].call("floor_subscribe", 10, channel=ids["channel"], port=b.redis_port)
     step = b.step_id(label)
-    n, m, rate = p.redis_cost_updates, p.redis_cost_monitor, p.redis_cost_rate
+    n, m = p.redis_cost_updates, p.redis_cost_monitor
     common = {"kind": kind, "rate": rate, "step": step, "total": WARM_UP + n + m + 1, **ids}
 
     def publish(first: int, count: int, final: bool = False) -> None:
@@ -295,7 +334,7 @@ def _configuration(
         "raw": {"window": window, "idle": idle, "monitor": seen, "monitor_updates": m},
     }
     log(
-        f"  redis cost, {kind} x{k}: {result['calls']:.1f} commands ({result['client_calls']:.1f} from clients), "
+        f"  redis cost, {label}: {result['calls']:.1f} commands ({result['client_calls']:.1f} from clients), "
         f"{result['usec']:.1f} command µs, {result['cpu_us']:.1f} CPU µs per update"
         + ("" if window["quiet"] else " (Redis never went quiet)")
     )
@@ -306,8 +345,9 @@ def _configuration(
 def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     plan = results["plan"]
     rows = [("floor: redis-py `SET` of a record-sized value + `PUBLISH` (1 subscriber)", "floor")]
-    for k in plan.get("redis_cost_servers") or ():
-        rows.append((f"realtime_async `update_progress`, {_servers(k)} watching", f"ours/{k}"))
+    for layer, name in (("core", "RedisChannelLayer (layered, as before)"), ("pubsub", "RedisPubSubChannelLayer")):
+        for k in plan.get("redis_cost_servers") or ():
+            rows.append((f"realtime_async `update_progress`, {name}, {_servers(k)} watching", _key("ours", k, layer)))
     for k in plan.get("redis_cost_cp_servers") or ():
         rows.append(
             (
@@ -315,6 +355,11 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"celery_progress/{k}",
             )
         )
+    busy = plan.get("redis_cost_busy_rate")
+    if busy:
+        rows.append((f"**at {busy:g} a second:** floor", "floor@busy"))
+        rows.append(("… realtime_async, RedisChannelLayer, 1 server", _key("ours", 1, "core", True)))
+        rows.append(("… realtime_async, RedisPubSubChannelLayer, 1 server", _key("ours", 1, "pubsub", True)))
     return rows
 
 
@@ -375,7 +420,8 @@ def section(results: dict[str, Any]) -> list[str]:
     ]
     if not_quiet:
         lines += ["", "**Redis never went quiet** (the window closed at its bound) in: " + ", ".join(not_quiet) + "."]
-    lines += [""] + breakdown(first, list(plan.get("redis_cost_servers") or ()))
+    for prefix, name in (("ours_core", "RedisChannelLayer"), ("ours", "RedisPubSubChannelLayer")):
+        lines += [""] + breakdown(first, list(plan.get("redis_cost_servers") or ()), prefix, name)
     return lines
 
 
@@ -394,21 +440,21 @@ def _num(value: float | None, digits: int = 2) -> str:
     return num(None if value is None else (0.0 if abs(value) < 0.5 * 10**-digits else value), digits)
 
 
-def breakdown(block: dict[str, Any], counts: list[int]) -> list[str]:
+def breakdown(block: dict[str, Any], counts: list[int], prefix: str = "ours", layer: str = "") -> list[str]:
     """realtime_async's commands per update by servers watching (run 1): calls, nested calls, ``usec``."""
-    keys = [f"ours/{k}" for k in counts if f"ours/{k}" in block]
+    keys = [f"{prefix}/{k}" for k in counts if f"{prefix}/{k}" in block]
     if not keys:
         return []
-    anchor = "ours/1" if "ours/1" in block else keys[0]
+    anchor = f"{prefix}/1" if f"{prefix}/1" in block else keys[0]
     names = sorted(
         {name for key in keys for name, c in block[key]["commands"].items() if abs(c["calls"]) >= 0.005},
         key=lambda name: -(block[anchor]["commands"].get(name, {}).get("usec") or 0),
     )
     head = [_servers(int(key.split("/")[1])) for key in keys]
     lines = [
-        "realtime_async per command and update (run 1), by servers watching: calls (of them inside a script or "
-        "`EXEC`), then `usec` as `INFO commandstats` gives it; an `EVAL`/`EVALSHA`/`EXEC` row's `usec` includes "
-        "the commands it ran, which have their own rows too. Sorted by `usec` with "
+        f"realtime_async on {layer}, per command and update (run 1), by servers watching: calls (of them inside a "
+        "script or `EXEC`), then `usec` as `INFO commandstats` gives it; an `EVAL`/`EVALSHA`/`EXEC` row's `usec` "
+        "includes the commands it ran, which have their own rows too. Sorted by `usec` with "
         f"{_servers(int(anchor.split('/')[1]))} watching.",
         "",
         "| command | " + " | ".join(f"calls, {h}" for h in head) + " | " + " | ".join(f"µs, {h}" for h in head) + " |",

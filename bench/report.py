@@ -46,7 +46,7 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         f"{meta.get('seconds', 0):.0f} s in all) on commit `{meta['commit']}`"
         + (" with uncommitted changes in `realtime_async/`" if meta.get("dirty") else "")
         + f", Python {meta['python']}, {meta['cpus']} cores"
-        + (f", channel layer: **{meta['layer']}** (experiment)" if meta.get("layer", "core") != "core" else "")
+        + (f", channel layer: **{meta['layer']}** (not the documented one)" if meta.get("layer") != "pubsub" else "")
         + ". "
         f"Load average (1, 5, 15 min) before: {before}; after: {after}.",
         "",
@@ -159,8 +159,8 @@ publisher process standing in for a Celery worker, client processes), runs every
 rewrites the generated part of this page and `docs/bench/*.png`. Raw results go to `.artifacts/`.
 Also: `--only e2e,fanout` (a subset; add `--out FILE` to leave this page alone), `--reps N`,
 `--report-only RESULTS.json` (rewrite the page), `--profiles-into RESULTS.json` (record the profiles
-again), `--layer pubsub` (an experiment with channels_redis' pub/sub layer; writes under
-`.artifacts/bench-pubsub/`).
+again), `--layer core` (every process on RedisChannelLayer instead of the documented
+RedisPubSubChannelLayer; writes under `.artifacts/bench-core/`).
 
 The servers run `bench/asgi.py`: `application` serves HTTP through `ProgressHttpRouter` (the SSE
 stream, and unchanged polls answered without Django's handler), as a project following

@@ -8,7 +8,9 @@ points at the benchmark's private redis-server). Differences:
 - no per-user or per-address connection cap: every load client comes from 127.0.0.1;
 - ``STALLED_CLOSE_AFTER`` from ``RA_BENCH_STALLED_CLOSE_AFTER`` when set (``none``: never close),
   for the slow-readers scenario;
-- with ``RA_BENCH_LAYER=pubsub``, channels_redis' pub/sub layer instead of its default one;
+- the channel layer from ``RA_BENCH_LAYER``: ``pubsub`` (RedisPubSubChannelLayer, the documented
+  setup, for which the write script publishes the layer's messages itself) or ``core``
+  (RedisChannelLayer: the layered delivery, as before issue 14);
 - a Celery result backend only when ``RA_BENCH_RESULT_BACKEND`` is set: celery-progress
   needs one, realtime_async does not, and with one every ``apply_async`` also subscribes
   to the result's pub/sub channel.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 
 from tests.project.settings import *  # noqa: F403
-from tests.project.settings import INSTALLED_APPS, PREFIX, REDIS_URL
+from tests.project.settings import CORE_LAYERS, INSTALLED_APPS, PUBSUB_LAYERS, REDIS_URL
 
 INSTALLED_APPS = [app for app in INSTALLED_APPS if app not in ("realtime_async.contrib.dashboard", "tests.testapp")]
 ROOT_URLCONF = "bench.urls"
@@ -34,15 +36,7 @@ REALTIME_ASYNC = {
 if _stalled := os.environ.get("RA_BENCH_STALLED_CLOSE_AFTER"):
     REALTIME_ASYNC["STALLED_CLOSE_AFTER"] = None if _stalled == "none" else float(_stalled)
 
-if os.environ.get("RA_BENCH_LAYER") == "pubsub":
-    # An experiment (``python -m bench --layer pubsub``): groups over Redis pub/sub, one PUBLISH per
-    # group_send and messages pushed to the receiver, instead of channels_redis' sorted sets.
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{PREFIX}:asgi"},
-        }
-    }
+CHANNEL_LAYERS = CORE_LAYERS if os.environ.get("RA_BENCH_LAYER") == "core" else PUBSUB_LAYERS
 
 if os.environ.get("RA_BENCH_RESULT_BACKEND"):
     CELERY_RESULT_BACKEND = REDIS_URL

@@ -15,6 +15,10 @@
   task that realtime_async does not define (a typo, or a name from an old release).
 - ``realtime_async.W005``: uvicorn is installed without a WebSocket library
   (websockets or wsproto): it would answer every WebSocket handshake as plain HTTP.
+- ``realtime_async.W010``: the channel layer is ``RedisPubSubChannelLayer`` but
+  the write script cannot publish its messages itself (another Redis server,
+  encryption, another serializer, several hosts): every update then costs a
+  ``group_send`` per group besides the write (``_core.publishing``).
 
 The ASGI server's own options are on its command line, out of ``manage.py
 check``'s sight: the first WebSocket connection of each server process checks
@@ -41,6 +45,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from realtime_async._core.naming import CLEANUP_TASK_NAME, HUB_CHANNEL_PREFIX, RUN_TASK_NAME
+from realtime_async._core.publishing import PUBSUB_LAYER, why_not_direct
 from realtime_async.conf import get_settings
 from realtime_async.exceptions import ImproperlyConfiguredError
 
@@ -60,7 +65,7 @@ _PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.filebased.FileBasedCache",
     "django.core.cache.backends.db.DatabaseCache",
 )
-_REDIS_LAYERS = ("channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer")
+_REDIS_LAYERS = ("channels_redis.core.RedisChannelLayer", PUBSUB_LAYER)
 #: channels_redis blocks this long on Redis while waiting for a message.
 _LAYER_BLOCK_SECONDS = 5
 #: Messages the hub's channel should hold: every watched task's updates of a server go through it.
@@ -152,6 +157,8 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     messages: list[CheckMessage] = []
     if backend == "channels_redis.core.RedisChannelLayer":
         messages += _check_hub_capacity(layer.get("CONFIG") or {})
+    if backend == PUBSUB_LAYER:
+        messages += _check_direct(conf)
     if backend in _REDIS_LAYERS:
         hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
         unsafe = [host for host in hosts if not _timeout_is_safe(host)]
@@ -166,6 +173,33 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 )
             )
     return messages
+
+
+def _check_direct(conf: Any) -> list[CheckMessage]:
+    if not conf.fast_broadcast or conf.cache_alias not in settings.CACHES:
+        return []
+    from channels.layers import get_channel_layer
+
+    from realtime_async._core.store import RedisStore, get_store
+
+    store = get_store()
+    if not isinstance(store, RedisStore):
+        return []  # E001 outside DEBUG; in DEBUG nothing is published anyway
+    try:
+        reason = why_not_direct(get_channel_layer(conf.channel_layer_alias), store)
+    except Exception as exc:  # a CONFIG the layer itself refuses: channels says so when it is used
+        reason = f"the layer could not be made ({type(exc).__name__})"
+    if reason is None:
+        return []
+    return [
+        Warning(
+            f"Each progress update costs a group_send per group besides its write: {reason}.",
+            hint="Put RedisPubSubChannelLayer on the cache's Redis server, with one host, the msgpack "
+            "serializer and no symmetric_encryption_keys, so that the write script publishes its "
+            "messages itself (see the README's Scaling section).",
+            id="realtime_async.W010",
+        )
+    ]
 
 
 def _check_hub_capacity(config: dict[str, Any]) -> list[CheckMessage]:

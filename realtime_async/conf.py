@@ -24,8 +24,8 @@ MAX_MESSAGES_PER_SECOND    sustained client message rate per connection    ``20`
 MAX_CONNECTIONS_PER_USER   WebSocket connections and event streams per      ``20``
                            user (or client address) per process
 POLL_INTERVAL              seconds between HTMX polls of the widget         ``1.0``
-FAST_BROADCAST             also publish each write over the cache's Redis   ``True``
-                           pub/sub, for the servers' hubs (see ``fanout``)
+FAST_BROADCAST             the write script publishes each record itself    ``True``
+                           (see ``_core.publishing``)
 GROUP_MAX_PARTS            parts one group may have                        ``10000``
 LOG_MAX_LINES              log lines kept per task (oldest dropped)        ``500``
 LOG_MAX_BYTES              bytes of log lines kept per task                 ``65536``

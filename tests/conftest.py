@@ -36,6 +36,22 @@ def redis_client():
 
 
 @pytest.fixture
+def core_layer(settings):
+    """RedisChannelLayer, whatever the run's ``RA_TEST_LAYER``: for tests of the layered delivery."""
+    from tests.project import settings as project
+
+    settings.CHANNEL_LAYERS = project.CORE_LAYERS
+
+
+@pytest.fixture
+def pubsub_layer(settings):
+    """RedisPubSubChannelLayer, whatever the run's ``RA_TEST_LAYER``: for tests of the direct delivery."""
+    from tests.project import settings as project
+
+    settings.CHANNEL_LAYERS = project.PUBSUB_LAYERS
+
+
+@pytest.fixture
 def manager():
     from realtime_async.async_manager import AsyncManager
 

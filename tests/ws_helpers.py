@@ -135,10 +135,22 @@ async def until(predicate: Callable[[], object], within: float = 5.0, what: str 
 
 
 def pubsub_subscribers(group: str) -> int:
-    """How many connections Redis counts on ``group``'s pub/sub channel (the fast path's hubs)."""
-    store = get_store()
-    channel = store.broadcast_channel(group)
+    """How many connections Redis counts on ``group``'s pub/sub channel: the layer's (direct) or the hubs' own."""
+    from realtime_async._core.publishing import direct_layer
+
+    store, direct = get_store(), direct_layer()
+    channel = direct.channel(group) if direct is not None else store.broadcast_channel(group)
     return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
+
+
+async def group_members(group: str) -> int:
+    """How many servers' hubs are in ``group``: the layer's members, or (direct) the subscribers of its channel."""
+    from realtime_async._core.publishing import direct_layer
+
+    if direct_layer() is not None:
+        return await asyncio.to_thread(pubsub_subscribers, group)
+    layer = get_channel_layer()
+    return int(await layer.connection(layer.consistent_hash(group)).zcard(layer._group_key(group)))
 
 
 async def group_send(name: str, message: dict[str, Any]) -> None:

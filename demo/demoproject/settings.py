@@ -78,13 +78,10 @@ if DATABASE_URL := os.environ.get("DATABASE_URL"):
 
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS = {  # on the cache's Redis: the write script publishes the layer's messages itself
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-            "channel_capacity": {"realtime_async.hub*": 1000},
-        },
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
     }
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cache"

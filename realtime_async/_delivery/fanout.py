@@ -17,6 +17,7 @@ import logging
 from typing import Any, Final, Protocol
 
 from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_for_user
+from realtime_async._core.publishing import DirectLayer
 from realtime_async._core.records import FINAL_STATES
 from realtime_async._delivery.pubsub import Subscriber
 from realtime_async.protocol import progress_frame
@@ -81,8 +82,10 @@ class Run:
     probe_token: str = ""
     probe_answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     probe_now: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    #: The pub/sub fast path (``FAST_BROADCAST``), when the store has one.
+    #: The hub's pub/sub connection: all it receives (direct), or the fast path (``FAST_BROADCAST``).
     subscriber: Subscriber | None = None
+    #: Set when the write script publishes the layer's messages itself (see ``_core.publishing``).
+    direct: DirectLayer | None = None
     #: Loop time of the last renewal of the run's group memberships (see ``Hub._renew``).
     renewed: float = 0.0
 

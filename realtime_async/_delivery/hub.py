@@ -48,48 +48,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import Awaitable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 from channels.layers import get_channel_layer
 
 from realtime_async._core.naming import HUB_CHANNEL_PREFIX, group_for_task
-from realtime_async._core.store import RedisStore, get_store
-from realtime_async._delivery.fanout import PROBE_TYPE, Entry, FanOut, LayerUnavailable, Run, Watcher
-from realtime_async._delivery.pubsub import Subscriber, async_pool_for
+from realtime_async._core.publishing import direct_layer
+from realtime_async._delivery.fanout import Entry, LayerUnavailable, Run, Watcher
+from realtime_async._delivery.receiving import STOP_TYPE, Receiving
 from realtime_async.conf import get_settings
 
 __all__ = ["CHANNEL_PREFIX", "Hub", "LayerUnavailable", "Watcher", "get_hub"]
 
 logger = logging.getLogger("realtime_async")
 
-_STOP_TYPE: Final = "realtime_async.hub_stop"
 CHANNEL_PREFIX: Final = HUB_CHANNEL_PREFIX
-#: Group memberships changed at once: redis-py's asyncio pool raises instead of waiting when empty.
-_MEMBERSHIP_CALLS: Final = 32
-
-_T = TypeVar("_T")
 _Kind = Literal["task", "feed"]
 
 
-class Hub(FanOut):
+class Hub(Receiving):
     """Fans out task updates from one layer channel to the consumers of one event loop."""
 
-    #: Seconds between probes of the hub's own group (a lost membership is found within about this).
-    probe_interval: float = 20.0
-    #: Seconds a channel layer call (or a probe's round trip) may take before the layer counts as failed.
-    layer_timeout: float = 10.0
-    #: Longest time between two renewals of the hub's group memberships (see ``_renew``).
-    renew_interval: float = 3600.0
-
     def __init__(self, layer: Any) -> None:
-        super().__init__()
-        self.layer = layer
-        self.loop = asyncio.get_running_loop()
+        super().__init__(layer)
         self._lifecycle = asyncio.Lock()
-        self._membership = asyncio.Semaphore(_MEMBERSHIP_CALLS)
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def running(self) -> bool:
@@ -144,11 +126,7 @@ class Hub(FanOut):
             if not entry.joined:
                 async with entry.lock:
                     if not entry.joined and self._run is run:
-                        async with self._membership:
-                            await self._call(self.layer.group_add(entry.group, run.channel))
-                        entry.joined = True
-                        if run.subscriber is not None:
-                            await run.subscriber.add(entry.group)
+                        await self._subscribe(run, entry)
             if self._run is not run or self._table(kind).get(key) is not entry:
                 raise LayerUnavailable("the hub restarted while joining")
         except BaseException:
@@ -169,19 +147,39 @@ class Hub(FanOut):
             if entry.joined and run is not None:
                 # Cleared first: a watch() arriving during the discard must add again.
                 entry.joined = False
-                if run.subscriber is not None:
-                    await run.subscriber.discard(entry.group)
-                try:
-                    async with self._membership:
-                        await self._call(self.layer.group_discard(entry.group, run.channel))
-                except LayerUnavailable as exc:
-                    # Harmless: the membership expires with the group and unwatched tasks are dropped here.
-                    logger.info("realtime_async: group_discard failed (%s)", exc)
+                await self._discard(run, entry)
             if entry.watchers or self._table(kind).get(key) is not entry:
                 return
             del self._table(kind)[key]
         if not self._entries and not self._feeds:
             await self._stop_if_idle()
+
+    async def _subscribe(self, run: Run, entry: Entry) -> None:
+        """Put the hub in ``entry``'s group: the layer's membership and the pub/sub channel, or the channel alone."""
+        if run.direct is None:
+            async with self._membership:
+                await self._call(self.layer.group_add(entry.group, run.channel))
+        entry.joined = True
+        if run.subscriber is not None:
+            try:
+                await run.subscriber.add(entry.group, required=run.direct is not None)
+            except ConnectionError as exc:
+                entry.joined = False
+                await run.subscriber.discard(entry.group)
+                raise LayerUnavailable(str(exc)) from exc
+
+    async def _discard(self, run: Run, entry: Entry) -> None:
+        """Take the hub out of ``entry``'s group (``entry.joined`` was cleared by the caller)."""
+        if run.subscriber is not None:
+            await run.subscriber.discard(entry.group)
+        if run.direct is not None:
+            return  # no layer membership
+        try:
+            async with self._membership:
+                await self._call(self.layer.group_discard(entry.group, run.channel))
+        except LayerUnavailable as exc:
+            # Harmless: the membership expires with the group and unwatched tasks are dropped here.
+            logger.info("realtime_async: group_discard failed (%s)", exc)
 
     async def stop(self) -> None:
         """Forget every watcher without telling it and stop the hub (server shutdown, tests)."""
@@ -199,31 +197,10 @@ class Hub(FanOut):
         async with self._lifecycle:
             if self._run is not None:
                 return self._run
-            channel = await self._call(self.layer.new_channel(CHANNEL_PREFIX))
-            run = Run(channel, f"{CHANNEL_PREFIX}.{uuid.uuid4().hex}")
-            await self._call(self.layer.group_add(run.probe_group, channel))
-            run.tasks = [
-                asyncio.create_task(self._read(run), name="realtime_async-hub-read"),
-                asyncio.create_task(self._fan_out(run), name="realtime_async-hub-fan-out"),
-                asyncio.create_task(self._probe(run), name="realtime_async-hub-probe"),
-            ]
-            run.renewed = self.loop.time()
-            run.subscriber = self._subscriber(run)
-            if run.subscriber is not None:
-                run.tasks.append(asyncio.create_task(run.subscriber.run(), name="realtime_async-hub-pubsub"))
+            direct = direct_layer()
+            run = await (self._start_direct(direct) if direct is not None else self._start_layered())
             self._run = run
             return run
-
-    def _subscriber(self, run: Run) -> Subscriber | None:
-        store = get_store()
-        if not get_settings().fast_broadcast or not isinstance(store, RedisStore):
-            return None
-        return Subscriber(
-            async_pool_for(store.client),
-            store.broadcast_channel,
-            run.probe_group,
-            lambda data: self._route_published(run, data),
-        )
 
     async def _stop_if_idle(self) -> None:
         async with self._lifecycle:
@@ -238,124 +215,17 @@ class Hub(FanOut):
             await self._shutdown(run)
 
     async def _shutdown(self, run: Run) -> None:
+        if run.direct is not None:
+            await self._cancel(run)
+            return
         # Ask the reader to return instead of cancelling it mid-receive: a cancelled
         # channels_redis receive can leave its per-channel cleanup lock behind.
         with contextlib.suppress(LayerUnavailable):
-            await self._call(self.layer.send(run.channel, {"type": _STOP_TYPE}))
+            await self._call(self.layer.send(run.channel, {"type": STOP_TYPE}))
             await asyncio.wait(run.tasks[:1], timeout=self.layer_timeout)
         await self._cancel(run)
         with contextlib.suppress(LayerUnavailable):  # the probe group expires on its own
             await self._call(self.layer.group_discard(run.probe_group, run.channel))
-
-    async def _cancel(self, run: Run) -> None:
-        current = asyncio.current_task()
-        others = [task for task in run.tasks if task is not current]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-
-    async def _fail(self, run: Run, exc: BaseException) -> None:
-        if self._run is not run:
-            return
-        self._run = None
-        entries = [*self._entries.values(), *self._feeds.values()]
-        self._entries, self._feeds = {}, {}
-        watchers = {watcher: None for entry in entries for watcher in entry.watchers}
-        logger.warning(
-            "realtime_async: channel layer failed (%s: %s); closing %d WebSocket(s) with 4503",
-            type(exc).__name__, exc, len(watchers),
-        )  # fmt: skip
-        await self._cancel(run)
-        for watcher in watchers:
-            try:
-                await watcher.hub_failed()
-            except Exception:
-                logger.exception("realtime_async: closing a WebSocket after a layer failure failed")
-        # If the layer comes back with its data, drop the dead channel from the groups.
-        groups = [entry.group for entry in entries if entry.joined] + [run.probe_group]
-        self._spawn(self._forget(run.channel, groups))
-
-    async def _forget(self, channel: str, groups: list[str]) -> None:
-        for group in groups:
-            try:
-                await self._call(self.layer.group_discard(group, channel))
-            except LayerUnavailable:
-                return
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            async with asyncio.timeout(self.layer_timeout):
-                return await awaitable
-        except Exception as exc:
-            raise LayerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-    # -- the run's tasks -------------------------------------------------
-    async def _read(self, run: Run) -> None:
-        failed = False
-        while True:
-            try:
-                message = await self.layer.receive(run.channel)
-            except Exception as exc:
-                # One failed receive loses nothing while Redis keeps its data (the message
-                # stays queued), and a pooled connection to a server that restarted fails
-                # once. So: probe now, and fail only on a second error in a row or a lost probe.
-                if failed:
-                    await self._fail(run, exc)
-                    return
-                failed = True
-                logger.info("realtime_async: hub receive failed (%s); probing the layer", exc)
-                run.probe_now.set()
-                continue
-            failed = False
-            if message.get("type") == _STOP_TYPE:
-                return
-            self._route(run, message)
-
-    async def _renew(self, run: Run) -> None:
-        """Add the hub to its groups again before channels_redis' ``group_expiry`` drops it.
-
-        The layer forgets a member ``group_expiry`` seconds (a day by default)
-        after it was added, however active: without this, a task watched for
-        longer would stop getting updates, and the probe group would expire
-        and close every watcher with 4503 once a day.
-        """
-        expiry = getattr(self.layer, "group_expiry", None)
-        interval = min(self.renew_interval, expiry / 4) if isinstance(expiry, (int, float)) else self.renew_interval
-        if self._run is not run or self.loop.time() - run.renewed < interval:
-            return
-        run.renewed = self.loop.time()
-        groups = [run.probe_group]
-        groups += [entry.group for entry in (*self._entries.values(), *self._feeds.values()) if entry.joined]
-        for group in groups:
-            async with self._membership:
-                await self._call(self.layer.group_add(group, run.channel))
-
-    async def _probe(self, run: Run) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.probe_interval):
-                    await run.probe_now.wait()
-            try:
-                await self._renew(run)
-            except LayerUnavailable as exc:
-                await self._fail(run, exc)
-                return
-            run.probe_now.clear()
-            run.probe_token = uuid.uuid4().hex
-            run.probe_answered.clear()
-            try:
-                probe = {"type": PROBE_TYPE, "token": run.probe_token}
-                await self._call(self.layer.group_send(run.probe_group, probe))
-                async with asyncio.timeout(self.layer_timeout):
-                    await run.probe_answered.wait()
-            except (LayerUnavailable, TimeoutError) as exc:
-                await self._fail(run, exc)
-                return
 
 
 _hub: Hub | None = None

@@ -1,18 +1,22 @@
-"""A hub's Redis pub/sub subscription: the updates the channel layer brings, sooner.
+"""A hub's Redis pub/sub connection: one per server process, whatever it watches.
 
-``Writer.commit``'s write script publishes each stored record to one pub/sub
-channel per group (``Store.broadcast_channel``), in the same round trip as the
-write (setting ``FAST_BROADCAST``). A hub subscribes to the channels of the
-groups it is in, so an update reaches the server one ``PUBLISH`` after it was
-written, instead of after the worker's sender thread, channels_redis' per-member
-queues and the hub's ``BZPOPMIN`` poll.
+The write script publishes each stored record in the same round trip as the
+write (``_core.publishing``). A hub subscribes to the channels of the groups it
+is in through a ``Subscriber``:
 
-The channel layer still carries every update too, and the hub keeps the first
-copy of each ``(task, seq)``. So this path only makes delivery sooner and never
-decides what is delivered: when its connection drops, nothing is lost, the
-layer delivers meanwhile and the subscriber reconnects with backoff, subscribing
-again to what the hub is in. Redis restarts are found by the hub's layer probes,
-as without it.
+- *direct* (``RedisPubSubChannelLayer`` on the cache's Redis): the channels are
+  the layer's own group channels, and this is how the hub receives everything.
+  After a lost connection, once it is subscribed again, ``on_connected`` tells
+  the hub, which reads its tasks' records from the store and delivers what it
+  missed (by ``seq``). When a new connection cannot be made (Redis is away),
+  ``on_unreachable`` tells it instead: the hub then closes its watchers with
+  4503, as when the layer fails, so that clients show it and come back. An
+  idle connection is pinged, so that a silent one (a peer gone without a
+  reset) is found and replaced too.
+- *layered* (any other layer, ``FAST_BROADCAST``): the hubs' own channels
+  (``Store.broadcast_channel``) carry the bare record, sooner than the layer,
+  which still carries every update: the hub keeps the first copy of each
+  ``(task, seq)``, and nothing is lost while this connection is away.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from realtime_async._core.process import Throttled
 
@@ -66,6 +70,9 @@ def _accepted(cls: type) -> set[str]:
             names.update(inspect.signature(init).parameters)
     return names
 
+
+#: The data of the ping that follows a new connection's subscriptions (see ``Subscriber._handle``).
+_READY: Final = b"realtime_async.subscribed"
 
 #: The client name of every hub's pub/sub connection (``CLIENT LIST`` shows ``realtime_async.hub.<pid>``).
 CLIENT_NAME_PREFIX = "realtime_async.hub."
@@ -123,9 +130,17 @@ class Subscriber:
     confirm_timeout: float = 1.0
     #: Longest wait between two reconnection attempts.
     max_backoff: float = 5.0
+    #: Seconds without a message before the connection is pinged (and ``timeout`` more before it is replaced).
+    ping_after: float = 20.0
 
     def __init__(
-        self, pool: Any, channel_of: Callable[[str], str], control: str, on_message: Callable[[bytes], None]
+        self,
+        pool: Any,
+        channel_of: Callable[[str], str],
+        control: str,
+        on_message: Callable[[bytes], None],
+        on_connected: Callable[[bool], None] | None = None,
+        on_unreachable: Callable[[BaseException], None] | None = None,
     ) -> None:
         import redis.asyncio
 
@@ -135,6 +150,11 @@ class Subscriber:
         self.control = channel_of(control)
         self._control = self.control.encode()
         self._on_message = on_message
+        self._on_connected = on_connected
+        #: Told when a connection attempt fails (Redis is away, not just one connection).
+        self._on_unreachable = on_unreachable
+        #: Connections confirmed so far: after the first, ``on_connected`` says the subscriber was away.
+        self._connections = 0
         self._wanted: set[str] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pubsub: Any = None
@@ -143,11 +163,14 @@ class Subscriber:
         # A Redis outage must not flood the logs.
         self._log = Throttled(logger)
 
-    async def add(self, group: str) -> None:
-        """Subscribe to ``group``'s channel and wait (briefly) until Redis confirms it; never raises.
+    async def add(self, group: str, *, required: bool = False) -> None:
+        """Subscribe to ``group``'s channel and wait until Redis confirms it.
 
         Updates published after it returns reach this subscriber, unless the
         connection is away: then the reader subscribes again once it is back.
+        Without ``required`` it waits ``confirm_timeout`` at most and never
+        raises; with it, it waits ``timeout`` and raises ``ConnectionError``
+        unless Redis confirmed the subscription.
         """
         channel = self._channel_of(group)
         key = channel.encode()
@@ -156,7 +179,11 @@ class Subscriber:
         self._waiters.setdefault(key, []).append(waiter)
         try:
             await self._command("subscribe", channel)
-            if not self._failing:
+            if required:
+                await asyncio.wait({waiter}, timeout=self.timeout)
+                if not waiter.done():
+                    raise ConnectionError(f"Redis did not confirm the subscription to {channel!r}")
+            elif not self._failing:
                 await asyncio.wait({waiter}, timeout=self.confirm_timeout)
         finally:
             waiters = self._waiters.get(key, [])
@@ -185,22 +212,36 @@ class Subscriber:
     async def run(self) -> None:
         """Read until cancelled, reconnecting with backoff; hand each message's data to ``on_message``."""
         delay = 0.1
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
         try:
             while True:
                 if _cancelling():
                     # redis-py can swallow a cancellation (seen while it connects): honour it anyway.
                     raise asyncio.CancelledError
+                connecting = self._pubsub is None
                 try:
-                    if self._pubsub is None:
+                    if connecting:
                         async with asyncio.timeout(self.timeout):
                             await self._connect()
+                        heard = pinged = loop.time()
+                        connecting = False
                     message = await self._pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        heard = loop.time()
+                    elif loop.time() - heard > self.ping_after + self.timeout:
+                        raise ConnectionError("no answer to a ping")
+                    elif loop.time() - max(heard, pinged) > self.ping_after:
+                        pinged = loop.time()
+                        await self._pubsub.ping()
                 except Exception as exc:
                     if _cancelling():
                         raise  # redis-py can turn a cancellation into a timeout or a connection error
                     self._failing = True
-                    self._warn("connection lost", exc)
+                    self._warn("connection failed" if connecting else "connection lost", exc)
                     await self._drop()
+                    if connecting and self._on_unreachable is not None:
+                        self._on_unreachable(exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.max_backoff)
                     continue
@@ -224,6 +265,14 @@ class Subscriber:
             for waiter in self._waiters.pop(channel, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+        elif kind == "pong" and message.get("data") == _READY:
+            # Sent after every subscription of a new connection: all of them are in place.
+            self._connections += 1
+            if self._on_connected is not None:
+                try:
+                    self._on_connected(self._connections > 1)
+                except Exception:
+                    logger.exception("realtime_async: a pub/sub reconnection could not be handled")
         elif kind == "message" and channel != self._control:
             try:
                 self._on_message(message["data"])
@@ -243,6 +292,8 @@ class Subscriber:
         wanted = sorted(self._wanted)
         if wanted:
             await pubsub.subscribe(*wanted)
+        # Redis answers a connection's commands in order: this pong comes after every confirmation.
+        await pubsub.ping(_READY)
 
     async def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -3,9 +3,11 @@
 Writes are coalesced per task: at most ``PROGRESS_RATE`` writes and broadcasts
 a second, the latest state wins, and the latest state is always written within
 one interval by the scheduler thread even when no further call comes. Final
-states are never coalesced. Each write is one store call (which, on Redis,
-also publishes the record to the servers' hubs) and one broadcast to the
-task's Channels groups through the sender thread.
+states are never coalesced. Each write is one store call, which on Redis also
+publishes the record (``_core.publishing``): with ``RedisPubSubChannelLayer``
+on the cache's Redis, as the layer's own message to the task's groups, and
+nothing else is sent; with another layer, to the servers' hubs, followed by a
+broadcast to the task's Channels groups through the sender thread.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_for_task, group_for_user
+from realtime_async._core.naming import PROGRESS_TYPE, group_for_task
 from realtime_async._core.process import PerProcess
+from realtime_async._core.publishing import publication, task_groups
 from realtime_async._core.records import (
     FINAL_STATES,
     LOG_LEVELS,
@@ -122,17 +125,9 @@ def log_line(text: object, level: str) -> LogEntry:
     return {"t": round(time.time(), 3), "level": cast(LogLevel, level), "text": text}
 
 
-def task_groups(task_name: str, owner: object) -> tuple[str, ...]:
-    """The Channels groups a task's records go to: its watchers, the staff feed, its owner's feed."""
-    groups: tuple[str, ...] = (group_for_task(task_name), STAFF_FEED_GROUP)
-    return groups + (group_for_user(owner),) if owner is not None else groups
-
-
 def group_link(parent: str, owner: object) -> GroupLink:
     """Where a part's writes send its group's parent: its groups, at most ``PROGRESS_RATE`` times a second."""
-    settings = get_settings()
-    publish = task_groups(parent, owner) if settings.fast_broadcast else ()
-    return GroupLink(parent, publish, 1.0 / settings.progress_rate)
+    return GroupLink(parent, publication(parent, owner, task_groups(parent, owner)), 1.0 / get_settings().progress_rate)
 
 
 @dataclasses.dataclass
@@ -149,6 +144,8 @@ class Tracker:
     meta: dict[str, Any] | None = None  # launch metadata, for lifecycle payloads
     #: Log lines waiting for the next write (never dropped by coalescing, only by the bound).
     lines: Lines = dataclasses.field(default_factory=Lines)
+    #: When (monotonic) a write of this process last set the record's TTL (see ``Writer.commit``).
+    ttl_set: float = float("-inf")
 
     def take_lines(self) -> Lines:
         lines, self.lines = self.lines, Lines()
@@ -212,10 +209,14 @@ class Writer:
         part = record.get("part")
         # A group's part goes to its own watchers only: the feeds follow its parent (the breakdown shows parts).
         groups = (group_for_task(task_name),) if part else task_groups(task_name, record.get("owner"))
-        # The write script publishes the record to the servers' hubs itself (see ``fanout``);
-        # the groups get it too, through the channel layer, for every other consumer.
-        publish = groups if settings.fast_broadcast else ()
+        # The write script publishes the record itself; unless it publishes the layer's own
+        # message (direct), the groups get it through the layer too (see ``_core.publishing``).
+        publish = publication(task_name, record.get("owner"), groups)
         link = group_link(part["group"], record.get("owner")) if part else None
+        # The record's TTL is set again once a quarter of it went by: not on every write (a call
+        # less inside the script); always for a final state, whose TTL differs.
+        tracker, now = self._trackers.get(task_name), time.monotonic()
+        refresh = tracker is None or state in FINAL_STATES or now - tracker.ttl_set > ttl / 4
         # The broadcast is queued under the lock too, so broadcasts leave in seq order.
         with self._write_lock:
             result = get_store().write_state(
@@ -230,8 +231,11 @@ class Writer:
                 publish=publish,
                 lines=lines,
                 group=link,
+                refresh_ttl=refresh,
             )
-            if result.written:
+            if refresh and tracker is not None and result.written:
+                tracker.ttl_set = now
+            if result.written and not (publish is not None and publish.direct):
                 message = {
                     "type": PROGRESS_TYPE,
                     "task": task_name,
@@ -251,7 +255,7 @@ class Writer:
         """Broadcast the parent's record a part's write published, or flush it once its interval passed."""
         if group.flush_in is not None:
             get_scheduler().call_at(time.monotonic() + group.flush_in, lambda: self.flush_group(link))
-        if not group.record_json:
+        if not group.record_json or (link.publish is not None and link.publish.direct):
             return None
         parent = json.loads(group.record_json)
         message = {
@@ -281,7 +285,7 @@ class Writer:
         limits, ttl = (settings.log_max_lines, settings.log_max_bytes), settings.progress_ttl
         writes = [  # as Store.write_state makes them: no floor, no end, nothing published, no lines
             Write(record["task"], record["state"], encode_record_body(record), ttl, WriteMode.CREATE,
-                  json.dumps(meta, cls=DjangoJSONEncoder), 0, False, (), Lines(), limits)
+                  json.dumps(meta, cls=DjangoJSONEncoder), 0, False, None, Lines(), limits)
             for record, meta in records
         ]  # fmt: skip
         with self._write_lock:

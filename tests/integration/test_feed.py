@@ -24,6 +24,7 @@ from tests.ws_helpers import (
     acommit,
     connected,
     fake_user,
+    group_members,
     recv,
     recv_close,
     stop_hub,
@@ -170,16 +171,15 @@ async def test_the_hub_follows_a_user_group_once_for_all_local_connections():
     alice = fake_user()
     comms = [await following(alice) for _ in range(3)]
     assert get_hub().feed_watchers(group_for_user(alice.pk)) == 3
-    layer = get_channel_layer()
     group = group_for_user(alice.pk)
-    assert await layer.connection(layer.consistent_hash(group)).zcard(layer._group_key(group)) == 1
+    assert await group_members(group) == 1
     name = await new_task(alice.pk)
     for comm in comms:
         assert (await recv(comm))["task"] == name
     for comm in comms:
         await comm.disconnect()
     assert get_hub().feed_watchers(group) == 0
-    assert await layer.connection(layer.consistent_hash(group)).zcard(layer._group_key(group)) == 0
+    assert await group_members(group) == 0
 
 
 async def test_a_task_subscriber_without_the_feed_gets_no_feed_traffic():

@@ -432,8 +432,13 @@ def test_a_parts_updates_go_to_its_own_watchers_not_to_the_feeds_or_the_dashboar
     from realtime_async.contrib.dashboard import recorder
 
     sent, recorded = [], []
-    real = writer.broadcast
-    monkeypatch.setattr(writer, "broadcast", lambda groups, message: sent.append(groups) or real(groups, message))
+    real = writer.publication  # where each write goes, decided once for both kinds of layer
+
+    def publication(task, owner, groups):
+        sent.append(groups)
+        return real(task, owner, groups)
+
+    monkeypatch.setattr(writer, "publication", publication)
     monkeypatch.setattr(recorder.get_recorder(), "add", lambda name, payload: recorded.append(name))
     parent = manager.launch_async_group([STEPS, STEPS], **NOWHERE)
     part = _parts(manager, parent)[0]

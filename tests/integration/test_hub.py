@@ -12,9 +12,10 @@ import pytest
 from channels.layers import get_channel_layer
 
 from realtime_async._core.naming import PROGRESS_TYPE, group_for_task, new_task_name
-from realtime_async._delivery import fanout
+from realtime_async._delivery import fanout, receiving
 from realtime_async._delivery import hub as hub_module
 from realtime_async._delivery.hub import Hub, get_hub
+from realtime_async._delivery.receiving import MEMBERSHIP_CALLS
 from realtime_async.protocol import CLOSE_UNAVAILABLE
 from tests.ws_helpers import (
     acommit,
@@ -29,6 +30,9 @@ from tests.ws_helpers import (
     task_path,
     watching,
 )
+
+#: The layered delivery (RedisChannelLayer); ``test_direct.py`` covers RedisPubSubChannelLayer.
+pytestmark = pytest.mark.usefixtures("core_layer")
 
 
 @pytest.fixture(autouse=True)
@@ -364,12 +368,12 @@ async def test_a_burst_of_subscriptions_to_many_new_tasks_closes_nobody(settings
     """1,000 subscriptions over 100 new tasks at once: group_adds are bounded, so redis-py's pool holds.
 
     redis-py's asyncio pool raises ``MaxConnectionsError`` instead of waiting. Here
-    the pool (100 by default) and the bound (``_MEMBERSHIP_CALLS``) are scaled down
+    the pool (100 by default) and the bound (``MEMBERSHIP_CALLS``) are scaled down
     together, so that the burst overflows the pool every time without the bound
     (in-process, about 30 group_adds overlap; on a loaded daphne, up to 100).
     """
-    assert hub_module._MEMBERSHIP_CALLS + 8 <= 100  # the reader and the probe need connections too
-    monkeypatch.setattr(hub_module, "_MEMBERSHIP_CALLS", 4)
+    assert MEMBERSHIP_CALLS + 8 <= 100  # the reader and the probe need connections too
+    monkeypatch.setattr(receiving, "MEMBERSHIP_CALLS", 4)
     settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "MAX_CONNECTIONS_PER_USER": 2000}
     get_channel_layer().connection(0).connection_pool.max_connections = 12
     alice = fake_user()

@@ -29,6 +29,9 @@ from tests.ws_helpers import (
     watching,
 )
 
+#: The layered delivery (RedisChannelLayer); ``test_direct.py`` covers RedisPubSubChannelLayer.
+pytestmark = pytest.mark.usefixtures("core_layer")
+
 
 @pytest.fixture
 async def hub_cleanup():

@@ -86,7 +86,15 @@ CACHES = {
         "KEY_PREFIX": PREFIX,
     }
 }
-CHANNEL_LAYERS = {
+#: The two channel layers the suite knows: RedisPubSubChannelLayer (the documented one, for which the
+#: write script publishes the layer's messages itself) and RedisChannelLayer (still supported).
+PUBSUB_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": f"{PREFIX}:asgi"},
+    }
+}
+CORE_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
@@ -96,6 +104,12 @@ CHANNEL_LAYERS = {
         },
     }
 }
+#: Which one the suite runs on ("pubsub" or "core"); CI runs both. Tests of one layer's own
+#: machinery pick it themselves (the ``core_layer`` and ``pubsub_layer`` fixtures).
+LAYER = os.environ.setdefault("RA_TEST_LAYER", "pubsub")
+if LAYER not in ("pubsub", "core"):
+    raise ValueError(f"RA_TEST_LAYER must be pubsub or core, got {LAYER!r}")
+CHANNEL_LAYERS = PUBSUB_LAYERS if LAYER == "pubsub" else CORE_LAYERS
 ASGI_APPLICATION = "tests.project.asgi.application"
 STATIC_URL = "/static/"
 # Files that tasks attach (attach_file), shared by every process of one session; never the working directory.

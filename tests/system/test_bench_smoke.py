@@ -105,8 +105,9 @@ def test_groups():
 
 
 def test_redis_cost():
-    """``--only redis_cost`` (not in the default set): Redis' commands per update for each configuration, the floor
-    two, every watching server adding its own, every watcher served, and the section of the report."""
+    """``--only redis_cost`` (not in the default set): Redis' commands per update for each configuration on both
+    layers in one run, the floor two; on RedisChannelLayer every watching server adds its own, on
+    RedisPubSubChannelLayer an update is one script whatever the servers; every watcher served; the report."""
     from bench import redis_cost
 
     only = bench.run(bench.QUICK, scenarios=("redis_cost",), skip_optional=False)
@@ -120,12 +121,18 @@ def test_redis_cost():
         assert row["usec"] > 0 and row["client_calls"] <= row["calls"], (key, row)
         if row["delivery"] is not None:
             assert row["delivery"]["missing_finals"] == 0 and row["delivery"]["out_of_order"] == 0, (key, row)
-    ours = [cost[f"ours/{k}"]["calls"] for k in bench.QUICK.redis_cost_servers]
-    assert ours == sorted(ours) and ours[0] < ours[-1], ours
-    commands = cost["ours/1"]["commands"]
-    assert commands["publish"]["nested_calls"] > 0 and commands["bzpopmin"]["nested_calls"] == 0, commands
+    layered = [cost[f"ours_core/{k}"]["calls"] for k in bench.QUICK.redis_cost_servers]
+    assert layered == sorted(layered) and layered[0] < layered[-1], layered
+    assert cost["ours_core/1"]["commands"]["bzpopmin"]["calls"] > 0
+    direct = [cost[f"ours/{k}"] for k in bench.QUICK.redis_cost_servers]
+    assert all(0.9 <= row["client_calls"] <= 1.1 for row in direct), direct  # one script, whatever the servers
+    assert all("bzpopmin" not in row["commands"] for row in direct), direct
+    assert cost["ours/1"]["commands"]["publish"]["nested_calls"] > 0
+    assert cost["ours/1@busy"]["rate"] > cost["ours/1"]["rate"]
     text = "\n".join(redis_cost.section(only))
-    assert "| realtime_async `update_progress`, 1 server watching |" in text and "`BZPOPMIN`" in text
+    assert "| realtime_async `update_progress`, RedisPubSubChannelLayer, 1 server watching |" in text
+    assert "| realtime_async `update_progress`, RedisChannelLayer (layered, as before), 1 server watching |" in text
+    assert "`BZPOPMIN`" in text
 
 
 def test_many_tasks_and_idle_memory(results):

@@ -62,6 +62,31 @@ def test_layer_socket_timeout(hosts, expected):
     assert _ids(CHANNEL_LAYERS={"default": layer}) == expected
 
 
+PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, []),  # the cache's server, named another way
+        ({"hosts": [{"address": "redis://localhost:6379/3", "socket_timeout": None}]}, []),
+        ({"hosts": [{"address": "redis://127.0.0.1:6390/11", "socket_timeout": None}]}, ["realtime_async.W010"]),
+        ({"hosts": SAFE_HOSTS * 2}, ["realtime_async.W010"]),
+        ({"serializer_format": "json"}, ["realtime_async.W010"]),
+        ({"symmetric_encryption_keys": ["k"]}, ["realtime_async.W010"]),
+    ],
+)
+def test_a_pubsub_layer_the_write_script_cannot_publish_for(config, expected):
+    layer = {"BACKEND": PUBSUB, "CONFIG": {"hosts": SAFE_HOSTS, **config}}
+    assert _ids(CHANNEL_LAYERS={"default": layer}, CACHES={"default": REDIS}) == expected
+
+
+def test_no_direct_check_without_fast_broadcast():
+    layer = {"BACKEND": PUBSUB, "CONFIG": {"hosts": SAFE_HOSTS, "serializer_format": "json"}}
+    settings = {"CHANNEL_LAYERS": {"default": layer}, "CACHES": {"default": REDIS}}
+    assert _ids(**settings, REALTIME_ASYNC={"FAST_BROADCAST": False}) == []
+
+
 def test_invalid_settings_are_an_error():
     assert _ids(REALTIME_ASYNC={"PROGRES_RATE": 5}) == ["realtime_async.E004"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from realtime_async._core.records import LogEntry, LogInfo, LogLine, StateRecord
@@ -18,6 +18,7 @@ __all__ = [
     "LogRead",
     "NewGroup",
     "Outcome",
+    "Publication",
     "Store",
     "Write",
     "WriteMode",
@@ -91,12 +92,41 @@ class LogRead:
 
 
 @dataclasses.dataclass(frozen=True)
+class Publication:
+    """What the write script publishes a written record to: channels, and the message's packed head.
+
+    An empty ``head`` publishes the record's JSON as it is (the hubs' fast
+    channels, ``RedisStore.broadcast_channel``); otherwise the script appends
+    ``seq``, ``state`` and ``record`` to ``head`` (a msgpack map of six entries
+    whose first three it holds) and publishes that: a channel layer's message,
+    byte for byte (see ``realtime_async._core.publishing``).
+    """
+
+    channels: tuple[str, ...]
+    head: bytes = b""
+
+    @property
+    def direct(self) -> bool:
+        """Whether this is the channel layer's own message: then nothing else needs to be sent."""
+        return bool(self.head)
+
+    def message(self, seq: int, state: str, record_json: str) -> bytes:
+        """What the script publishes for ``record_json`` (seq ``seq``), packed here: ``publish.lua``'s twin."""
+        if not self.head:
+            return record_json.encode()
+        import msgpack
+
+        pack = msgpack.packb
+        return self.head + b"".join(pack(item) for item in ("seq", seq, "state", state, "record", record_json))
+
+
+@dataclasses.dataclass(frozen=True)
 class GroupLink:
     """The group a written part belongs to: its parent's name and where the parent's record is published."""
 
     parent: str
-    #: The pub/sub channels of the parent's groups (``RedisStore.broadcast_channel``).
-    publish: Sequence[str] = ()
+    #: Where the parent's record is published (the parent's groups), if anywhere.
+    publish: Publication | None = None
     #: The parent is published at most once per this many seconds (``1 / PROGRESS_RATE``); a final state always.
     interval: float = 0.1
 
@@ -144,11 +174,18 @@ class Write:
     meta: str
     floor: int
     end: bool
-    publish: Sequence[str]
+    publish: Publication | None
     lines: Lines
     #: The log's bound: lines and bytes kept per task (``LOG_MAX_LINES``, ``LOG_MAX_BYTES``).
     log_limits: tuple[int, int]
     group: GroupLink | None = None
+    #: False when the caller set the record's TTL itself not long ago: a store may leave it alone.
+    refresh_ttl: bool = True
+
+    @property
+    def plain(self) -> bool:
+        """A progress update and nothing else: no create, meta, log lines, end or group (the hot path)."""
+        return self.mode is WriteMode.UPDATE and not (self.meta or self.lines or self.end or self.group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,18 +224,18 @@ class Store:
         meta: str = "",
         floor: int = 0,
         end: bool = False,
-        publish: Sequence[str] = (),
+        publish: Publication | None = None,
         lines: Lines | None = None,
         group: GroupLink | None = None,
+        refresh_ttl: bool = True,
     ) -> WriteResult:
         """Store a record (``body``: its JSON without the opening brace) above seq ``floor``.
 
         Final states are sticky (see ``WriteMode``). With ``end``, the same
         atomic step releases the task's locks, drops it from the active registry
         and stops its heartbeat, whether or not the state was written. A record
-        written is also published, in the same step, to the pub/sub channel of
-        each group in ``publish`` (``RedisStore.broadcast_channel``); stores
-        without pub/sub ignore it.
+        written is also published, in the same step, as ``publish`` says;
+        stores without pub/sub ignore it.
 
         ``lines`` are appended to the task's log when the record is written:
         numbered after the log's last line (and the lines they dropped), the
@@ -213,7 +250,8 @@ class Store:
         """
         settings = get_settings()
         limits = (settings.log_max_lines, settings.log_max_bytes)
-        write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines or Lines(), limits, group)
+        lines = lines or Lines()
+        write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines, limits, group, refresh_ttl)
         return self._write_state(write)
 
     def create_group(self, group: NewGroup) -> None:

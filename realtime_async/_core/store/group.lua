@@ -6,8 +6,8 @@
 --       the active registry, the parent's cancel flag.
 -- ARGV: the part's name, the parent's name, the publish interval (ms), the final ttl (ms),
 --       the progress ttl (ms), the cancel flags' key prefix, the cancel flags' ttl (ms),
---       "1" to settle (no part changed: decide again, as cleanup does), then the parent's
---       pub/sub channels.
+--       "1" to settle (no part changed: decide again, as cleanup does), then where the
+--       parent's record is published: a message head and the channels (see PUBLISHED).
 -- The parts hash holds, per part, {"s": state, "p": percent, "w": weight, "t": title,
 -- "e": public error once it failed} as of its last write; the parent's hash holds the aggregate: 'g:<state>' counts, 'g:wp' the sum of
 -- weight × percent, 'g:sumw', 'g:parts', 'g:ended' (parts final), 'g:policy', 'g:pub'
@@ -175,7 +175,7 @@ redis.call('HDEL', KEYS[2], 'g:dirty')
 local ttl = final and ARGV[4] or ARGV[5]
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-for i = 9, #ARGV do redis.call('PUBLISH', ARGV[i], out) end
+PUBLISHED(ARGV, 9, seq, record.state, out)
 local result = {1, out, final or '', start}
 if final then
   for _, key in ipairs(redis.call('SMEMBERS', KEYS[4])) do

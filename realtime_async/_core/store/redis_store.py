@@ -21,6 +21,7 @@ from realtime_async._core.store.base import (
     LogRead,
     NewGroup,
     Outcome,
+    Publication,
     Store,
     Write,
     WriteResult,
@@ -56,16 +57,30 @@ return {{written[1], written[2], written[3], group}}
 """
 
 
+#: ``PUBLISHED`` (``publish.lua``), which every writing script calls, is put before it.
+_PUBLISHED = _source("publish")
+
+
+def _published(publication: Publication | None) -> list[Any]:
+    """The arguments of ``PUBLISHED`` for ``publication``."""
+    if publication is None:
+        return [""]
+    return [publication.head, *publication.channels]
+
+
 def _script(name: str) -> str:
     fused = name == "partwrite"
     text = _PART_WRITE.format(write=_source("write"), group=_source("group")) if fused else _source(name)
-    if name in ("write", "group", "partwrite"):
+    if name in ("group", "partwrite"):
         # The states come from Python, where they are defined once.
-        final = ", ".join(f'["{state}"] = true' for state in sorted(FINAL_STATES))
         named = ", ".join(f'{state} = "{state}"' for state in GROUP_STATES)
         ordered = ", ".join(f'"{state}"' for state in GROUP_STATES)
-        text = f"local FINAL = {{{final}}}\nlocal STATE = {{{named}}}\nlocal STATES = {{{ordered}}}\n{text}"
+        text = f"local STATE = {{{named}}}\nlocal STATES = {{{ordered}}}\n{text}"
         text = f"local PART_CANCELLED = {json.dumps(PART_CANCELLED)}\n{text}"
+    if name in ("write", "update", "group", "partwrite"):
+        # Made on every call: the plain write (the hot path) gets only what it uses.
+        final = ", ".join(f'["{state}"] = true' for state in sorted(FINAL_STATES))
+        text = f"local FINAL = {{{final}}}\n{_PUBLISHED}{text}"
     return text
 
 
@@ -82,6 +97,7 @@ class RedisStore(Store):
         self.client = client
         self.prefix = prefix
         self._write = client.register_script(_script("write"))
+        self._update = client.register_script(_script("update"))
         self._acquire = client.register_script(_script("acquire"))
         self._release = client.register_script(_script("release"))
         self._renew = client.register_script(_script("renew"))
@@ -96,7 +112,7 @@ class RedisStore(Store):
         return f"{self.prefix}:{kind}:{task_name}"
 
     def broadcast_channel(self, group: str) -> str:
-        """The pub/sub channel that ``write_state`` publishes ``group``'s records to."""
+        """The hubs' own pub/sub channel of ``group`` (a layered ``Publication``; see ``_core.publishing``)."""
         # Pub/sub ignores the database number, which keys have: it goes into the name.
         return f"{self._broadcast_prefix}{group}"
 
@@ -105,8 +121,7 @@ class RedisStore(Store):
         keys = [k("t", name), k("c", name), k("tl", name), k("a", "tasks"), k("hb", name), k("log", name)]
         lines = write.lines.bodies()
         args = [write.state, write.body, _ms(write.ttl), int(write.mode), write.meta, write.floor, name, int(write.end)]
-        args += [len(lines), *write.log_limits, write.lines.dropped, *lines]
-        args.extend(map(self.broadcast_channel, write.publish))
+        args += [len(lines), *write.log_limits, write.lines.dropped, *lines, *_published(write.publish)]
         return keys, args
 
     def write_many(self, writes: list[Write]) -> list[WriteResult]:
@@ -122,6 +137,15 @@ class RedisStore(Store):
 
     def _write_state(self, write: Write) -> WriteResult:
         name = write.task_name
+        if write.plain:
+            keys = [self._k("t", name), self._k("c", name)]
+            args = [write.state, write.body, _ms(write.ttl), int(write.refresh_ttl), write.floor]
+            guess = f'{{"seq":{write.floor + 1},{write.body}'  # see update.lua
+            message = write.publish.message(write.floor + 1, write.state, guess) if write.publish else b""
+            args += [guess, message, *_published(write.publish)]
+            seq, rec, cancel = self._update(keys=keys, args=args)
+            outcome = _NOT_WRITTEN.get(int(seq), Outcome.WRITTEN)
+            return WriteResult(outcome, max(int(seq), 0), _text(rec) or guess, bool(cancel))
         keys, args = self._write_call(write)
         if write.group is None:
             seq, rec, cancel = self._write(keys=keys, args=args)
@@ -139,8 +163,7 @@ class RedisStore(Store):
         keys = [self._k("t", part or group.parent), self._k("t", group.parent), self._k("gp", group.parent)]
         keys += [self._k("tl", group.parent), self._k("a", "tasks"), self._k("c", group.parent)]
         args = [part, group.parent, _ms(group.interval), _ms(settings.final_state_ttl), _ms(settings.progress_ttl)]
-        args += [self._k("c", ""), _ms(settings.final_state_ttl), "0" if part else "1"]
-        args.extend(map(self.broadcast_channel, group.publish))
+        args += [self._k("c", ""), _ms(settings.final_state_ttl), "0" if part else "1", *_published(group.publish)]
         return keys, args
 
     @staticmethod
@@ -184,10 +207,7 @@ class RedisStore(Store):
         return {name: entry["s"] for name, entry in self.group_entries(parent).items()}
 
     def group_results(self, parts: list[str]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for name in parts:
-            pipe.hget(self._k("t", name), "rec")
-        return [json.loads(rec).get("result") if rec else None for rec in pipe.execute()]
+        return [json.loads(rec).get("result") if rec else None for rec in self.read_states(parts)]
 
     def group_entries(self, parent: str) -> dict[str, dict[str, Any]]:
         packed = self.client.hgetall(self._k("gp", parent))
@@ -196,6 +216,13 @@ class RedisStore(Store):
     def read_state(self, task_name: str) -> str | None:
         value = self.client.hget(self._k("t", task_name), "rec")
         return value.decode() if value is not None else None
+
+    def read_states(self, task_names: list[str]) -> list[str | None]:
+        """The records of ``task_names`` (JSON, None for a task without one), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in task_names:
+            pipe.hget(self._k("t", name), "rec")
+        return [_text(rec) or None for rec in pipe.execute()]
 
     def state_key(self, task_name: str) -> str:
         """The key of the hash whose ``rec`` field holds ``task_name``'s record (``state_reader`` reads it)."""

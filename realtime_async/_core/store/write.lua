@@ -7,7 +7,8 @@
 -- not final), meta JSON (or ""), seq floor, task name, "1" to end the task,
 -- the number k of log lines, the log's line and byte bounds, the lines the
 -- writer dropped before this write, the k lines (JSON without the opening
--- brace), then the pub/sub channels to publish the record to.
+-- brace), then where to publish the record: a message head (see PUBLISHED,
+-- put before this script by redis_store.py) and the pub/sub channels.
 -- The floor is the last seq the writer saw: a record that Redis lost (a restart
 -- without persistence) comes back above it, so seq never goes backwards.
 -- Ending a task frees the locks it still holds, drops it from the registry and
@@ -27,7 +28,9 @@ local function finish()
   redis.call('DEL', KEYS[3], KEYS[5])
   redis.call('ZREM', KEYS[4], ARGV[7])
 end
-local cur = redis.call('HGET', KEYS[1], 'state')
+-- Each call to Redis costs more inside a script than outside: the hash is read with
+-- one HMGET and written with one HSET.
+local cur, seq, last, dropped, bytes = unpack(redis.call('HMGET', KEYS[1], 'state', 'seq', 'logn', 'logd', 'logb'))
 local cancel = redis.call('EXISTS', KEYS[2])
 if cur and ARGV[4] == '0' and FINAL[cur] then
   finish()
@@ -39,19 +42,16 @@ end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[2], KEYS[6])
   redis.call('HDEL', KEYS[1], 'logn', 'logd', 'logb')
+  last, dropped, bytes = nil, nil, nil
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-if seq <= tonumber(ARGV[6]) then
-  seq = tonumber(ARGV[6]) + 1
-  redis.call('HSET', KEYS[1], 'seq', seq)
-end
+seq = math.max(tonumber(seq or '0'), tonumber(ARGV[6])) + 1
+local fields = {'state', ARGV[1], 'seq', seq}
 local k, skipped = tonumber(ARGV[9]), tonumber(ARGV[12])
-local last = tonumber(redis.call('HGET', KEYS[1], 'logn') or '0')
+last, dropped = tonumber(last or '0'), tonumber(dropped or '0')
 local log, published = '', ''
 if k > 0 or skipped > 0 then
-  local dropped = tonumber(redis.call('HGET', KEYS[1], 'logd') or '0') + skipped
-  local bytes = tonumber(redis.call('HGET', KEYS[1], 'logb') or '0')
-  last = last + skipped
+  bytes = tonumber(bytes or '0')
+  dropped, last = dropped + skipped, last + skipped
   local lines = {}
   for i = 1, k do
     last = last + 1
@@ -64,20 +64,25 @@ if k > 0 or skipped > 0 then
     bytes = bytes - #redis.call('LPOP', KEYS[6])
     dropped, count = dropped + 1, count - 1
   end
-  redis.call('HSET', KEYS[1], 'logn', last, 'logd', dropped, 'logb', bytes)
+  for _, v in ipairs({'logn', last, 'logd', dropped, 'logb', bytes}) do table.insert(fields, v) end
   log = '"log":{"last":' .. last .. ',"dropped":' .. dropped
   published = log .. ',"lines":[' .. table.concat(lines, ',') .. ']},'
   log = log .. '},'
 elseif last > 0 then
-  log = '"log":{"last":' .. last .. ',"dropped":' .. redis.call('HGET', KEYS[1], 'logd') .. '},'
+  log = '"log":{"last":' .. last .. ',"dropped":' .. dropped .. '},'
   published = log
 end
 local rec = '{"seq":' .. seq .. ',' .. log .. ARGV[2]
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rec', rec)
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[5]) end
+table.insert(fields, 'rec')
+table.insert(fields, rec)
+if ARGV[5] ~= '' then
+  table.insert(fields, 'meta')
+  table.insert(fields, ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if last > 0 then redis.call('PEXPIRE', KEYS[6], ARGV[3]) end
 finish()
 if published ~= log then rec = '{"seq":' .. seq .. ',' .. published .. ARGV[2] end
-for i = 13 + k, #ARGV do redis.call('PUBLISH', ARGV[i], rec) end
+PUBLISHED(ARGV, 13 + k, seq, ARGV[1], rec)
 return {seq, rec, cancel}
