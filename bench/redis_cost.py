@@ -245,7 +245,8 @@ def scenario_redis_cost(b: Bench, rep: int) -> dict[str, Any]:
             out[_key("floor", 1, b.layer, busy)] = _configuration(b, probe, [], agents, "floor", 1, rep, b.pub, rate)
             for layer in LAYERS:
                 for k in (1,) if busy else p.redis_cost_servers:
-                    row = _configuration(b, probe, servers[layer], agents, "ours", k, rep, publishers[layer], rate)
+                    pub = publishers[layer]
+                    row = _configuration(b, probe, servers[layer], agents, "ours", k, rep, pub, rate, layer)
                     out[_key("ours", k, layer, busy)] = row
         for k in cp_servers:
             row = _configuration(
@@ -276,10 +277,11 @@ def _configuration(
     rep: int,
     publisher: Agent | None,
     rate: float,
+    layer: str = "",
 ) -> dict[str, Any]:
     """One row: set up ``k`` watchers, read the idle background, the window, the ``MONITOR`` pass, the final."""
     p = b.plan
-    label = f"rcost-{kind.replace('_', '')}-{k}-{int(rate)}-r{rep}"
+    label = f"rcost-{kind.replace('_', '')}{'-' + layer if layer else ''}-{k}-{int(rate)}-r{rep}"
     watching = agents[:k]
     assert publisher is not None
     ids: dict[str, Any]
