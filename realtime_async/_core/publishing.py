@@ -30,7 +30,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_for_task, group_for_user
+from realtime_async._core.naming import STAFF_FEED_GROUP, group_for_task, group_for_user
 from realtime_async._core.store import Publication, RedisStore, get_store
 from realtime_async.conf import get_settings
 
@@ -52,14 +52,6 @@ class DirectLayer:
     def channel(self, group: str) -> str:
         """The layer's pub/sub channel of ``group`` (``RedisPubSubLoopLayer._get_group_channel_name``)."""
         return f"{self.prefix}__group__{group}"
-
-    @staticmethod
-    def head(task_name: str, owner: object) -> bytes:
-        """The packed start of the progress message of ``task_name``: the map's header and three of its six entries."""
-        import msgpack
-
-        pack = msgpack.packb
-        return b"\x86" + b"".join(pack(item) for item in ("type", PROGRESS_TYPE, "task", task_name, "owner", owner))
 
     def decode(self, data: bytes) -> Any:
         """A message as the layer's consumers get it; raises on bytes that are not one."""
@@ -147,7 +139,7 @@ def publication(task_name: str, owner: object, groups: tuple[str, ...]) -> Publi
     """
     direct = direct_layer()
     if direct is not None:
-        return Publication(tuple(map(direct.channel, groups)), direct.head(task_name, owner))
+        return Publication.layer_message(tuple(map(direct.channel, groups)), task_name, owner)
     store = get_store()
     if get_settings().fast_broadcast and isinstance(store, RedisStore):
         return Publication(tuple(map(store.broadcast_channel, groups)))

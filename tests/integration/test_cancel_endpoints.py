@@ -16,16 +16,13 @@ from realtime_async._core.store import WriteMode
 from realtime_async._writing.writer import get_writer
 from realtime_async.async_manager import AsyncManager
 from realtime_async.views import cancel_view
-from tests.ws_helpers import connected, fake_user, recv, stop_hub, subscribe, task_path
+from tests.ws_helpers import connected, fake_user, recv, subscribe, task_path
 
 NOT_FOUND = {"v": 1, "type": "error", "code": "not_found", "message": "No such task."}
 FORBIDDEN = {"v": 1, "type": "error", "code": "forbidden", "message": "You may not cancel this task."}
 
 
-@pytest.fixture(autouse=True)
-async def _stop_hub():
-    yield
-    await stop_hub()
+pytestmark = pytest.mark.usefixtures("hub_cleanup")
 
 
 def queued_task(owner_pk):

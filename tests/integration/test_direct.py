@@ -33,18 +33,11 @@ from tests.ws_helpers import (
     new_task,
     recv,
     recv_close,
-    stop_hub,
     until,
     watching,
 )
 
-pytestmark = pytest.mark.usefixtures("pubsub_layer")
-
-
-@pytest.fixture(autouse=True)
-async def _stop_hub():
-    yield
-    await stop_hub()
+pytestmark = pytest.mark.usefixtures("pubsub_layer", "hub_cleanup")
 
 
 @pytest.fixture

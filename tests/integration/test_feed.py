@@ -27,7 +27,6 @@ from tests.ws_helpers import (
     group_members,
     recv,
     recv_close,
-    stop_hub,
     subscribe,
     task_path,
 )
@@ -37,10 +36,7 @@ UNFEED = {"v": 1, "type": "unsubscribe_feed"}
 FINAL = ("success", "failure", "cancelled", "lost")
 
 
-@pytest.fixture(autouse=True)
-async def _stop_hub():
-    yield
-    await stop_hub()
+pytestmark = pytest.mark.usefixtures("hub_cleanup")
 
 
 @pytest.fixture

@@ -32,13 +32,7 @@ from tests.ws_helpers import (
 )
 
 #: The layered delivery (RedisChannelLayer); ``test_direct.py`` covers RedisPubSubChannelLayer.
-pytestmark = pytest.mark.usefixtures("core_layer")
-
-
-@pytest.fixture(autouse=True)
-async def _stop_hub():
-    yield
-    await stop_hub()
+pytestmark = pytest.mark.usefixtures("core_layer", "hub_cleanup")
 
 
 class FlakyLayer:

@@ -11,15 +11,12 @@ from django.test import Client
 from realtime_async._core.store import Lines
 from realtime_async._writing.writer import get_writer, log_line
 from realtime_async.async_manager import AsyncManager
-from tests.ws_helpers import connected, fake_user, new_task, recv, stop_hub, subscribe, task_path
+from tests.ws_helpers import connected, fake_user, new_task, recv, subscribe, task_path
 
 NOT_FOUND = {"v": 1, "type": "error", "code": "not_found", "message": "No such task."}
 
 
-@pytest.fixture(autouse=True)
-async def _stop_hub():
-    yield
-    await stop_hub()
+pytestmark = pytest.mark.usefixtures("hub_cleanup")
 
 
 def _write(name, owner, *texts, state="running"):

@@ -11,17 +11,14 @@ from jsonschema import Draft202012Validator
 
 from realtime_async._writing.sender import broadcast, wait_sent
 from realtime_async.async_manager import AsyncManager
-from tests.ws_helpers import acommit, connected, fake_user, new_task, recv, stop_hub, subscribe, task_path
+from tests.ws_helpers import acommit, connected, fake_user, new_task, recv, subscribe, task_path
 
 SCHEMA = json.loads(importlib.resources.files("realtime_async").joinpath("protocol.schema.json").read_text())
 #: Every frame the server sends (``unit/test_protocol.py`` checks the schema itself).
 SERVER = Draft202012Validator({"$ref": "#/$defs/serverMessage", "$defs": SCHEMA["$defs"]})
 
 
-@pytest.fixture(autouse=True)
-async def _stop_hub():
-    yield
-    await stop_hub()
+pytestmark = pytest.mark.usefixtures("hub_cleanup")
 
 
 async def test_real_server_traffic_matches_the_schema():

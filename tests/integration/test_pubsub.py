@@ -24,19 +24,12 @@ from tests.ws_helpers import (
     new_task,
     pubsub_subscribers,
     recv,
-    stop_hub,
     until,
     watching,
 )
 
 #: The layered delivery (RedisChannelLayer); ``test_direct.py`` covers RedisPubSubChannelLayer.
 pytestmark = pytest.mark.usefixtures("core_layer")
-
-
-@pytest.fixture
-async def hub_cleanup():
-    yield
-    await stop_hub()
 
 
 class MutedLayer:

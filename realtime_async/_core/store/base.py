@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from realtime_async._core.naming import PROGRESS_TYPE
 from realtime_async._core.records import LogEntry, LogInfo, LogLine, StateRecord
 from realtime_async.conf import get_settings
 
@@ -105,6 +106,11 @@ class Publication:
     channels: tuple[str, ...]
     head: bytes = b""
 
+    @classmethod
+    def layer_message(cls, channels: tuple[str, ...], task_name: str, owner: object) -> Publication:
+        """The channel layer's progress message of ``task_name`` to ``channels`` (its head packed here)."""
+        return cls(channels, b"\x86" + _packed("type", PROGRESS_TYPE, "task", task_name, "owner", owner))
+
     @property
     def direct(self) -> bool:
         """Whether this is the channel layer's own message: then nothing else needs to be sent."""
@@ -114,10 +120,14 @@ class Publication:
         """What the script publishes for ``record_json`` (seq ``seq``), packed here: ``publish.lua``'s twin."""
         if not self.head:
             return record_json.encode()
-        import msgpack
+        return self.head + _packed("seq", seq, "state", state, "record", record_json)
 
-        pack = msgpack.packb
-        return self.head + b"".join(pack(item) for item in ("seq", seq, "state", state, "record", record_json))
+
+def _packed(*items: object) -> bytes:
+    """``items`` packed one after another as msgpack-python packs them (the entries of a map)."""
+    import msgpack
+
+    return b"".join(msgpack.packb(item) for item in items)
 
 
 @dataclasses.dataclass(frozen=True)
