@@ -5,6 +5,10 @@
 - ``realtime_async.E003``: ``InMemoryChannelLayer`` outside DEBUG.
 - ``realtime_async.E004``: the ``REALTIME_ASYNC`` setting is invalid.
 - ``realtime_async.E005``: no cache under ``CACHE_ALIAS``.
+- ``realtime_async.E010``: ``SHARDS`` is empty or malformed (the message names the entry).
+- ``realtime_async.E011``: a server of ``SHARDS`` cannot be reached (named by its place in the list).
+- ``realtime_async.E012``: another process runs with a different ``SHARDS`` list: a
+  server's fingerprint key (``<prefix>:realtime_async:shards``) holds another list's digest.
 - ``realtime_async.W001``: a Redis channel layer host whose socket timeout can
   expire while the layer waits for messages, closing idle WebSockets (channels_redis issue 422).
 - ``realtime_async.W002``: the channel of each server's fan-out hub holds fewer
@@ -56,6 +60,7 @@ __all__ = [
     "check_cache",
     "check_channel_layer",
     "check_settings",
+    "check_shards",
     "check_time_limits",
 ]
 
@@ -100,7 +105,7 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="realtime_async.E005",
             )
         ]
-    if cache.get("BACKEND") in _PROCESS_LOCAL_CACHES and not settings.DEBUG:
+    if cache.get("BACKEND") in _PROCESS_LOCAL_CACHES and not settings.DEBUG and conf.shards is None:
         return [
             Error(
                 f"The cache {conf.cache_alias!r} ({cache['BACKEND']}) cannot hold locks and progress across processes.",
@@ -109,6 +114,48 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register()
+def check_shards(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``SHARDS`` names servers that answer, and the same list as every other process (its fingerprint)."""
+    conf, errors = _settings_or_error()
+    if errors or conf.shards is None or conf.cache_alias not in settings.CACHES:
+        return []
+    from realtime_async._core.store import get_store, redis_shards
+    from realtime_async._core.store.shards import decode_shards, fingerprint
+
+    hint = "Each entry is a redis:// URL, a dict of connection arguments, or a Sentinel service (README, Scaling)."
+    try:
+        ours = fingerprint(decode_shards(conf.shards))
+    except ImproperlyConfiguredError as exc:
+        return [Error(str(exc), hint=hint, id="realtime_async.E010")]
+    messages: list[CheckMessage] = []
+    for index, shard in enumerate(redis_shards(get_store())):
+        key = f"{shard.prefix}:shards"
+        try:
+            shard.client.set(key, ours, nx=True)
+            theirs = shard.client.get(key)
+        except Exception as exc:
+            messages.append(
+                Error(
+                    f"REALTIME_ASYNC['SHARDS'][{index}] cannot be reached ({type(exc).__name__}: {exc}).",
+                    hint="Start that server, or fix its entry.",
+                    id="realtime_async.E011",
+                )
+            )
+            continue
+        if theirs is not None and theirs.decode() != ours:
+            messages.append(
+                Error(
+                    f"REALTIME_ASYNC['SHARDS'][{index}] was last used with another list of servers: "
+                    "processes that disagree on SHARDS look for the same task on different servers.",
+                    hint=f"Give every process the same SHARDS. After changing it on purpose, once no process "
+                    f"runs the old list, delete the key {key!r} on each server (README, Scaling).",
+                    id="realtime_async.E012",
+                )
+            )
+    return messages
 
 
 def _timeout_is_safe(host: Any) -> bool:
@@ -180,10 +227,13 @@ def _check_direct(conf: Any) -> list[CheckMessage]:
         return []
     from channels.layers import get_channel_layer
 
-    from realtime_async._core.store import RedisStore, get_store
+    from realtime_async._core.store import get_store, redis_shards
 
-    store = get_store()
-    if not isinstance(store, RedisStore):
+    try:
+        store = get_store()
+    except ImproperlyConfiguredError:
+        return []  # E010 says what is wrong with SHARDS
+    if not redis_shards(store):
         return []  # E001 outside DEBUG; in DEBUG nothing is published anyway
     try:
         reason = why_not_direct(get_channel_layer(conf.channel_layer_alias), store)
@@ -194,9 +244,9 @@ def _check_direct(conf: Any) -> list[CheckMessage]:
     return [
         Warning(
             f"Each progress update costs a group_send per group besides its write: {reason}.",
-            hint="Put RedisPubSubChannelLayer on the cache's Redis server, with one host, the msgpack "
-            "serializer and no symmetric_encryption_keys, so that the write script publishes its "
-            "messages itself (see the README's Scaling section).",
+            hint="Put RedisPubSubChannelLayer on the store's Redis server (or SHARDS' servers, in the same "
+            "order), with the msgpack serializer and no symmetric_encryption_keys, so that the write script "
+            "publishes its messages itself (see the README's Scaling section).",
             id="realtime_async.W010",
         )
     ]

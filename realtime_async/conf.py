@@ -9,6 +9,11 @@ Key                        Meaning                                         Defau
 ========================== =============================================== ==========
 ASYNC_MANAGER_CLASS_PATH   ``AsyncManager`` subclass used everywhere        the base class
 CACHE_ALIAS                cache holding state, locks and heartbeats        ``"default"``
+                           (and naming their keys, with ``SHARDS`` too)
+SHARDS                     Redis servers of the state instead of the        ``None``
+                           cache's (a list in channels_redis' ``hosts``
+                           format; Sentinel services too; see
+                           ``_core/store/shards.py`` and the README)
 CHANNEL_LAYER_ALIAS        channel layer used for broadcasts                ``"default"``
 PROGRESS_TTL               seconds a non-final state lives without updates  ``3600``
 FINAL_STATE_TTL            seconds a final state is kept                    ``86400``
@@ -66,6 +71,8 @@ class Settings:
 
     async_manager_class_path: str = DEFAULT_MANAGER_CLASS_PATH
     cache_alias: str = "default"
+    #: The store's own Redis servers (``_core.store.shards``); None: the cache's.
+    shards: Any = None
     channel_layer_alias: str = "default"
     progress_ttl: float = 3600
     final_state_ttl: float = 86400
@@ -104,6 +111,10 @@ class Settings:
                 raise ImproperlyConfiguredError(
                     f"REALTIME_ASYNC[{field.name.upper()!r}] must be a positive number, got {value!r}."
                 )
+        if self.shards is not None and (not isinstance(self.shards, (list, tuple)) or not self.shards):
+            raise ImproperlyConfiguredError(
+                f"REALTIME_ASYNC['SHARDS'] must be a non-empty list of Redis servers or None, got {self.shards!r}."
+            )
         if not isinstance(self.fast_broadcast, bool):
             raise ImproperlyConfiguredError(
                 f"REALTIME_ASYNC['FAST_BROADCAST'] must be True or False, got {self.fast_broadcast!r}."

@@ -28,7 +28,7 @@ from django.utils.http import http_date, parse_etags
 
 from realtime_async._core.managers import resolve_manager
 from realtime_async._core.naming import validate_task_name
-from realtime_async._core.store import RedisStore, get_store
+from realtime_async._core.store import RedisStore, get_store, shard_of
 from realtime_async._core.store.state_reader import StateReader, usable_for
 from realtime_async._delivery.events import HEADERS, Opened, open_stream, parse_query, write_stream
 from realtime_async._web import etags
@@ -93,7 +93,8 @@ class ProgressHttpRouter:
     def __init__(self, application: Any) -> None:
         self.application = application
         self._paths: tuple[str, str, str] | None = None
-        self._redis: tuple[asyncio.AbstractEventLoop, StateReader | None] | None = None
+        #: The running loop's pipelined reader of each Redis server of the store (None where it cannot go).
+        self._redis: tuple[asyncio.AbstractEventLoop, dict[RedisStore, StateReader | None]] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("method") == "GET":
@@ -143,9 +144,10 @@ class ProgressHttpRouter:
         store = get_store()
         try:
             validate_task_name(task)
-            if not isinstance(store, RedisStore) or (reader := self._reader(store)) is None:
+            shard = shard_of(store, task)
+            if shard is None or (reader := self._reader(shard)) is None:
                 return False
-            stored = await reader.hget(store.state_key(task), "rec")
+            stored = await reader.hget(shard.state_key(task), "rec")
             record = json.loads(stored) if stored is not None else None
         except Exception:  # an invalid name, a store that is down or busy: Django gives the answer
             return False
@@ -165,17 +167,21 @@ class ProgressHttpRouter:
 
     async def aclose(self) -> None:
         """Close the fast path's Redis connection (tests; a server process just exits)."""
-        reader, self._redis = self._redis, None
-        if reader is not None and reader[1] is not None:
-            await reader[1].aclose()
+        readers, self._redis = self._redis, None
+        for reader in readers[1].values() if readers is not None else ():
+            if reader is not None:
+                await reader.aclose()
 
-    def _reader(self, store: RedisStore) -> StateReader | None:
-        """This loop's pipelined reader of the store's Redis (None where it cannot go: TLS, for one)."""
+    def _reader(self, shard: RedisStore) -> StateReader | None:
+        """This loop's pipelined reader of ``shard`` (None where it cannot go: TLS, Sentinel, for two)."""
         loop = asyncio.get_running_loop()
         if self._redis is None or self._redis[0] is not loop:
-            address = usable_for(store.client)
-            self._redis = (loop, StateReader(address) if address is not None else None)
-        return self._redis[1]
+            self._redis = (loop, {})
+        readers = self._redis[1]
+        if shard not in readers:
+            address = usable_for(shard.client)
+            readers[shard] = StateReader(address) if address is not None else None
+        return readers[shard]
 
 
 def _path(scope: dict[str, Any]) -> str:

@@ -28,7 +28,12 @@ def main(argv: list[str]) -> None:
     if command == "launch":
         func, positional, keywords = args[0], json.loads(args[1]), json.loads(args[2]) if len(args) > 2 else {}
         conflict_ids = keywords.pop("_conflict_ids", None)
-        print(manager.launch_async_task(func, *positional, task_kwargs=keywords, conflict_ids=conflict_ids))
+        name = keywords.pop("_task_name", None)
+        print(
+            manager.launch_async_task(
+                func, *positional, task_kwargs=keywords, conflict_ids=conflict_ids, task_name=name
+            )
+        )
     elif command == "launch_many":
         # launch_many N: every tenth fails on purpose; prints [[name, token, expected state], ...]
         out = []

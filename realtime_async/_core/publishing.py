@@ -2,20 +2,24 @@
 
 There are two ways, chosen per process from the settings:
 
-*Direct* (channels_redis' ``RedisPubSubChannelLayer`` on the cache's Redis
-server, with its default msgpack serializer and no encryption): the store's
-write script publishes the layer's own ``realtime_async.progress`` message,
-packed as the layer packs it, to the layer's pub/sub channel of each of the
-task's groups, in the same script as the write. Nothing else sends: an update
-is one round trip and one script on Redis, and every consumer in a group gets
-it exactly as if it had been ``group_send``. The servers' hubs subscribe to
-those channels themselves (``_delivery.hub``), and read the store again by
-``seq`` after a lost connection.
+*Direct* (channels_redis' ``RedisPubSubChannelLayer`` on the store's Redis
+server, or on ``SHARDS``' servers in the same order, with its default msgpack
+serializer and no encryption): the store's write script publishes the layer's
+own ``realtime_async.progress`` message, packed as the layer packs it, to the
+layer's pub/sub channel of each of the task's groups, in the same script as
+the write, on the task's shard. Nothing else sends: an update is one round
+trip and one script on Redis, and every consumer in the task's group gets it
+exactly as if it had been ``group_send`` (on shards, the layer places the
+task's group channel on the task's shard: ``store.shards``; a group part's
+and the feeds' channels are heard by the hubs alone, which subscribe where the
+script publishes). The servers' hubs subscribe to those channels themselves
+(``_delivery.hub``), and read the store again by ``seq`` after a lost
+connection.
 
 *Layered* (any other layer, or a pub/sub layer that the script cannot speak
 for): the write script publishes the bare record to the hubs' own channels
-(``FAST_BROADCAST``, ``RedisStore.broadcast_channel``) and the sender thread
-``group_send``s the message through the layer, as before.
+(``FAST_BROADCAST``, ``RedisStore.broadcast_channel``, on the task's shard) and
+the sender thread ``group_send``s the message through the layer, as before.
 
 ``FAST_BROADCAST = False`` turns both kinds of publishing by the script off:
 then every update goes through the layer's ``group_send`` alone.
@@ -23,15 +27,14 @@ then every update goes through the layer's ``group_send`` alone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 from typing import Any
 
 from channels.layers import get_channel_layer
 
 from realtime_async._core.naming import STAFF_FEED_GROUP, group_for_task, group_for_user
-from realtime_async._core.store import Publication, RedisStore, get_store
+from realtime_async._core.store import Publication, get_store, redis_shards, shard_of
+from realtime_async._core.store.shards import server_identity
 from realtime_async.conf import get_settings
 
 __all__ = ["DirectLayer", "Publication", "direct_layer", "publication", "task_groups", "why_not_direct"]
@@ -58,35 +61,13 @@ class DirectLayer:
         return self.layer.deserialize(data)
 
 
-def _address(kwargs: dict[str, Any]) -> tuple[str, Any]:
-    """``("unix", path)`` or ``(ip, port)`` of a redis-py connection's keyword arguments."""
-    if kwargs.get("path"):
-        return "unix", kwargs["path"]
-    host = str(kwargs.get("host") or "localhost")
-    with contextlib.suppress(OSError):
-        host = socket.gethostbyname(host)
-    return host, int(kwargs.get("port") or 6379)
-
-
-def _layer_address(host: Any) -> tuple[str, Any] | None:
-    import redis.connection
-
-    if not isinstance(host, dict) or "sentinels" in host:
-        return None
-    if "address" in host:
-        address = host["address"]
-        if not isinstance(address, str):
-            return None
-        return _address(redis.connection.parse_url(address))  # type: ignore[no-untyped-call]
-    return _address(host)
-
-
 def why_not_direct(layer: Any, store: Any) -> str | None:
     """Why the write script cannot publish ``layer``'s group messages itself; None when it can."""
     cls = type(layer)
     if f"{cls.__module__}.{cls.__qualname__}" != PUBSUB_LAYER:
         return "the channel layer is not RedisPubSubChannelLayer"
-    if not isinstance(store, RedisStore):
+    shards = redis_shards(store)
+    if not shards:
         return "the cache is not on Redis"
     from channels_redis.serializers import MsgPackSerializer
     from channels_redis.utils import decode_hosts
@@ -97,12 +78,14 @@ def why_not_direct(layer: Any, store: Any) -> str | None:
     if serializer.crypter is not None or serializer.random_prefix_length:
         return "the layer encrypts its messages (symmetric_encryption_keys)"
     kwargs = getattr(layer, "_kwargs", {})
-    hosts = decode_hosts(kwargs.get("hosts"))
-    if len(hosts) != 1:
-        return "the layer has several hosts"
-    ours = _address(store.client.connection_pool.connection_kwargs)
-    if _layer_address(hosts[0]) != ours:
-        return "the layer's Redis server is not the cache's"
+    hosts = [server_identity(host) for host in decode_hosts(kwargs.get("hosts"))]
+    ours = [shard.identity() for shard in shards]
+    if len(ours) == 1 and hosts != ours:
+        return "the layer's Redis server is not the store's" if len(hosts) == 1 else "the layer has several hosts"
+    if hosts != ours:
+        return "the layer's hosts are not SHARDS' servers in the same order"
+    if len(ours) > 1 and str(kwargs.get("prefix", "asgi")) != getattr(store, "channel_prefix", None):
+        return "the store placed its tasks for another layer's prefix"
     return None
 
 
@@ -140,7 +123,7 @@ def publication(task_name: str, owner: object, groups: tuple[str, ...]) -> Publi
     direct = direct_layer()
     if direct is not None:
         return Publication.layer_message(tuple(map(direct.channel, groups)), task_name, owner)
-    store = get_store()
-    if get_settings().fast_broadcast and isinstance(store, RedisStore):
-        return Publication(tuple(map(store.broadcast_channel, groups)))
+    shard = shard_of(get_store(), task_name)
+    if get_settings().fast_broadcast and shard is not None:
+        return Publication(tuple(map(shard.broadcast_channel, groups)))
     return None

@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_for_user
 from realtime_async._core.publishing import DirectLayer
 from realtime_async._core.records import FINAL_STATES
-from realtime_async._delivery.pubsub import Subscriber
+from realtime_async._delivery.pubsub import Subscribers
 from realtime_async.protocol import progress_frame
 
 __all__ = ["PROBE_TYPE", "Entry", "FanOut", "LayerUnavailable", "Run", "Update", "Watcher"]
@@ -62,6 +62,8 @@ class Entry:
     """The local watchers of one task (or one feed) and the hub's membership of its group."""
 
     group: str
+    #: The watched task (None for a feed): where its group is heard, with ``SHARDS``.
+    task: str | None = None
     watchers: dict[Watcher, None] = dataclasses.field(default_factory=dict)
     joined: bool = False
     # Serialises group_add and group_discard so a discard cannot undo a later add.
@@ -82,8 +84,8 @@ class Run:
     probe_token: str = ""
     probe_answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     probe_now: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    #: The hub's pub/sub connection: all it receives (direct), or the fast path (``FAST_BROADCAST``).
-    subscriber: Subscriber | None = None
+    #: The hub's pub/sub connections, one per Redis server: all it receives (direct), or the fast path.
+    subscribers: Subscribers | None = None
     #: Set when the write script publishes the layer's messages itself (see ``_core.publishing``).
     direct: DirectLayer | None = None
     #: Loop time of the last renewal of the run's group memberships (see ``Hub._renew``).

@@ -120,7 +120,7 @@ class Hub(Receiving):
         run = self._run or await self._start()
         entry = self._table(kind).get(key)
         if entry is None:
-            entry = self._table(kind)[key] = Entry(group)
+            entry = self._table(kind)[key] = Entry(group, key if kind == "task" else None)
         entry.watchers[watcher] = None
         try:
             if not entry.joined:
@@ -160,18 +160,18 @@ class Hub(Receiving):
             async with self._membership:
                 await self._call(self.layer.group_add(entry.group, run.channel))
         entry.joined = True
-        if run.subscriber is not None:
+        if run.subscribers is not None:
             try:
-                await run.subscriber.add(entry.group, required=run.direct is not None)
+                await run.subscribers.add(entry.group, entry.task, required=run.direct is not None)
             except ConnectionError as exc:
                 entry.joined = False
-                await run.subscriber.discard(entry.group)
+                await run.subscribers.discard(entry.group, entry.task)
                 raise LayerUnavailable(str(exc)) from exc
 
     async def _discard(self, run: Run, entry: Entry) -> None:
         """Take the hub out of ``entry``'s group (``entry.joined`` was cleared by the caller)."""
-        if run.subscriber is not None:
-            await run.subscriber.discard(entry.group)
+        if run.subscribers is not None:
+            await run.subscribers.discard(entry.group, entry.task)
         if run.direct is not None:
             return  # no layer membership
         try:

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from realtime_async._core.process import Throttled
 
-__all__ = ["CLIENT_NAME_PREFIX", "Subscriber", "async_pool_for"]
+__all__ = ["CLIENT_NAME_PREFIX", "Subscriber", "Subscribers", "async_pool_for"]
 
 logger = logging.getLogger("realtime_async")
 
@@ -78,13 +78,30 @@ _READY: Final = b"realtime_async.subscribed"
 CLIENT_NAME_PREFIX = "realtime_async.hub."
 
 
-def async_pool_for(client: Any) -> Any:
+def async_pool_for(client: Any, shard: dict[str, Any] | None = None) -> Any:
     """An asyncio connection pool to the server of the synchronous redis-py ``client``, with its login.
 
-    Its connections are named ``CLIENT_NAME_PREFIX`` and the process id.
+    ``shard`` is the ``SHARDS`` entry ``client`` was made from, if any: a
+    Sentinel service's pool asks the Sentinels where the primary is now, on
+    each new connection. Its connections are named ``CLIENT_NAME_PREFIX`` and
+    the process id.
     """
     import redis.asyncio.connection as aio
     import redis.connection as sync
+
+    name = f"{CLIENT_NAME_PREFIX}{os.getpid()}"
+    if shard is not None and "sentinels" in shard:
+        import redis.asyncio.sentinel as aio_sentinel
+
+        from realtime_async._core.store.shards import connection_kwargs
+
+        given = connection_kwargs(shard)
+        options = {key: value for key, value in given.items() if key in _CONNECTION_KEYS}
+        watchers = shard.get("sentinel_kwargs") or {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+        sentinel = aio_sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=watchers)  # type: ignore[no-untyped-call]
+        return aio_sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            shard["master_name"], sentinel, client_name=name, **options
+        )
 
     kind = client.connection_pool.connection_class
     if issubclass(kind, sync.UnixDomainSocketConnection):
@@ -99,7 +116,7 @@ def async_pool_for(client: Any) -> Any:
         for key, value in client.connection_pool.connection_kwargs.items()
         if key in _CONNECTION_KEYS and key in accepted
     }
-    kwargs["client_name"] = f"{CLIENT_NAME_PREFIX}{os.getpid()}"
+    kwargs["client_name"] = name
     return aio.ConnectionPool(connection_class=cls, **kwargs)
 
 
@@ -304,3 +321,37 @@ class Subscriber:
         self._log.warning(
             "realtime_async: pub/sub %s (%s: %s); the channel layer delivers meanwhile", what, type(exc).__name__, exc
         )
+
+
+class Subscribers:
+    """A ``Subscriber`` per Redis server of the store: a task's group is heard on its shard, a feed's on all.
+
+    With one server (no ``SHARDS``, or one) it is that server's ``Subscriber``
+    alone. ``place`` gives a task's shard (``ShardedStore.shard``'s index).
+    """
+
+    def __init__(self, subscribers: list[Subscriber], place: Callable[[str], int]) -> None:
+        self.each = subscribers
+        self._place = place
+
+    def of(self, task: str | None) -> list[Subscriber]:
+        """Where ``task``'s group is heard; every server for a feed (``task`` None)."""
+        if task is None or len(self.each) == 1:
+            return self.each
+        return [self.each[self._place(task)]]
+
+    def index(self, task: str) -> int:
+        return self._place(task) if len(self.each) > 1 else 0
+
+    async def add(self, group: str, task: str | None, *, required: bool = False) -> None:
+        """``Subscriber.add`` on each server ``group`` is heard on; raises the first ``ConnectionError``."""
+        answers = await asyncio.gather(
+            *(subscriber.add(group, required=required) for subscriber in self.of(task)), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+
+    async def discard(self, group: str, task: str | None) -> None:
+        for subscriber in self.of(task):
+            await subscriber.discard(group)

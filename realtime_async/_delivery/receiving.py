@@ -23,9 +23,9 @@ from typing import Any, Final, TypeVar
 
 from realtime_async._core.naming import HUB_CHANNEL_PREFIX
 from realtime_async._core.publishing import DirectLayer
-from realtime_async._core.store import RedisStore, get_store
+from realtime_async._core.store import RedisStore, get_store, redis_shards
 from realtime_async._delivery.fanout import PROBE_TYPE, FanOut, LayerUnavailable, Run
-from realtime_async._delivery.pubsub import Subscriber, async_pool_for
+from realtime_async._delivery.pubsub import Subscriber, Subscribers, async_pool_for
 from realtime_async.conf import get_settings
 
 __all__ = ["MEMBERSHIP_CALLS", "STOP_TYPE", "Receiving"]
@@ -69,35 +69,81 @@ class Receiving(FanOut):
             asyncio.create_task(self._probe(run), name="realtime_async-hub-probe"),
         ]
         run.renewed = self.loop.time()
-        store = get_store()
-        if get_settings().fast_broadcast and isinstance(store, RedisStore):
-            run.subscriber = Subscriber(
-                async_pool_for(store.client),
-                store.broadcast_channel,
-                run.probe_group,
-                lambda data: self._route_published(run, data),
+        shards = redis_shards(get_store())
+        if get_settings().fast_broadcast and shards:
+            self._listen(
+                run,
+                [
+                    Subscriber(
+                        async_pool_for(shard.client, shard.shard_spec),
+                        shard.broadcast_channel,
+                        run.probe_group,
+                        lambda data: self._route_published(run, data),
+                    )
+                    for shard in shards
+                ],
             )
-            run.tasks.append(asyncio.create_task(run.subscriber.run(), name="realtime_async-hub-pubsub"))
         return run
 
     async def _start_direct(self, direct: DirectLayer) -> Run:
         """A run that receives on the layer's group channels itself (see ``_core.publishing``)."""
-        store = get_store()
-        assert isinstance(store, RedisStore)  # direct_layer() says so
+        shards = redis_shards(get_store())  # direct_layer() says they are the layer's hosts
         run = Run("", f"{CHANNEL_PREFIX}.{uuid.uuid4().hex}", direct=direct)
-        run.subscriber = Subscriber(
-            async_pool_for(store.client),
+        run.tasks = [asyncio.create_task(self._fan_out(run), name="realtime_async-hub-fan-out")]
+        self._listen(run, [self._direct_subscriber(run, direct, index, shard) for index, shard in enumerate(shards)])
+        return run
+
+    def _direct_subscriber(self, run: Run, direct: DirectLayer, index: int, shard: RedisStore) -> Subscriber:
+        return Subscriber(
+            async_pool_for(shard.client, shard.shard_spec),
             direct.channel,
             run.probe_group,
             lambda data: self._route_layer_message(run, data),
-            lambda again: self._spawn(self._resync(run)) if again else None,
-            lambda exc: self._spawn(self._fail(run, exc)),
+            lambda again: self._spawn(self._resync(run, index)) if again else None,
+            lambda exc: self._spawn(self._lose_shard(run, index, exc)),
         )
-        run.tasks = [
-            asyncio.create_task(self._fan_out(run), name="realtime_async-hub-fan-out"),
-            asyncio.create_task(run.subscriber.run(), name="realtime_async-hub-pubsub"),
-        ]
-        return run
+
+    @staticmethod
+    def _listen(run: Run, each: list[Subscriber]) -> None:
+        """Give ``run`` a subscriber per Redis server of the store, each reading in a task of the run's."""
+        store: Any = get_store()
+        run.subscribers = Subscribers(each, lambda task: store.shards.index(store.shard(task)))
+        run.tasks += [asyncio.create_task(one.run(), name="realtime_async-hub-pubsub") for one in each]
+
+    async def _stop_if_idle(self) -> None:
+        """End the run when nothing is watched any more (``Hub``'s)."""
+        raise NotImplementedError
+
+    async def _lose_shard(self, run: Run, index: int, exc: BaseException) -> None:
+        """A shard cannot be reached: close the watchers of its tasks, and the feeds' followers, with 4503.
+
+        With one server that is every watcher (``_fail``); with several, the
+        tasks on the other shards are served on as before.
+        """
+        if run.subscribers is None or len(run.subscribers.each) == 1:
+            await self._fail(run, exc)
+            return
+        if self._run is not run:
+            return
+        lost = {task: entry for task, entry in self._entries.items() if run.subscribers.index(task) == index}
+        feeds, self._feeds = self._feeds, {}
+        for task in lost:
+            del self._entries[task]
+        watchers = {watcher: None for entry in [*lost.values(), *feeds.values()] for watcher in entry.watchers}
+        logger.warning(
+            "realtime_async: Redis shard %d cannot be reached (%s: %s); closing %d watcher(s) of its tasks with 4503",
+            index, type(exc).__name__, exc, len(watchers),
+        )  # fmt: skip
+        for entry in [*lost.values(), *feeds.values()]:
+            entry.joined = False
+            await run.subscribers.discard(entry.group, entry.task)
+        for watcher in watchers:
+            try:
+                await watcher.hub_failed()
+            except Exception:
+                logger.exception("realtime_async: closing a watcher after a shard failure failed")
+        if not self._entries and not self._feeds:
+            await self._stop_if_idle()
 
     def _route_layer_message(self, run: Run, data: bytes) -> None:
         """Route what a layer group channel carried: the write script's message, or anyone's ``group_send``."""
@@ -111,8 +157,8 @@ class Receiving(FanOut):
             return
         self._route(run, message)
 
-    async def _resync(self, run: Run) -> None:
-        """After the pub/sub connection was away: deliver what the store holds past what was delivered.
+    async def _resync(self, run: Run, index: int = 0) -> None:
+        """After shard ``index``'s pub/sub connection was away: deliver what it holds past what was delivered.
 
         Each watcher drops a seq at or below its last, so a record delivered
         already is not sent twice. A feed's updates cannot be read back this way
@@ -127,11 +173,11 @@ class Receiving(FanOut):
                 await watcher.hub_failed()
             except Exception:
                 logger.exception("realtime_async: closing a feed after a pub/sub reconnection failed")
-        names = list(self._entries)
+        subscribers = run.subscribers
+        names = [name for name in self._entries if subscribers is None or subscribers.index(name) == index]
         if not names:
             return
-        store = get_store()
-        assert isinstance(store, RedisStore)
+        store: Any = get_store()
         try:
             records = await asyncio.to_thread(store.read_states, names)
         except Exception as exc:  # Redis away again: the next reconnection reads again

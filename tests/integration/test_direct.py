@@ -230,7 +230,7 @@ async def test_a_silent_connection_is_found_by_its_ping(monkeypatch, caplog):
     killed = [c["id"] for c in await asyncio.to_thread(_hub_connections)]
     store = get_store()
     # Only the hub's connection stops hearing: its messages are dropped unread, as on a dead link.
-    subscriber = get_hub()._run.subscriber
+    subscriber = get_hub()._run.subscribers.each[0]
     real = subscriber._pubsub.get_message
 
     async def deaf(*args, **kwargs):

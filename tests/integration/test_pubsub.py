@@ -141,7 +141,7 @@ async def test_a_killed_pubsub_connection_loses_nothing_and_comes_back(muted, ca
     # The subscriber reconnects and subscribes again to what the hub is in. Redis's count alone
     # is not enough: redis-py reconnects and resubscribes a dropped pub/sub connection once by
     # itself before it raises, and the subscriber then closes that connection and opens its own.
-    subscriber = get_hub()._run.subscriber
+    subscriber = get_hub()._run.subscribers.each[0]
 
     def subscribed_again() -> bool:
         noticed = "pub/sub connection lost" in caplog.text
@@ -186,7 +186,7 @@ async def test_without_fast_broadcast_nothing_is_published_and_the_layer_deliver
     settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "FAST_BROADCAST": False}
     alice = fake_user()
     name, comm, _ = await watching(alice)
-    assert get_hub()._run.subscriber is None
+    assert get_hub()._run.subscribers is None
     assert await asyncio.to_thread(pubsub_subscribers, group_for_task(name)) == 0
     store = get_store()
     listener = store.client.pubsub(ignore_subscribe_messages=True)

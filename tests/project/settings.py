@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -110,6 +111,13 @@ LAYER = os.environ.setdefault("RA_TEST_LAYER", "pubsub")
 if LAYER not in ("pubsub", "core"):
     raise ValueError(f"RA_TEST_LAYER must be pubsub or core, got {LAYER!r}")
 CHANNEL_LAYERS = PUBSUB_LAYERS if LAYER == "pubsub" else CORE_LAYERS
+#: RA_TEST_SHARDS (a JSON list of SHARDS entries) puts the store and the layer on those servers, in that order
+#: (tests/system/test_shards.py starts its servers and passes them to the processes it starts).
+SHARDS: list[Any] | None = json.loads(os.environ["RA_TEST_SHARDS"]) if os.environ.get("RA_TEST_SHARDS") else None
+if SHARDS is not None:
+    _layer: dict[str, Any] = CHANNEL_LAYERS["default"]
+    _hosts = [{"address": shard, "socket_timeout": None} if isinstance(shard, str) else shard for shard in SHARDS]
+    CHANNEL_LAYERS = {"default": {**_layer, "CONFIG": {**_layer["CONFIG"], "hosts": _hosts}}}
 ASGI_APPLICATION = "tests.project.asgi.application"
 STATIC_URL = "/static/"
 # Files that tasks attach (attach_file), shared by every process of one session; never the working directory.
@@ -141,6 +149,8 @@ REALTIME_ASYNC = {
     "HEARTBEAT_INTERVAL": float(os.environ.get("RA_TEST_HEARTBEAT", "1")),
     "LOCK_TTL": float(os.environ.get("RA_TEST_LOCK_TTL", "3")),
 }
+if SHARDS is not None:
+    REALTIME_ASYNC["SHARDS"] = SHARDS
 # Servers started by a test with a setting of their own (the event streams' bounds, for one).
 for _key in ("SSE_HEARTBEAT", "SSE_MAX_BYTES", "STALLED_CLOSE_AFTER", "MAX_SUBSCRIPTIONS"):
     if _value := os.environ.get(f"RA_TEST_{_key}"):

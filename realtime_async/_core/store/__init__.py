@@ -4,7 +4,9 @@ Everything lives in the cache named by ``CACHE_ALIAS`` under that cache's key
 prefix. On Redis (Django's ``RedisCache`` or django-redis) it is ``RedisStore``,
 whose compound operations are Lua scripts; any other cache backend gets
 ``CacheStore``, atomic only within one process and therefore refused outside
-DEBUG by system check ``realtime_async.E001``.
+DEBUG by system check ``realtime_async.E001``. With ``SHARDS`` the store is on
+those Redis servers instead, under the same key prefix: one ``RedisStore``,
+or a ``ShardedStore`` of several (``shards.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from realtime_async._core.store.base import (
 )
 from realtime_async._core.store.cache_store import CacheStore
 from realtime_async._core.store.redis_store import RedisStore
+from realtime_async._core.store.sharded_store import ShardedStore
+from realtime_async._core.store.shards import decode_shards, sync_client
 from realtime_async.conf import get_settings
 
 __all__ = [
@@ -41,13 +45,17 @@ __all__ = [
     "Outcome",
     "Publication",
     "RedisStore",
+    "ShardedStore",
     "Store",
     "Write",
     "WriteMode",
     "WriteResult",
+    "channel_prefix",
     "get_store",
     "redis_client_for",
+    "redis_shards",
     "reset",
+    "shard_of",
 ]
 
 
@@ -63,13 +71,30 @@ def redis_client_for(cache: Any) -> Any | None:
     return None
 
 
+def channel_prefix(alias: str) -> str:
+    """The ``prefix`` of channel layer ``alias`` as its CONFIG gives it (channels_redis' default otherwise)."""
+    from django.conf import settings
+
+    config = getattr(settings, "CHANNEL_LAYERS", {}).get(alias, {}).get("CONFIG") or {}
+    return str(config.get("prefix", "asgi"))
+
+
 def _make_store() -> Store:
-    alias = get_settings().cache_alias
-    cache = caches[alias]
+    conf = get_settings()
+    cache = caches[conf.cache_alias]
+    if conf.shards is not None:
+        prefix = cache.make_key("realtime_async")
+        shards = [RedisStore(sync_client(spec), prefix, spec) for spec in decode_shards(conf.shards)]
+        return shards[0] if len(shards) == 1 else ShardedStore(shards, channel_prefix(conf.channel_layer_alias))
     client = redis_client_for(cache)
     if client is not None:
         return RedisStore(client, cache.make_key("realtime_async"))
-    return CacheStore(alias)
+    return CacheStore(conf.cache_alias)
+
+
+def redis_shards(store: Store) -> tuple[RedisStore, ...]:
+    """The Redis servers of ``store``, in ``SHARDS`` order; none for a store that is not on Redis."""
+    return store.shards if isinstance(store, (RedisStore, ShardedStore)) else ()
 
 
 _stores = PerProcess(_make_store)
@@ -82,5 +107,10 @@ def get_store() -> Store:
 
 def reset(**kwargs: Any) -> None:
     """Forget the store (its connection pool stays with the cache object); a ``setting_changed`` receiver."""
-    if kwargs.get("setting", "CACHES") in ("REALTIME_ASYNC", "CACHES"):
+    if kwargs.get("setting", "CACHES") in ("REALTIME_ASYNC", "CACHES", "CHANNEL_LAYERS"):
         _stores.reset()
+
+
+def shard_of(store: Store, task_name: str) -> RedisStore | None:
+    """The Redis server of ``store`` that holds ``task_name``; None for a store that is not on Redis."""
+    return store.shard(task_name) if isinstance(store, (RedisStore, ShardedStore)) else None

@@ -26,6 +26,7 @@ from realtime_async._core.store.base import (
     Write,
     WriteResult,
 )
+from realtime_async._core.store.shards import server_identity
 from realtime_async.conf import get_settings
 
 __all__ = ["RedisStore"]
@@ -93,9 +94,13 @@ def _text(value: bytes | str | None) -> str:
 
 
 class RedisStore(Store):
-    def __init__(self, client: Any, prefix: str) -> None:
+    """The store on one Redis server: the cache's, or one entry of ``SHARDS`` (``shard``, see ``shards.py``)."""
+
+    def __init__(self, client: Any, prefix: str, shard: dict[str, Any] | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        #: The ``SHARDS`` entry this server was made from; None for the cache's own client.
+        self.shard_spec = shard
         self._write = client.register_script(_script("write"))
         self._update = client.register_script(_script("update"))
         self._acquire = client.register_script(_script("acquire"))
@@ -107,6 +112,21 @@ class RedisStore(Store):
         self._lock_prefix = f"{prefix}:l:"
         db = client.connection_pool.connection_kwargs.get("db") or 0
         self._broadcast_prefix = f"{prefix}:bc:{db}:"
+
+    @property
+    def shards(self) -> tuple[RedisStore, ...]:
+        """The Redis servers of this store: this one."""
+        return (self,)
+
+    def shard(self, task_name: str) -> RedisStore:
+        """The server that holds ``task_name``: this one (``ShardedStore`` chooses among several)."""
+        return self
+
+    def identity(self) -> tuple[Any, ...] | None:
+        """Which server this is, for pub/sub (``shards.server_identity``)."""
+        if self.shard_spec is not None:
+            return server_identity(self.shard_spec)
+        return server_identity(self.client.connection_pool.connection_kwargs)
 
     def _k(self, kind: str, task_name: str) -> str:
         return f"{self.prefix}:{kind}:{task_name}"
@@ -263,6 +283,12 @@ class RedisStore(Store):
     def renew(self, task_name: str, *, lock_ttl: float, heartbeat_timeout: float, state_ttl: float) -> list[str]:
         keys = [self._k(kind, task_name) for kind in ("tl", "hb", "t", "log")]
         lost = self._renew(keys=keys, args=[task_name, _ms(lock_ttl), _ms(heartbeat_timeout), _ms(state_ttl)])
+        n = len(self._lock_prefix)
+        return [key.decode()[n:] for key in lost]
+
+    def renew_locks(self, task_name: str, *, lock_ttl: float, state_ttl: float) -> list[str]:
+        """``renew``'s part for the locks alone (on the shard that holds them); the locks lost."""
+        lost = self._renew(keys=[self._k("tl", task_name)], args=[task_name, _ms(lock_ttl), 0, _ms(state_ttl)])
         n = len(self._lock_prefix)
         return [key.decode()[n:] for key in lost]
 
