@@ -48,7 +48,8 @@ def test_a_worker_attaches_a_file_that_its_owner_downloads(celery_worker_proc, m
 @pytest.mark.parametrize("auth", ["session", "token"])
 def test_the_widget_offers_the_link_and_the_download_on_success(browser, base_url, manager, django_user_model, auth):
     user = django_user_model.objects.create_user(f"viewer-{auth}")
-    name = manager.launch_async_task(WORKER, 8, user=user, task_kwargs={"delay": 0.25})
+    # Four seconds of steps: the page is loaded and checked while the task still runs, even on a busy CI machine.
+    name = manager.launch_async_task(WORKER, 8, user=user, task_kwargs={"delay": 0.5})
     query = {"task": name}
     if auth == "token":
         query["token"] = manager.make_watch_token(name)
