@@ -8,7 +8,7 @@
 - ``realtime_async.E010``: ``SHARDS`` is empty or malformed (the message names the entry).
 - ``realtime_async.E011``: a server of ``SHARDS`` cannot be reached (named by its place in the list).
 - ``realtime_async.E012``: another process runs with a different ``SHARDS`` list: a
-  server's fingerprint key (``<prefix>:realtime_async:shards``) holds another list's digest.
+  server's fingerprint key (``realtime_async:shards`` through the cache's ``make_key``) holds another list's digest.
 - ``realtime_async.W001``: a Redis channel layer host whose socket timeout can
   expire while the layer waits for messages, closing idle WebSockets (channels_redis issue 422).
 - ``realtime_async.W002``: the channel of each server's fan-out hub holds fewer
