@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final, TypeVar
 
 from realtime_async._core.naming import HUB_CHANNEL_PREFIX
 from realtime_async._core.publishing import DirectLayer
 from realtime_async._core.store import RedisStore, get_store, redis_shards
-from realtime_async._delivery.fanout import PROBE_TYPE, FanOut, LayerUnavailable, Run
+from realtime_async._delivery.fanout import PROBE_TYPE, Entry, FanOut, LayerUnavailable, Run, Watcher
 from realtime_async._delivery.pubsub import Subscriber, Subscribers, async_pool_for
 from realtime_async.conf import get_settings
 
@@ -107,7 +107,7 @@ class Receiving(FanOut):
     def _listen(run: Run, each: list[Subscriber]) -> None:
         """Give ``run`` a subscriber per Redis server of the store, each reading in a task of the run's."""
         store: Any = get_store()
-        run.subscribers = Subscribers(each, lambda task: store.shards.index(store.shard(task)))
+        run.subscribers = Subscribers(each, store.shard_index)
         run.tasks += [asyncio.create_task(one.run(), name="realtime_async-hub-pubsub") for one in each]
 
     async def _stop_if_idle(self) -> None:
@@ -129,7 +129,7 @@ class Receiving(FanOut):
         feeds, self._feeds = self._feeds, {}
         for task in lost:
             del self._entries[task]
-        watchers = {watcher: None for entry in [*lost.values(), *feeds.values()] for watcher in entry.watchers}
+        watchers = _each_watcher([*lost.values(), *feeds.values()])
         logger.warning(
             "realtime_async: Redis shard %d cannot be reached (%s: %s); closing %d watcher(s) of its tasks with 4503",
             index, type(exc).__name__, exc, len(watchers),
@@ -137,11 +137,7 @@ class Receiving(FanOut):
         for entry in [*lost.values(), *feeds.values()]:
             entry.joined = False
             await run.subscribers.discard(entry.group, entry.task)
-        for watcher in watchers:
-            try:
-                await watcher.hub_failed()
-            except Exception:
-                logger.exception("realtime_async: closing a watcher after a shard failure failed")
+        await _close_all(watchers, "a shard failure")
         if not self._entries and not self._feeds:
             await self._stop_if_idle()
 
@@ -167,12 +163,7 @@ class Receiving(FanOut):
         """
         if self._run is not run:
             return
-        followers = {watcher: None for entry in self._feeds.values() for watcher in entry.watchers}
-        for watcher in followers:
-            try:
-                await watcher.hub_failed()
-            except Exception:
-                logger.exception("realtime_async: closing a feed after a pub/sub reconnection failed")
+        await _close_all(_each_watcher(self._feeds.values()), "a pub/sub reconnection")
         subscribers = run.subscribers
         names = [name for name in self._entries if subscribers is None or subscribers.index(name) == index]
         if not names:
@@ -201,17 +192,13 @@ class Receiving(FanOut):
         self._run = None
         entries = [*self._entries.values(), *self._feeds.values()]
         self._entries, self._feeds = {}, {}
-        watchers = {watcher: None for entry in entries for watcher in entry.watchers}
+        watchers = _each_watcher(entries)
         logger.warning(
             "realtime_async: channel layer failed (%s: %s); closing %d WebSocket(s) with 4503",
             type(exc).__name__, exc, len(watchers),
         )  # fmt: skip
         await self._cancel(run)
-        for watcher in watchers:
-            try:
-                await watcher.hub_failed()
-            except Exception:
-                logger.exception("realtime_async: closing a WebSocket after a layer failure failed")
+        await _close_all(watchers, "a layer failure")
         if run.direct is None:
             # If the layer comes back with its data, drop the dead channel from the groups.
             groups = [entry.group for entry in entries if entry.joined] + [run.probe_group]
@@ -298,3 +285,17 @@ class Receiving(FanOut):
             except (LayerUnavailable, TimeoutError) as exc:
                 await self._fail(run, exc)
                 return
+
+
+def _each_watcher(entries: Iterable[Entry]) -> list[Watcher]:
+    """The watchers of ``entries``, each once (one may watch several tasks and feeds)."""
+    return list({watcher: None for entry in entries for watcher in entry.watchers})
+
+
+async def _close_all(watchers: Iterable[Watcher], after: str) -> None:
+    """Close each of ``watchers`` with 4503 (``hub_failed``); one that fails to close does not stop the rest."""
+    for watcher in watchers:
+        try:
+            await watcher.hub_failed()
+        except Exception:
+            logger.exception("realtime_async: closing a watcher after %s failed", after)

@@ -151,3 +151,31 @@ test("widgets of one page share one stream; one that joins later reopens it once
   assert.equal(sources.length, 2);
   assert.deepEqual(sources[1].tasks, ["t-1", "t-2", "t-3"]);
 });
+
+test("Cancel over HTTP: the end arriving before the POST's answer is told after cancel-requested", async () => {
+  const { element, events, widget } = newWidget("t-1", { transport: "sse", cancel: "/cancel/t-1/" });
+  const cancelled = [];
+  element.addEventListener("realtime-async:cancelled", ({ detail }) => cancelled.push(detail.record.seq));
+  let answer;
+  const held = new Promise((resolve) => (answer = resolve));
+  globalThis.fetch = async (url, init = {}) => {
+    requests.push(`${init.method} ${url}`);
+    await held;
+    return { status: 200, ok: true, headers: { get: () => null }, json: async () => ({}) };
+  };
+  widget.start();
+  await tick(0);
+  sources[0].open();
+  sources[0].deliver(progress("t-1", 2));
+  const clicked = widget.cancel();
+  await flush();
+  assert.deepEqual(requests, ["POST /cancel/t-1/"]);
+  sources[0].deliver(progress("t-1", 3, "cancelled")); // the stream is quicker than the POST's answer
+  assert.equal(field(element, "state"), "Cancelled", "shown at once");
+  assert.deepEqual(events, ["transport:null>sse", "progress:sse", "progress:sse"]);
+  answer();
+  await clicked;
+  await flush();
+  assert.deepEqual(events.slice(-2), ["cancel-requested:http", "final:sse"]);
+  assert.deepEqual(cancelled, [3]);
+});

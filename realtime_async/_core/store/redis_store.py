@@ -118,6 +118,10 @@ class RedisStore(Store):
         """The Redis servers of this store: this one."""
         return (self,)
 
+    def shard_index(self, task_name: str) -> int:
+        """The index in ``shards`` of the server that holds ``task_name``: this one's."""
+        return 0
+
     def shard(self, task_name: str) -> RedisStore:
         """The server that holds ``task_name``: this one (``ShardedStore`` chooses among several)."""
         return self
@@ -262,8 +266,7 @@ class RedisStore(Store):
     def acquire(self, task_name: str, lock_ids: list[str], ttl: float) -> dict[str, str]:
         keys = [self._k("tl", task_name), *(self._lock_prefix + lock for lock in lock_ids)]
         held = self._acquire(keys=keys, args=[task_name, _ms(ttl), _ms(get_settings().progress_ttl)])
-        n = len(self._lock_prefix)
-        return {held[i].decode()[n:]: held[i + 1].decode() for i in range(0, len(held), 2)}
+        return dict(zip(self._lock_ids(held[::2]), (holder.decode() for holder in held[1::2]), strict=True))
 
     def release(self, task_name: str, lock_ids: list[str] | None = None) -> int:
         keys = [self._k("tl", task_name), *(self._lock_prefix + lock for lock in lock_ids or ())]
@@ -276,21 +279,25 @@ class RedisStore(Store):
         values = self.client.mget([self._lock_prefix + lock for lock in ids])
         return {lock: value.decode() for lock, value in zip(ids, values, strict=True) if value is not None}
 
-    def task_locks(self, task_name: str) -> list[str]:
+    def _lock_ids(self, keys: Iterable[bytes]) -> list[str]:
+        """The lock ids of Redis lock ``keys`` (``<prefix>:l:<id>``)."""
         n = len(self._lock_prefix)
-        return sorted(key.decode()[n:] for key in self.client.smembers(self._k("tl", task_name)))
+        return [key.decode()[n:] for key in keys]
+
+    def task_locks(self, task_name: str) -> list[str]:
+        return sorted(self._lock_ids(self.client.smembers(self._k("tl", task_name))))
 
     def renew(self, task_name: str, *, lock_ttl: float, heartbeat_timeout: float, state_ttl: float) -> list[str]:
         keys = [self._k(kind, task_name) for kind in ("tl", "hb", "t", "log")]
-        lost = self._renew(keys=keys, args=[task_name, _ms(lock_ttl), _ms(heartbeat_timeout), _ms(state_ttl)])
-        n = len(self._lock_prefix)
-        return [key.decode()[n:] for key in lost]
+        return self._lock_ids(
+            self._renew(keys=keys, args=[task_name, _ms(lock_ttl), _ms(heartbeat_timeout), _ms(state_ttl)])
+        )
 
     def renew_locks(self, task_name: str, *, lock_ttl: float, state_ttl: float) -> list[str]:
         """``renew``'s part for the locks alone (on the shard that holds them); the locks lost."""
-        lost = self._renew(keys=[self._k("tl", task_name)], args=[task_name, _ms(lock_ttl), 0, _ms(state_ttl)])
-        n = len(self._lock_prefix)
-        return [key.decode()[n:] for key in lost]
+        return self._lock_ids(
+            self._renew(keys=[self._k("tl", task_name)], args=[task_name, _ms(lock_ttl), 0, _ms(state_ttl)])
+        )
 
     def is_alive(self, task_name: str) -> bool:
         return bool(self.client.exists(self._k("hb", task_name)))

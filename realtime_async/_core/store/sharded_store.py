@@ -37,17 +37,25 @@ class ShardedStore(Store):
         #: The channel layer's prefix: a task is placed as the layer places its group's channel.
         self.channel_prefix = channel_prefix
 
+    def shard_index(self, task_name: str) -> int:
+        """The index in ``shards`` of the server that holds ``task_name``."""
+        return placement(task_name, len(self.shards), self.channel_prefix)
+
     def shard(self, task_name: str) -> RedisStore:
         """The server that holds ``task_name``."""
-        return self.shards[placement(task_name, len(self.shards), self.channel_prefix)]
+        return self.shards[self.shard_index(task_name)]
 
-    def _by_shard(self, names: list[str], read: Callable[[RedisStore, list[str]], list[_T]]) -> list[_T]:
-        """``read(shard, its names)`` on each shard holding some of ``names``, answers back in ``names``' order."""
+    def _grouped(self, names: list[str]) -> dict[RedisStore, list[int]]:
+        """The indexes of ``names``, by the shard that holds each."""
         groups: dict[RedisStore, list[int]] = {}
         for index, name in enumerate(names):
             groups.setdefault(self.shard(name), []).append(index)
+        return groups
+
+    def _by_shard(self, names: list[str], read: Callable[[RedisStore, list[str]], list[_T]]) -> list[_T]:
+        """``read(shard, its names)`` on each shard holding some of ``names``, answers back in ``names``' order."""
         answers: list[Any] = [None] * len(names)
-        for shard, indexes in groups.items():
+        for shard, indexes in self._grouped(names).items():
             for index, answer in zip(indexes, read(shard, [names[i] for i in indexes]), strict=True):
                 answers[index] = answer
         return answers
@@ -67,11 +75,8 @@ class ShardedStore(Store):
         return result
 
     def write_many(self, writes: list[Write]) -> list[WriteResult]:
-        groups: dict[RedisStore, list[int]] = {}
-        for index, write in enumerate(writes):
-            groups.setdefault(self.shard(write.task_name), []).append(index)
         results: list[Any] = [None] * len(writes)
-        for shard, indexes in groups.items():
+        for shard, indexes in self._grouped([write.task_name for write in writes]).items():
             for index, result in zip(indexes, shard.write_many([writes[i] for i in indexes]), strict=True):
                 results[index] = result
                 if writes[index].end:
@@ -149,11 +154,8 @@ class ShardedStore(Store):
         self.shard(task_name).add_active(task_name)
 
     def add_active_many(self, task_names: list[str]) -> None:
-        groups: dict[RedisStore, list[str]] = {}
-        for name in task_names:
-            groups.setdefault(self.shard(name), []).append(name)
-        for shard, names in groups.items():
-            shard.add_active_many(names)
+        for shard, indexes in self._grouped(task_names).items():
+            shard.add_active_many([task_names[index] for index in indexes])
 
     def remove_active(self, task_name: str) -> None:
         self.shard(task_name).remove_active(task_name)

@@ -13,6 +13,8 @@ export class CancelButton {
     this.button = widget.element.querySelector("[data-ra-cancel]");
     this._busy = false;
     this._text = null;
+    /** The cancel request on its way, if any: the widget tells its final events after it settles. */
+    this.pending = null;
   }
 
   start() {
@@ -20,10 +22,17 @@ export class CancelButton {
   }
 
   /** Ask the server to cancel the task; events say how it went. */
-  async cancel() {
-    const widget = this.widget;
-    if (widget.done || this._busy) return;
+  cancel() {
+    if (this.widget.done || this._busy) return Promise.resolve();
     this._busy = true;
+    this.pending = this._request().finally(() => {
+      this.pending = null;
+    });
+    return this.pending;
+  }
+
+  async _request() {
+    const widget = this.widget;
     this._show(true);
     this._notice("");
     try {

@@ -28,7 +28,8 @@
  *   realtime-async:error      detail = {task, error}: the task is not (or no longer) visible
  *   realtime-async:transport  detail = {task, transport, previous}: the transport in use changed
  *   realtime-async:cancel-requested   detail = {task, transport}: the server took the cancel
- *                                     ("ws" or "http"); the cancelled state follows
+ *                                     ("ws" or "http"); the final events follow it, even
+ *                                     when the end arrived before the server's answer
  *   realtime-async:cancel-failed      detail = {task, error}: it refused it (forbidden,
  *                                     not_found) or could not be reached
  *
@@ -218,8 +219,15 @@ export class LiveProgress {
     this._dispatch("progress", detail);
     if (isFinal(record)) {
       this._settle();
-      this._dispatch("final", detail);
-      this._dispatch(record.state, detail);
+      const tell = () => {
+        this._dispatch("final", detail);
+        this._dispatch(record.state, detail);
+      };
+      // A Cancel click still on its way (a poll can bring its end before the POST's answer) is told
+      // first, so cancel-requested always comes before the final events.
+      const pending = this.cancelButton.pending;
+      if (pending) pending.then(tell);
+      else tell();
     }
   }
 
