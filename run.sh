@@ -4,6 +4,7 @@
 #   ./run.sh demo    run the demo project (see README)
 #   ./run.sh bench   the benchmark suite (under 10 minutes; --quick for seconds); writes docs/benchmarks.md
 #   ./run.sh lint    ruff and mypy only
+#   ./run.sh setup   what `test` installs first (system packages, .venv), and nothing else
 #   ./run.sh messages  re-extract the translatable strings into realtime_async/locale/*/django.po and compile the .mo
 # PYTHON picks the interpreter (default python3), VENV the environment (default .venv).
 set -euo pipefail
@@ -85,6 +86,10 @@ case "${1:-}" in
         ensure_venv
         lint
         ;;
+    setup)
+        ensure_system_packages
+        ensure_venv
+        ;;
     bench)
         shift
         ensure_system_packages
@@ -109,7 +114,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" demo/run.py "$@"
         ;;
     *)
-        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -20,6 +20,7 @@ class Plan:
     launch_n: int
     e2e_count: int
     e2e_rate: float
+    e2e_servers: tuple[str, ...]  # realtime_async end to end (WebSocket, SSE) on each other server too, beside daphne
     fanout_watchers: tuple[int, ...]
     fanout_rates: tuple[float, ...]
     fanout_servers: tuple[str, ...]  # realtime_async's largest fan-out on each (daphne's every size, with the tutorial)
@@ -78,7 +79,7 @@ class Plan:
 FULL = Plan(
     name="full", reps=2,
     cost_n=300, cost_gap=0.002, cost_budget=5, cost_n_group_send=150, hot_seconds=1.0, hot_max=200_000,
-    launch_n=150, e2e_count=150, e2e_rate=50,
+    launch_n=150, e2e_count=150, e2e_rate=50, e2e_servers=("uvicorn",),
     fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 15, 20, 100), fanout_servers=("daphne", "uvicorn"),
     step_seconds=2.0, min_updates=6, drain=5.0,
     multi_tasks=100, multi_per_task=10, multi_rate=2, multi_count=6,
@@ -98,7 +99,7 @@ FULL = Plan(
 QUICK = Plan(
     name="quick", reps=1,
     cost_n=30, cost_gap=0.001, cost_budget=2, cost_n_group_send=10, hot_seconds=0.2, hot_max=5000,
-    launch_n=5, e2e_count=10, e2e_rate=100,
+    launch_n=5, e2e_count=10, e2e_rate=100, e2e_servers=("uvicorn",),
     fanout_watchers=(1, 20), fanout_rates=(10, 100), fanout_servers=("daphne", "uvicorn"),
     step_seconds=0.2, min_updates=3, drain=5.0,
     multi_tasks=5, multi_per_task=4, multi_rate=10, multi_count=3,

@@ -12,6 +12,7 @@ from bench.agent import ARTIFACTS, ROOT, Agent, BenchError, call_all
 from bench.harness import (
     MULTI_PATH,
     Bench,
+    Server,
     connect,
     log,
     proc_cpu,
@@ -75,19 +76,10 @@ def scenario_e2e(b: Bench, rep: int) -> dict[str, Any]:
         )
         agent.call("close", 10)
 
-        connect(agents, "ours", port, [MULTI_PATH])
-        tasks = b.pub.call("create_tasks", 30, n=1, prefix="e2e")["tasks"]
-        subscribe(agents, tasks, 1)
-        publish = {"tasks": [tasks[0][0]]}
-        out["ours"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id("e2e-ours"), **common)
-        agent.call("close", 10)
-
-        if b.features["http_router"]:  # the same, to an SSE stream of the task
-            tasks = b.pub.call("create_tasks", 30, n=1, prefix="e2e-sse")["tasks"]
-            connect(agents, "ours", port, [sse_path(tasks)], client="sse", tasks=[tasks[0][0]])
-            publish = {"tasks": [tasks[0][0]]}
-            out["sse"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id("e2e-sse"), **common)
-            agent.call("close", 10)
+        out.update(_e2e_ours(b, agents, b.service, "", common))
+        for kind in p.e2e_servers:  # the same on a fresh server of each other kind
+            with b.daphne("e2e", kind=kind) as server:
+                out.update(_e2e_ours(b, agents, server, f"@{kind}", {**common, "daphne": server}))
 
         group = f"e2e-{rep}-{uuid.uuid4().hex[:6]}"
         connect(agents, "naive", port, [f"/ws/bench/naive/{group}/"])
@@ -103,6 +95,26 @@ def scenario_e2e(b: Bench, rep: int) -> dict[str, Any]:
                 b, agents, b.cp_pub, "run_celery_progress", publish, b.step_id("e2e-cp"), **common
             )
             agent.call("close", 10)
+    return out
+
+
+def _e2e_ours(b: Bench, agents: list[Agent], server: Server, suffix: str, common: dict[str, Any]) -> dict[str, Any]:
+    """realtime_async end to end on ``server``: one WebSocket watcher of a task (key ``ours<suffix>``), then one SSE
+    stream of another (``sse<suffix>``)."""
+    (agent,) = agents
+    out: dict[str, Any] = {}
+    connect(agents, "ours", server.port, [MULTI_PATH])
+    tasks = b.pub.call("create_tasks", 30, n=1, prefix="e2e")["tasks"]
+    subscribe(agents, tasks, 1)
+    publish = {"tasks": [tasks[0][0]]}
+    out[f"ours{suffix}"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id(f"e2e-ours{suffix}"), **common)
+    agent.call("close", 10)
+    if b.features["http_router"]:  # the same, to an SSE stream of the task
+        tasks = b.pub.call("create_tasks", 30, n=1, prefix="e2e-sse")["tasks"]
+        connect(agents, "ours", server.port, [sse_path(tasks)], client="sse", tasks=[tasks[0][0]])
+        publish = {"tasks": [tasks[0][0]]}
+        out[f"sse{suffix}"] = run_step(b, agents, b.pub, "run_ours", publish, b.step_id(f"e2e-sse{suffix}"), **common)
+        agent.call("close", 10)
     return out
 
 

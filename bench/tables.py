@@ -109,6 +109,8 @@ def e2e_table(runs: Sequence[dict[str, Any]]) -> list[str]:
         ("channel layer alone: realtime_async's sender → a bare channels_redis receiver (no daphne)", "layer"),
         ("realtime_async: `update_progress` → hub → `ProgressConsumer`", "ours"),
         ("realtime_async over SSE: `update_progress` → hub → the stream of `ProgressHttpRouter`", "sse"),
+        ("realtime_async on a fresh uvicorn: `update_progress` → hub → `ProgressConsumer`", "ours@uvicorn"),
+        ("realtime_async over SSE on a fresh uvicorn: the same, to the stream of `ProgressHttpRouter`", "sse@uvicorn"),
         ("tutorial consumer: `async_to_sync(group_send)` → `send_json` (anchor)", "naive"),
         ("celery-progress WebSocket: `WebSocketProgressRecorder` → its `ProgressConsumer`", "celery_progress_ws"),
     ]
