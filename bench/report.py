@@ -187,8 +187,9 @@ path before the router, kept so that one run measures both. WebSockets are the s
   `async_to_sync(group_send)`), celery-progress's WebSocket mode (its `WebSocketProgressRecorder`
   and `ProgressConsumer`, wired in `bench/asgi.py`), and polling: htmx every second on our endpoint
   and celery-progress's JavaScript every 500 ms (its default), measured as the time until a poll
-  shows the update or a later one. realtime_async is measured twice: over a WebSocket, and over
-  an SSE stream of the task (`GET /realtime-async/events/?task=…`, read by `bench/sseclient.py`).
+  shows the update or a later one. realtime_async is measured over a WebSocket and over an SSE
+  stream of the task (`GET /realtime-async/events/?task=…`, read by `bench/sseclient.py`), on the
+  run's daphne and again on a fresh uvicorn (`e2e_servers`).
 - **Fan-out**: one task, 1, 100 and 1,000 watchers on one daphne process (a fresh one per block),
   at 2, 5, 10, 15, 20 and 100 updates a second: median and p99 latency, frames per second
   delivered, the share of frames delivered, final states lost, and daphne's CPU per frame, for

@@ -235,7 +235,7 @@ def copy_record(value: Any) -> Any:
     dispatch, at about a fifth of the cost (the writer copies the record on every write).
     """
     if isinstance(value, dict):
-        return {key: copy_record(item) for key, item in value.items()}
+        return {key: copy_record(item) if isinstance(item, (dict, list)) else item for key, item in value.items()}
     if isinstance(value, list):
-        return [copy_record(item) for item in value]
+        return [copy_record(item) if isinstance(item, (dict, list)) else item for item in value]
     return value

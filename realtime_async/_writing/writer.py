@@ -357,8 +357,8 @@ class Writer:
         if result.written:
             with self._lock:  # the floor of the next write, should Redis lose the record
                 tracker.record["seq"] = max(result.seq, tracker.record.get("seq") or 0)
-        stored = result.record()
-        if result.outcome is Outcome.FINAL_KEPT and stored is not None:
+        stored = result.record() if result.outcome is Outcome.FINAL_KEPT else None
+        if stored is not None:
             tracker.finished = True  # someone else ended it (cancel, cleanup)
             tracker.record = stored
 

@@ -12,7 +12,12 @@ from tests.testapp.models import Widget
 class WidgetAdmin(AsyncActionsMixin, admin.ModelAdmin):
     list_display = ["name", "rebuilds"]
     actions = [
-        async_action("tests.testapp.workers.admin_rebuild", description="Rebuild in the background"),
+        # A second a widget: long enough for the task's page to load and watch it move on a busy machine.
+        async_action(
+            "tests.testapp.workers.admin_rebuild",
+            description="Rebuild in the background",
+            task_kwargs={"delay": 1.0},
+        ),
         # The same worker, long enough to act while it runs (conflicts, cancel).
         async_action(
             "tests.testapp.workers.admin_rebuild",
