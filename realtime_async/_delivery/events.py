@@ -205,8 +205,7 @@ async def _write_all(stream: EventStream, writer: _Plain, stall_after: float | N
     async with contextlib.aclosing(stream.chunks()) as chunks:
         async for chunk in chunks:
             try:
-                async with asyncio.timeout(stall_after):
-                    await writer.write(chunk)
+                await writer.write(chunk, stall_after)
             except TimeoutError:
                 raise _Stalled() from None
     await writer.send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -223,8 +222,10 @@ class _Plain:
     def __init__(self, send: Any) -> None:
         self.send = send
 
-    async def write(self, chunk: bytes) -> None:
-        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    async def write(self, chunk: bytes, stall_after: float | None) -> None:
+        """Write ``chunk``; ``TimeoutError`` when the client took nothing for ``stall_after`` seconds."""
+        async with asyncio.timeout(stall_after):
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     def abort(self) -> None:
         """Drop the TCP connection of a client that stopped reading (uvicorn's transport; elsewhere nothing)."""
@@ -255,9 +256,12 @@ class _DaphneValve(_Plain):
         request.registerProducer(valve, True)
         return valve
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes, stall_after: float | None) -> None:
+        # daphne's send only queues the bytes: a timer is needed only once the channel paused this producer.
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await self.flowing.wait()
+        if not self.flowing.is_set():
+            async with asyncio.timeout(stall_after):
+                await self.flowing.wait()
 
     # Twisted's IPushProducer, called by the channel when the transport's buffer fills and drains.
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name

@@ -15,7 +15,6 @@ last seq written per task, and the snapshot that starts a task sets it first
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -70,6 +69,11 @@ class EventStream:
         self._ended: list[str] = []
         self._wake = asyncio.Event()
         self._closed = False
+        #: The heartbeat's timer: one per quiet interval, not one per record (see ``_beat``).
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._beat_due = False
+        #: When the writer last began to wait (loop time); None while it writes.
+        self._waiting_since: float | None = None
 
     # -- the hub's side -----------------------------------------------------
     async def hub_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
@@ -134,11 +138,41 @@ class EventStream:
         chunk = self._take()
         if chunk:
             return chunk
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.heartbeat):
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            self._waiting_since = loop.time()
+            if self._beat_timer is None:
+                self._beat_timer = loop.call_at(self._waiting_since + self.heartbeat, self._beat)
+            try:
                 await self._wake.wait()
-        return None if self.failed else self._take() or HEARTBEAT
+            finally:
+                self._waiting_since = None
+            if self.failed:
+                return None
+            chunk = self._take()
+            if chunk:
+                return chunk
+            if self._beat_due:
+                self._beat_due = False
+                return HEARTBEAT
+
+    def _beat(self) -> None:
+        """The heartbeat's timer: wake the writer for a heartbeat once it waited a whole interval, else wait on.
+
+        The timer is not moved at each record (that would cost a timer per record
+        and stream): when it fires early, it is set again for the rest of the interval.
+        """
+        self._beat_timer = None
+        if self._waiting_since is None or self._closed:
+            return  # writing: the next wait sets a timer again
+        loop = asyncio.get_running_loop()
+        due = self._waiting_since + self.heartbeat
+        if loop.time() < due:
+            self._beat_timer = loop.call_at(due, self._beat)
+            return
+        self._beat_due = True
+        self._wake.set()
 
     def _take(self) -> bytes:
         """Everything waiting, oldest task first, as one chunk; final records end their task."""
@@ -176,6 +210,9 @@ class EventStream:
         if self._closed:
             return
         self._closed = True
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
         tasks, self.live = list(self.live), set()
         self.pending.clear()
         for task in tasks:

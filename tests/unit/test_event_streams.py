@@ -87,6 +87,36 @@ def test_a_slow_client_costs_one_waiting_record_per_task_and_finals_stay():
     run(scenario())
 
 
+def test_a_heartbeat_comes_after_a_whole_quiet_interval_and_records_keep_it_away():
+    async def scenario():
+        hub = FakeHub()
+        stream = EventStream(hub, heartbeat=0.3, max_bytes=10_000)
+        await stream.watch(["a"])
+        await stream.start("a", ("{}", 1, False), "A1")
+        loop = asyncio.get_running_loop()
+        chunks = stream.chunks()
+        await anext(chunks)  # the start
+        began = loop.time()
+
+        async def records():
+            for seq in range(2, 6):  # one every 0.2 s: never a quiet interval of 0.3 s
+                await asyncio.sleep(0.2)
+                await stream.hub_deliver("a", seq, f"A{seq}", False)
+
+        feeding = asyncio.ensure_future(records())
+        got = [await anext(chunks) for _ in range(4)]
+        assert got == [f"id: a:{seq}\ndata: A{seq}\n\n".encode() for seq in range(2, 6)], "no heartbeat between"
+        last = loop.time()
+        assert await anext(chunks) == HEARTBEAT
+        assert loop.time() - last >= 0.29, "a heartbeat only after a whole interval without records"
+        assert loop.time() - began < 5
+        await feeding
+        await chunks.aclose()
+        assert stream._beat_timer is None, "closing cancels the heartbeat's timer"
+
+    run(scenario())
+
+
 def test_the_snapshot_decides_what_is_new_and_a_known_seq_sends_nothing():
     async def scenario():
         stream, _ = await _stream("a")
