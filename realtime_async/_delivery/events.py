@@ -177,6 +177,8 @@ async def write_stream(opened: Opened, send: Any, receive: Any) -> None:
     """Write an opened stream to an ASGI connection until it ends, the client leaves or stops reading."""
     stream, stall_after = opened.stream, get_settings().stalled_close_after
     writer = _DaphneValve.attach(send) or _Plain(send)
+    # On daphne a record can go out from the hub's fan-out at once; uvicorn's send may wait: its writer writes.
+    stream.write_now = writer.write_now if isinstance(writer, _DaphneValve) else None
     writing = asyncio.ensure_future(_write_all(stream, writer, stall_after))
     gone = asyncio.ensure_future(_disconnected(receive))
     try:
@@ -185,6 +187,7 @@ async def write_stream(opened: Opened, send: Any, receive: Any) -> None:
         for task in (writing, gone):
             task.cancel()
         results = await asyncio.gather(writing, gone, return_exceptions=True)
+        stream.write_now = None
         writer.detach()
         await opened.release()
     if isinstance(results[0], _Stalled):
@@ -240,20 +243,19 @@ class _Plain:
 class _DaphneValve(_Plain):
     """On daphne: a Twisted streaming producer of the request, so that a full buffer makes ``write`` wait."""
 
-    def __init__(self, send: Any, request: Any) -> None:
+    def __init__(self, send: Any, server: Any, request: Any) -> None:
         super().__init__(send)
-        self.request = request
+        self.server, self.request = server, request
         self.flowing = asyncio.Event()
         self.flowing.set()
 
     @classmethod
     def attach(cls, send: Any) -> _DaphneValve | None:
         found = daphne_reply(send)
-        request = found[1] if found is not None else None
-        if request is None or getattr(request, "producer", True) is not None:
+        if found is None or getattr(found[1], "producer", True) is not None:
             return None
-        valve = cls(send, request)
-        request.registerProducer(valve, True)
+        valve = cls(send, *found)
+        valve.request.registerProducer(valve, True)
         return valve
 
     async def write(self, chunk: bytes, stall_after: float | None) -> None:
@@ -262,6 +264,14 @@ class _DaphneValve(_Plain):
         if not self.flowing.is_set():
             async with asyncio.timeout(stall_after):
                 await self.flowing.wait()
+
+    def write_now(self, chunk: bytes) -> bool:
+        """Write ``chunk`` from the hub's fan-out, as daphne's ``send`` would; False while the client is behind."""
+        connection = self.server.connections.get(self.request)  # what daphne's send checks first
+        if not self.flowing.is_set() or connection is None or connection.get("disconnected"):
+            return False
+        self.request.handle_reply({"type": "http.response.body", "body": chunk, "more_body": True})
+        return True
 
     # Twisted's IPushProducer, called by the channel when the transport's buffer fills and drains.
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from realtime_async._delivery.fanout import LayerUnavailable
@@ -72,8 +72,12 @@ class EventStream:
         #: The heartbeat's timer: one per quiet interval, not one per record (see ``_beat``).
         self._beat_timer: asyncio.TimerHandle | None = None
         self._beat_due = False
-        #: When the writer last began to wait (loop time); None while it writes.
+        #: When the writer last began to wait, or last wrote at once (loop time); None while it writes.
         self._waiting_since: float | None = None
+        #: Bytes written so far: the stream ends after ``max_bytes``.
+        self.written = 0
+        #: Writes a chunk at once, without the writer, or says it cannot (False); None: the writer writes all.
+        self.write_now: Callable[[bytes], bool] | None = None
 
     # -- the hub's side -----------------------------------------------------
     async def hub_deliver(self, task: str, seq: int, frame: str, final: bool) -> None:
@@ -83,8 +87,32 @@ class EventStream:
         waiting = self.pending.get(task)
         if waiting is not None and (waiting[2] or waiting[0] >= seq):
             return
+        if self._written_now(task, seq, frame, final):
+            return
         self.pending[task] = (seq, frame, final)
         self._wake.set()
+
+    def _written_now(self, task: str, seq: int, frame: str, final: bool) -> bool:
+        """Write a record at once when the writer waits with nothing before it (no wake-up of its task).
+
+        A final record goes through the writer, which then leaves the task's group.
+        """
+        if self.write_now is None or final or self.pending or self._waiting_since is None:
+            return False
+        event = event_bytes(task, seq, frame)
+        try:
+            written = self.write_now(event)
+        except Exception:  # the writer tries again, and ends the stream if it fails too
+            logger.debug("realtime_async: writing an event at once failed", exc_info=True)
+            written = False
+        if not written:
+            return False  # the client is behind (or gone): the writer waits for it, under the stall bound
+        self.sent[task] = seq
+        self.written += len(event)
+        self._waiting_since = asyncio.get_running_loop().time()  # not quiet: the heartbeat waits
+        if self.written >= self.max_bytes:
+            self._wake.set()  # the writer ends the stream
+        return True
 
     async def hub_failed(self) -> None:
         """The hub lost the channel layer: the stream ends, and the browser reconnects and resumes."""
@@ -119,14 +147,13 @@ class EventStream:
 
         Ends (the client reconnects and resumes) after ``max_bytes`` or when the hub failed.
         """
-        written = 0
         try:
             chunk: bytes | None = b"".join(self.head) + self._take()
             self.head = []
             while chunk is not None:
                 yield chunk
-                written += len(chunk)
-                if written >= self.max_bytes or self.failed:
+                self.written += len(chunk)
+                if self.written >= self.max_bytes or self.failed:
                     return
                 await self._finish_ended()
                 chunk = await self._next()
@@ -148,7 +175,7 @@ class EventStream:
                 await self._wake.wait()
             finally:
                 self._waiting_since = None
-            if self.failed:
+            if self.failed or self.written >= self.max_bytes:
                 return None
             chunk = self._take()
             if chunk:

@@ -117,6 +117,59 @@ def test_a_heartbeat_comes_after_a_whole_quiet_interval_and_records_keep_it_away
     run(scenario())
 
 
+def test_a_waiting_writer_lets_records_go_out_at_once_and_takes_over_when_the_client_is_behind():
+    async def scenario():
+        hub = FakeHub()
+        stream = EventStream(hub, heartbeat=5, max_bytes=200)
+        await stream.watch(["a"])
+        await stream.start("a", ("{}", 1, False), "A1")
+        now: list[bytes] = []
+        taking = True
+        stream.write_now = lambda chunk: taking and (now.append(chunk) or True)
+        chunks = stream.chunks()
+        await anext(chunks)  # the start
+        waiting = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0)  # the writer waits
+        await stream.hub_deliver("a", 2, "A2", False)
+        await stream.hub_deliver("a", 3, "A3", False)
+        assert now == [b"id: a:2\ndata: A2\n\n", b"id: a:3\ndata: A3\n\n"], "written at once, in order"
+        assert stream.pending == {} and stream.sent["a"] == 3 and not waiting.done()
+        await stream.hub_deliver("a", 3, "A3 again", False)  # already sent: nothing
+        taking = False  # the client is behind: the writer takes the record and waits for it
+        await stream.hub_deliver("a", 4, "A4", False)
+        assert await waiting == b"id: a:4\ndata: A4\n\n"
+        taking = True
+        waiting = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0)
+        await stream.hub_deliver("a", 5, "A5", True)  # a final record: through the writer, which leaves the group
+        assert await waiting == b"id: a:5\ndata: A5\n\n"
+        assert len(now) == 2, "a final record is not written at once"
+        await chunks.aclose()
+
+    run(scenario())
+
+
+def test_records_written_at_once_count_towards_the_streams_byte_limit():
+    async def scenario():
+        hub = FakeHub()
+        stream = EventStream(hub, heartbeat=5, max_bytes=100)
+        await stream.watch(["a"])
+        await stream.start("a", ("{}", 1, False), None)
+        stream.write_now = lambda chunk: True
+        chunks = stream.chunks()
+        await anext(chunks)
+        ending = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0)
+        for seq in range(2, 12):
+            await stream.hub_deliver("a", seq, "x" * 20, False)
+        with pytest.raises(StopAsyncIteration):  # past max_bytes: the stream ends, the client resumes
+            await asyncio.wait_for(ending, 2)
+        assert stream.written >= 100
+        assert hub.watching == set()
+
+    run(scenario())
+
+
 def test_the_snapshot_decides_what_is_new_and_a_known_seq_sends_nothing():
     async def scenario():
         stream, _ = await _stream("a")
