@@ -5,7 +5,12 @@ one (``hub_deliver``), but the stream only notes it: the newest record of each
 task waits in ``pending`` (a final record is kept and ends the task) until the
 writer (``chunks()``) takes everything waiting as one chunk. A client that
 reads slowly therefore costs one waiting record per task, never a queue, and
-whoever writes the chunks (``_web.events``) decides what "slowly" means.
+whoever writes the chunks (``_delivery.events``) decides what "slowly" means.
+
+Where the server's ``send`` only queues bytes (daphne), ``_delivery.events`` sets
+``write_now``: a record that finds the writer waiting with nothing before it
+then goes out at once, from the hub's pass, without waking the writer's task;
+once the server says the client is behind, records wait as above.
 
 Each ``(task, seq)`` goes out at most once and in order: ``sent`` holds the
 last seq written per task, and the snapshot that starts a task sets it first
