@@ -53,9 +53,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def _stream(*tasks: str) -> tuple[EventStream, FakeHub]:
+async def _stream(*tasks: str, heartbeat: float = 0.05, max_bytes: int = 10_000) -> tuple[EventStream, FakeHub]:
     hub = FakeHub()
-    stream = EventStream(hub, heartbeat=0.05, max_bytes=10_000)
+    stream = EventStream(hub, heartbeat=heartbeat, max_bytes=max_bytes)
     await stream.watch(list(tasks))
     return stream, hub
 
@@ -89,9 +89,7 @@ def test_a_slow_client_costs_one_waiting_record_per_task_and_finals_stay():
 
 def test_a_heartbeat_comes_after_a_whole_quiet_interval_and_records_keep_it_away():
     async def scenario():
-        hub = FakeHub()
-        stream = EventStream(hub, heartbeat=0.3, max_bytes=10_000)
-        await stream.watch(["a"])
+        stream, hub = await _stream("a", heartbeat=0.3, max_bytes=10_000)
         await stream.start("a", ("{}", 1, False), "A1")
         loop = asyncio.get_running_loop()
         chunks = stream.chunks()
@@ -119,9 +117,7 @@ def test_a_heartbeat_comes_after_a_whole_quiet_interval_and_records_keep_it_away
 
 def test_a_waiting_writer_lets_records_go_out_at_once_and_takes_over_when_the_client_is_behind():
     async def scenario():
-        hub = FakeHub()
-        stream = EventStream(hub, heartbeat=5, max_bytes=200)
-        await stream.watch(["a"])
+        stream, hub = await _stream("a", heartbeat=5, max_bytes=200)
         await stream.start("a", ("{}", 1, False), "A1")
         now: list[bytes] = []
         taking = True
@@ -151,9 +147,7 @@ def test_a_waiting_writer_lets_records_go_out_at_once_and_takes_over_when_the_cl
 
 def test_records_written_at_once_count_towards_the_streams_byte_limit():
     async def scenario():
-        hub = FakeHub()
-        stream = EventStream(hub, heartbeat=5, max_bytes=100)
-        await stream.watch(["a"])
+        stream, hub = await _stream("a", heartbeat=5, max_bytes=100)
         await stream.start("a", ("{}", 1, False), None)
         stream.write_now = lambda chunk: True
         chunks = stream.chunks()
@@ -186,9 +180,7 @@ def test_the_snapshot_decides_what_is_new_and_a_known_seq_sends_nothing():
 
 def test_a_stream_ends_after_its_byte_budget_and_when_the_hub_fails():
     async def scenario():
-        hub = FakeHub()
-        stream = EventStream(hub, heartbeat=5, max_bytes=40)
-        await stream.watch(["a"])
+        stream, hub = await _stream("a", heartbeat=5, max_bytes=40)
         await stream.start("a", ("{}", 1, False), "x" * 50)
         assert [chunk async for chunk in stream.chunks()] == [b"retry: 2000\n\nid: a:1\ndata: " + b"x" * 50 + b"\n\n"]
         stream, hub = await _stream("a")
