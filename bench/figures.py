@@ -17,6 +17,11 @@ def dig(data: Any, *path: Any) -> Any:
     return data
 
 
+def e2e(name: str, key: str = "median") -> Getter:
+    """The end-to-end scenario's latency ``key`` (ms) of the path ``name`` ("ours", "sse", "floor", ...)."""
+    return lambda run: dig(run, "e2e", name, "lat", key)
+
+
 def num(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "–"

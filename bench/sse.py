@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.figures import Getter, dig, fan_step, num, per_run, ratio_check, ratio_text, row, verdict
+from bench.figures import Getter, dig, e2e, fan_step, num, per_run, ratio_check, ratio_text, row, verdict
 from bench.harness import NO_ROUTER, Bench, connect, log, proc_rss_kb, run_step, sse_path, updates_for
 
 #: One SSE watcher end to end: median at most this many times the Redis pub/sub floor.
@@ -148,9 +148,6 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
     """Issue 13's SSE targets: one watcher end to end against the pub/sub floor; many streams on each server."""
     runs = results["runs"]
     n, rate, servers = _plan(results)
-
-    def e2e(name: str, key: str = "median") -> Getter:
-        return lambda run: dig(run, "e2e", name, "lat", key)
 
     rows = [
         (

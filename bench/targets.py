@@ -10,6 +10,7 @@ from bench.figures import (
     Check,
     Getter,
     dig,
+    e2e,
     fan_step,
     largest_watchers,
     max_fps,
@@ -35,9 +36,6 @@ def targets_table(results: dict[str, Any]) -> list[str]:
 
     def w(name: str, key: str = "median_us") -> Getter:
         return lambda run: dig(run, "worker", name, key)
-
-    def e2e(name: str, key: str = "median") -> Getter:
-        return lambda run: dig(run, "e2e", name, "lat", key)
 
     def poll(name: str, key: str) -> Getter:
         return lambda run: dig(run, "polling", "load", name, *key.split("."))

@@ -211,7 +211,12 @@ async def _write_all(stream: EventStream, writer: _Plain, stall_after: float | N
                 await writer.write(chunk, stall_after)
             except TimeoutError:
                 raise _Stalled() from None
-    await writer.send({"type": "http.response.body", "body": b"", "more_body": False})
+    await writer.send(_body(b"", more=False))
+
+
+def _body(chunk: bytes, *, more: bool = True) -> dict[str, Any]:
+    """The ASGI message that writes ``chunk`` to the response; ``more``: the stream goes on."""
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
 
 
 async def _disconnected(receive: Any) -> None:
@@ -228,7 +233,7 @@ class _Plain:
     async def write(self, chunk: bytes, stall_after: float | None) -> None:
         """Write ``chunk``; ``TimeoutError`` when the client took nothing for ``stall_after`` seconds."""
         async with asyncio.timeout(stall_after):
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self.send(_body(chunk))
 
     def abort(self) -> None:
         """Drop the TCP connection of a client that stopped reading (uvicorn's transport; elsewhere nothing)."""
@@ -260,7 +265,7 @@ class _DaphneValve(_Plain):
 
     async def write(self, chunk: bytes, stall_after: float | None) -> None:
         # daphne's send only queues the bytes: a timer is needed only once the channel paused this producer.
-        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await self.send(_body(chunk))
         if not self.flowing.is_set():
             async with asyncio.timeout(stall_after):
                 await self.flowing.wait()
@@ -270,7 +275,7 @@ class _DaphneValve(_Plain):
         connection = self.server.connections.get(self.request)  # what daphne's send checks first
         if not self.flowing.is_set() or connection is None or connection.get("disconnected"):
             return False
-        self.request.handle_reply({"type": "http.response.body", "body": chunk, "more_body": True})
+        self.request.handle_reply(_body(chunk))
         return True
 
     # Twisted's IPushProducer, called by the channel when the transport's buffer fills and drains.
