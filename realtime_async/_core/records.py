@@ -16,6 +16,7 @@ seconds. ``seq`` is assigned by the store and only grows. The wire field
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, TypedDict
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -47,6 +48,7 @@ __all__ = [
     "copy_record",
     "encode_record_body",
     "is_final",
+    "log_counts",
 ]
 
 State = Literal["queued", "running", "success", "failure", "cancelled", "lost"]
@@ -239,3 +241,12 @@ def copy_record(value: Any) -> Any:
     if isinstance(value, list):
         return [copy_record(item) if isinstance(item, (dict, list)) else item for item in value]
     return value
+
+
+_LOG_COUNTS = re.compile(r'\{"seq":\d+,"log":\{"last":(\d+),"dropped":(\d+)')
+
+
+def log_counts(record_json: str) -> LogInfo | None:
+    """The ``log``'s ``last`` and ``dropped`` in a stored or published record's JSON; None for no log."""
+    match = _LOG_COUNTS.match(record_json)
+    return {"last": int(match[1]), "dropped": int(match[2])} if match else None

@@ -1,13 +1,12 @@
 """The writer: every state write of a process goes through it, coalesced per task.
 
-Writes are coalesced per task: at most ``PROGRESS_RATE`` writes and broadcasts
-a second, the latest state wins, and the latest state is always written within
-one interval by the scheduler thread even when no further call comes. Final
-states are never coalesced. Each write is one store call, which on Redis also
-publishes the record (``_core.publishing``): with ``RedisPubSubChannelLayer``
-on the cache's Redis, as the layer's own message to the task's groups, and
-nothing else is sent; with another layer, to the servers' hubs, followed by a
-broadcast to the task's Channels groups through the sender thread.
+Writes are coalesced per task: at most ``PROGRESS_RATE`` writes and broadcasts a second, the latest state wins,
+and the latest state is always written within one interval by the scheduler thread even when no further call
+comes. Final states are never coalesced. Each write is one store call (two when another process wrote the task
+meanwhile: see ``update.lua``), which on Redis also publishes the record (``_core.publishing``): with
+``RedisPubSubChannelLayer`` on the cache's Redis, as the layer's own message to the task's groups, and nothing
+else is sent; with another layer, to the servers' hubs, followed by a broadcast to the task's Channels groups
+through the sender thread.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from realtime_async._core.records import (
     compute_percent,
     copy_record,
     encode_record_body,
+    log_counts,
 )
 from realtime_async._core.store import (
     GroupLink,
@@ -227,6 +227,7 @@ class Writer:
                 mode=mode,
                 meta=meta_json,
                 floor=record.get("seq") or 0,
+                log=record.get("log"),
                 end=end,
                 publish=publish,
                 lines=lines,
@@ -355,8 +356,12 @@ class Writer:
             return
         tracker.cancel_requested = tracker.cancel_requested or result.cancel_requested
         if result.written:
-            with self._lock:  # the floor of the next write, should Redis lose the record
-                tracker.record["seq"] = max(result.seq, tracker.record.get("seq") or 0)
+            with self._lock:  # the floor of the next write, should Redis lose the record, and its log
+                if result.seq >= (tracker.record.get("seq") or 0):
+                    tracker.record["seq"] = result.seq
+                    tracker.record.pop("log", None)
+                    if counts := log_counts(result.record_json):
+                        tracker.record["log"] = counts
         stored = result.record() if result.outcome is Outcome.FINAL_KEPT else None
         if stored is not None:
             tracker.finished = True  # someone else ended it (cancel, cleanup)

@@ -117,7 +117,7 @@ def test_the_message_is_byte_for_byte_what_the_layer_packs():
 
 @pytest.mark.parametrize("size", [10, 200, 5_000, 70_000])  # fixstr, str8, str16, str32 records
 def test_every_script_packs_the_message_as_msgpack_does(size):
-    """write.lua, update.lua's own packing (a wrong guess) and the worker's (a right one) give the same bytes."""
+    """write.lua's packing (a create, a wrong guess) and the worker's (update.lua, a right one) give the same bytes."""
     store, direct = get_store(), publishing.direct_layer()
     name = new_task_name("direct")
     publish = publishing.publication(name, "owner-1", (group_for_task(name),))
@@ -135,10 +135,11 @@ def test_every_script_packs_the_message_as_msgpack_does(size):
     try:
         cases = [write("queued", 0, WriteMode.CREATE)]  # write.lua
         cases.append(write("running", cases[0][0].seq))  # update.lua, the worker's guess right
-        cases.append(write("running", 0))  # update.lua, the guess wrong: packed by the script
-        cases.append(write("running", 300))  # a seq of two bytes, guessed
-        cases.append(write("running", 70_000))  # a seq of four bytes, guessed...
-        cases.append(write("running", 0))  # ... and packed by the script
+        cases.append(write("running", 0))  # the guess wrong: write.lua packs it
+        cases.append(write("running", 300))  # a seq of two bytes, by write.lua...
+        cases.append(write("running", 301))  # ... and guessed
+        cases.append(write("running", 70_000))  # a seq of four bytes, by write.lua...
+        cases.append(write("running", 70_001))  # ... and guessed
     finally:
         listener.close()
     for written, data in cases:
@@ -146,7 +147,7 @@ def test_every_script_packs_the_message_as_msgpack_does(size):
         assert (message["seq"], message["record"]) == (written.seq, written.record_json)
         assert msgpack.packb(message) == data
         assert publish.message(written.seq, message["state"], written.record_json) == data
-    assert [written.seq for written, _ in cases][-3:] == [301, 70_001, 70_002]
+    assert [written.seq for written, _ in cases][-4:] == [301, 302, 70_001, 70_002]
 
 
 async def test_the_hub_subscribes_to_the_layers_channels_and_nothing_else(no_group_send):

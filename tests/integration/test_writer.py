@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import pytest
 from django.test import override_settings
 
+from realtime_async._core.naming import new_task_name
 from realtime_async._core.store import WriteMode, get_store
-from realtime_async._writing.writer import get_writer
+from realtime_async._writing.writer import Writer, get_writer, log_line
 from realtime_async.exceptions import TaskCancelled
 from tests.services import free_port, wait_for
 
@@ -101,3 +103,57 @@ def test_failed_broadcast_never_raises(manager, caplog):
         channel_layers.backends.clear()
     assert manager.get_progress(name)["state"] == "success"
     assert "broadcast" in caplog.text
+
+
+def _scripts_run(monkeypatch, name):
+    """The write scripts the store runs for ``name``, in order: "update" (guessed right), "update?" (wrong), "write"."""
+    store, ran = get_store().shard(name), []
+    update, write = store._update, store._write
+
+    def spied_update(**kwargs):
+        answer = update(**kwargs)
+        ran.append("update" if int(answer[0]) != -3 else "update?")
+        return answer
+
+    def spied_write(**kwargs):
+        ran.append("write")
+        return write(**kwargs)
+
+    monkeypatch.setattr(store, "_update", spied_update)
+    monkeypatch.setattr(store, "_write", spied_write)
+    return ran
+
+
+def test_a_logging_tasks_plain_updates_take_one_script_each(manager, monkeypatch):
+    """The writer knows the log's counts it wrote: the record of a plain update is made in Python, even with a log."""
+    name = _queued(new_task_name("guess"))
+    with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
+        ran = _scripts_run(monkeypatch, name)  # the store is made anew when the settings change
+        manager.log(name, "first line")
+        for i in range(1, 4):
+            manager.update_progress(name, f"step {i}", current=i, total=3)
+        manager.log(name, "second line")
+        manager.update_progress(name, "after the second line")
+    get_writer().finish(name)
+    assert ran == ["write", "update", "update", "update", "write", "update"]
+    record = manager.get_progress(name)
+    assert (record["seq"], record["message"]) == (7, "after the second line")
+    assert record["log"] == {"last": 2, "dropped": 0}
+    assert [json.loads(line)["text"] for line in get_store().read_log(name).lines] == ["first line", "second line"]
+
+
+def test_a_write_by_another_process_meanwhile_is_numbered_after_it(manager, monkeypatch):
+    """The guess is wrong once another writer wrote (its own log line here): write.lua writes, above both."""
+    name = _queued(new_task_name("guess"))
+    with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
+        ran = _scripts_run(monkeypatch, name)
+        manager.update_progress(name, "ours", percent=10)
+        elsewhere = Writer()  # another process's writer: its own tracker, seeded from the store
+        elsewhere.change(name, None, line=log_line("from elsewhere", "info"))
+        manager.update_progress(name, "ours again", percent=20)
+        manager.update_progress(name, "and again", percent=30)
+    get_writer().finish(name)
+    assert ran == ["update", "write", "update?", "write", "update"]
+    record = manager.get_progress(name)
+    assert (record["seq"], record["message"], record["percent"]) == (5, "and again", 30.0)
+    assert record["log"] == {"last": 1, "dropped": 0}  # the other writer's line, kept in the records after it

@@ -1,4 +1,4 @@
-"""State records (``_core.records``): the percent computed from what a worker reports."""
+"""State records (``_core.records``): the percent computed from what a worker reports, the log counts read back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from realtime_async._core.records import compute_percent
+from realtime_async._core.records import compute_percent, log_counts
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,20 @@ def test_copy_record_copies_every_dict_and_list_and_nothing_else():
     copied["stages"][0]["percent"] = 50
     copied["data"]["name"] = "y"
     assert record == before
+
+
+@pytest.mark.parametrize(
+    ("record_json", "counts"),
+    [
+        ('{"seq":7,"log":{"last":12,"dropped":3},"task":"t"}', {"last": 12, "dropped": 3}),  # as stored
+        (
+            '{"seq":8,"log":{"last":13,"dropped":3,"lines":[{"n":13,"text":"x"}]},"task":"t"}',
+            {"last": 13, "dropped": 3},
+        ),
+        ('{"seq":9,"task":"t","state":"running"}', None),  # no log
+        ('{"seq":9,"task":"t","message":"\\"log\\":{\\"last\\":1,\\"dropped\\":0}"}', None),  # only at its place
+        ("", None),
+    ],
+)
+def test_log_counts_are_read_from_the_records_head(record_json, counts):
+    assert log_counts(record_json) == counts

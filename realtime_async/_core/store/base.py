@@ -8,6 +8,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import msgpack
+
 from realtime_async._core.naming import PROGRESS_TYPE
 from realtime_async._core.records import LogEntry, LogInfo, LogLine, StateRecord
 from realtime_async.conf import get_settings
@@ -129,8 +131,6 @@ def _packed(*items: object) -> bytes:
     One ``packb`` of them as an array, less its one-byte header (at most 15
     items), instead of one ``packb`` (and one ``Packer``) per item.
     """
-    import msgpack
-
     assert len(items) <= 15
     packed: bytes = msgpack.packb(items)
     return packed[1:]
@@ -197,6 +197,8 @@ class Write:
     group: GroupLink | None = None
     #: False when the caller set the record's TTL itself not long ago: a store may leave it alone.
     refresh_ttl: bool = True
+    #: The log's ``last`` and ``dropped`` in the record at ``floor``, as the caller knows them (None: no log).
+    log: LogInfo | None = None
 
     @property
     def plain(self) -> bool:
@@ -244,6 +246,7 @@ class Store:
         lines: Lines | None = None,
         group: GroupLink | None = None,
         refresh_ttl: bool = True,
+        log: LogInfo | None = None,
     ) -> WriteResult:
         """Store a record (``body``: its JSON without the opening brace) above seq ``floor``.
 
@@ -263,11 +266,18 @@ class Store:
         atomic step its parent's counts and weighted percent change by this
         part's difference, and the parent is published (rate-limited; see
         ``GroupResult``) or ended when every part ended.
+
+        ``log`` is the log's ``last`` and ``dropped`` in the record at ``floor``,
+        as far as the caller knows them (``log_counts`` of the last record it
+        wrote): with them, a store may make the next record without reading
+        the stored one first. Wrong or missing, they cost only that.
         """
         settings = get_settings()
         limits = (settings.log_max_lines, settings.log_max_bytes)
         lines = lines or Lines()
-        write = Write(task_name, state, body, ttl, mode, meta, floor, end, publish, lines, limits, group, refresh_ttl)
+        write = Write(
+            task_name, state, body, ttl, mode, meta, floor, end, publish, lines, limits, group, refresh_ttl, log
+        )
         return self._write_state(write)
 
     def create_group(self, group: NewGroup) -> None:

@@ -33,6 +33,8 @@ __all__ = ["RedisStore"]
 
 #: What the write script returns instead of a seq when it wrote nothing.
 _NOT_WRITTEN = {-1: Outcome.FINAL_KEPT, -2: Outcome.UNFINISHED_EXISTS}
+#: What ``update.lua`` answers when the writer's guess of the stored record was wrong (``write.lua`` then writes).
+_WRONG_GUESS = -3
 
 
 def _source(name: str) -> str:
@@ -81,7 +83,7 @@ def _script(name: str) -> str:
     if name in ("write", "update", "group", "partwrite"):
         # Made on every call: the plain write (the hot path) gets only what it uses.
         final = ", ".join(f'["{state}"] = true' for state in sorted(FINAL_STATES))
-        text = f"local FINAL = {{{final}}}\n{_PUBLISHED}{text}"
+        text = f"local FINAL = {{{final}}}\n{'' if name == 'update' else _PUBLISHED}{text}"
     return text
 
 
@@ -159,23 +161,33 @@ class RedisStore(Store):
             results.append(WriteResult(_NOT_WRITTEN.get(seq, Outcome.WRITTEN), max(seq, 0), _text(rec), bool(cancel)))
         return results
 
+    def _update_call(self, write: Write) -> WriteResult | None:
+        """A plain write by ``update.lua``, with the record and message made here; None when the guess was wrong."""
+        name, publish = write.task_name, write.publish
+        log = write.log
+        last, dropped = (log.get("last", 0), log.get("dropped", 0)) if log else ("", "")
+        head = f'"log":{{"last":{last},"dropped":{dropped}}},' if log else ""
+        guess = f'{{"seq":{write.floor + 1},{head}{write.body}'
+        message = publish.message(write.floor + 1, write.state, guess) if publish else b""
+        args = [write.state, _ms(write.ttl), int(write.refresh_ttl), write.floor, last, dropped, guess, message]
+        channels = publish.channels if publish else ()
+        seq, rec, cancel = self._update(keys=[self._k("t", name), self._k("c", name)], args=[*args, *channels])
+        seq = int(seq)
+        if seq == _WRONG_GUESS:
+            return None
+        return WriteResult(_NOT_WRITTEN.get(seq, Outcome.WRITTEN), max(seq, 0), _text(rec) or guess, bool(cancel))
+
     def _write_state(self, write: Write) -> WriteResult:
-        name = write.task_name
         if write.plain:
-            keys = [self._k("t", name), self._k("c", name)]
-            args = [write.state, write.body, _ms(write.ttl), int(write.refresh_ttl), write.floor]
-            guess = f'{{"seq":{write.floor + 1},{write.body}'  # see update.lua
-            message = write.publish.message(write.floor + 1, write.state, guess) if write.publish else b""
-            args += [guess, message, *_published(write.publish)]
-            seq, rec, cancel = self._update(keys=keys, args=args)
-            outcome = _NOT_WRITTEN.get(int(seq), Outcome.WRITTEN)
-            return WriteResult(outcome, max(int(seq), 0), _text(rec) or guess, bool(cancel))
+            guessed = self._update_call(write)
+            if guessed is not None:
+                return guessed
         keys, args = self._write_call(write)
         if write.group is None:
             seq, rec, cancel = self._write(keys=keys, args=args)
             group = None
         else:  # the part's write and its group's aggregate: one script, one round trip, atomic
-            group_keys, group_args = self._group_call(write.group, name)
+            group_keys, group_args = self._group_call(write.group, write.task_name)
             seq, rec, cancel, answer = self._part_write(keys=keys + group_keys, args=[len(args), *args, *group_args])
             group = self._group_result(answer)
         seq = int(seq)
