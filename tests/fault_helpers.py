@@ -55,9 +55,13 @@ async def watch(
     origin: str,
     deadline: float,
     headers: dict[str, str] | None = None,
+    seen: Watch | None = None,
 ) -> Watch:
-    """Follow ``task`` to a final state, reconnecting and resuming with the last seq like the JS client."""
-    seen = Watch()
+    """Follow ``task`` to a final state, reconnecting and resuming with the last seq like the JS client.
+
+    ``seen``: the `Watch` to fill (and return), for the test to look at while it follows.
+    """
+    seen = Watch() if seen is None else seen
     attempt = 0
     while time.monotonic() < deadline and seen.final is None:
         try:

@@ -4,9 +4,16 @@ A test that asks for ``server``, itself or through a fixture (``base_url``),
 runs once per ASGI server of ``tests.services.SERVERS`` (ids ``[daphne]``,
 ``[uvicorn]``); the module's tests are grouped by server, so a module-scoped
 server starts once per server. The modules of ``DAPHNE_ONLY`` run on daphne alone.
+
+A test that must see a task run (bars advancing, a cancel, a reload, a fault
+mid-task) launches it behind a ``gate`` and opens the gate once its page or
+watchers follow the task: on a loaded machine a task of a few seconds may
+otherwise end before they arrive.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +24,28 @@ from tests.services import SERVERS, start_worker
 @pytest.fixture(autouse=True)
 def _clean_keys(clean_realtime_async_keys):
     """Each test starts with no tasks, locks or registry entries of earlier tests."""
+
+
+class Gate:
+    """A file that a worker function waits for (``wait_for=str(gate)``, ``hold=[step, str(gate)]``;
+    ``tests.testapp.workers.wait_for_gate``) before it goes on; ``open()`` lets it go on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def open(self) -> None:
+        self.path.touch()
+
+
+@pytest.fixture
+def gate(tmp_path):
+    """A closed `Gate`. Opened at teardown too: a test that failed before opening it leaves no worker waiting."""
+    gate = Gate(tmp_path / "gate")
+    yield gate
+    gate.open()
 
 
 @pytest.fixture(scope="session")

@@ -99,9 +99,10 @@ def pages(browser, base_url, user):
         page.close()
 
 
-def launch(user, steps=20, delay=0.2):
+def launch(user, gate, steps=20, delay=0.2):
+    """``steps`` of ``delay`` seconds, begun once ``gate`` opens (the ``gate`` fixture): when the widget follows."""
     return AsyncManager.resolve_manager().launch_async_task(
-        "tests.testapp.workers.steps", steps, user=user, task_kwargs={"delay": delay}
+        "tests.testapp.workers.steps", steps, user=user, task_kwargs={"delay": delay, "wait_for": str(gate)}
     )
 
 
@@ -138,13 +139,15 @@ def refuse_websockets(page, refused):
 
 
 @pytest.mark.parametrize("breakage", ["no-websocket", "refused"])
-def test_without_websockets_the_widgets_complete_over_server_sent_events(pages, user, breakage):
-    first, second = launch(user), launch(user, steps=16)
+def test_without_websockets_the_widgets_complete_over_server_sent_events(pages, user, breakage, gate):
+    first, second = launch(user, gate), launch(user, gate, steps=16)
     ladder = pages(no_websocket=breakage == "no-websocket")
     if breakage == "refused":
         refuse_websockets(ladder.page, {"now": True})
     page = ladder.open(first, second)
     wait_via(page, first, "sse")
+    wait_via(page, second, "sse")
+    gate.open()
     wait_final(page, first)
     wait_final(page, second)
     for task in (first, second):
@@ -164,12 +167,13 @@ def test_without_websockets_the_widgets_complete_over_server_sent_events(pages, 
     assert_clean(page, allow=("WebSocket",))
 
 
-def test_without_websockets_and_server_sent_events_the_widget_polls(pages, user):
-    task = launch(user)
+def test_without_websockets_and_server_sent_events_the_widget_polls(pages, user, gate):
+    task = launch(user, gate)
     ladder = pages(no_websocket=True)
     ladder.page.route(EVENTS, lambda route: route.abort())
     page = ladder.open(task)
     wait_via(page, task, "poll")
+    gate.open()
     wait_final(page, task)
     assert {transport for _, transport in progress_by(page, task)} == {"poll"}
     assert len(progress_by(page, task)) >= 3
@@ -179,13 +183,14 @@ def test_without_websockets_and_server_sent_events_the_widget_polls(pages, user)
     assert_clean(page, allow=("realtime-async/events", "ERR_FAILED"))
 
 
-def test_the_widget_climbs_back_to_the_websocket_once_it_works_again(pages, user):
-    task = launch(user, steps=60, delay=0.2)  # 12 s: long enough to see both transports
+def test_the_widget_climbs_back_to_the_websocket_once_it_works_again(pages, user, gate):
+    task = launch(user, gate, steps=60, delay=0.2)  # 12 s: long enough to see both transports
     ladder = pages(probe_ms=500)
     refused = {"now": True}
     refuse_websockets(ladder.page, refused)
     page = ladder.open(task)
     wait_via(page, task, "sse")
+    gate.open()
     page.wait_for_function(SEQ_ABOVE, arg=[task, 3])
     refused["now"] = False  # the proxy lets WebSockets through again: the next probe gets one
     wait_via(page, task, "ws")
@@ -199,10 +204,12 @@ def test_the_widget_climbs_back_to_the_websocket_once_it_works_again(pages, user
     assert_clean(page, allow=("WebSocket",))
 
 
-def test_forced_server_sent_events(pages, user):
-    task = launch(user)
+def test_forced_server_sent_events(pages, user, gate):
+    task = launch(user, gate)
     ladder = pages()
     page = ladder.open(task, transport="sse")
+    wait_via(page, task, "sse")
+    gate.open()
     wait_final(page, task)
     assert {transport for _, transport in progress_by(page, task)} == {"sse"}
     assert widget(page, task).get_attribute("data-ra-via") == "sse"
@@ -212,13 +219,14 @@ def test_forced_server_sent_events(pages, user):
     assert_clean(page)
 
 
-def test_a_hidden_page_keeps_its_stream_and_is_current_when_shown(pages, user):
-    task = launch(user, steps=25)
+def test_a_hidden_page_keeps_its_stream_and_is_current_when_shown(pages, user, gate):
+    task = launch(user, gate, steps=25)
     ladder = pages(no_websocket=True)
     page = ladder.open(task)
     wait_via(page, task, "sse")
     page.evaluate(SET_VISIBILITY, "hidden")
     # Push costs nothing while idle: the stream stays open, and what it brings is shown while nobody looks.
+    gate.open()  # the task runs only once the page is hidden
     wait_final(page, task)
     page.evaluate(SET_VISIBILITY, "visible")
     assert {transport for _, transport in progress_by(page, task)} == {"sse"}

@@ -54,9 +54,10 @@ def open_page(browser, base_url, user):
         page.context.close()
 
 
-def launch(user, steps=15, delay=0.2):
+def launch(user, steps=15, delay=0.2, **kwargs):
+    """``steps`` of ``delay`` seconds; ``wait_for=str(gate)``, ``hold=[step, str(gate)]``: see the ``gate`` fixture."""
     return AsyncManager.resolve_manager().launch_async_task(
-        "tests.testapp.workers.steps", steps, user=user, task_kwargs={"delay": delay}
+        "tests.testapp.workers.steps", steps, user=user, task_kwargs={"delay": delay, **kwargs}
     )
 
 
@@ -66,6 +67,14 @@ def widgets_path(*tasks, **query):
 
 def wait_final(page, task, state="success"):
     page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="{state}"]')
+
+
+def open_when_followed(gate, page, *tasks, via):
+    """Open ``gate`` once the widget of each of ``tasks`` follows it by ``via`` (data-ra-via: it had a record through
+    it, or polls): the tasks then run under the page's eyes, however long the page took to load."""
+    for task in tasks:
+        page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-via="{via}"]')
+    gate.open()
 
 
 def assert_advanced_to_success(page, task, transport, steps=15):
@@ -84,9 +93,10 @@ def assert_advanced_to_success(page, task, transport, steps=15):
     assert widget(page, task).locator('[data-ra-field="state"]').inner_text() == "Done"
 
 
-def test_two_widgets_advance_to_their_final_states(open_page, user, celery_worker_proc):
-    first, second = launch(user), launch(user, steps=10)
+def test_two_widgets_advance_to_their_final_states(open_page, user, celery_worker_proc, gate):
+    first, second = launch(user, wait_for=str(gate)), launch(user, steps=10, wait_for=str(gate))
     page = open_page(widgets_path(first, second))
+    open_when_followed(gate, page, first, second, via="ws")
     wait_final(page, first)
     wait_final(page, second)
     assert_advanced_to_success(page, first, "ws")
@@ -99,16 +109,17 @@ def test_two_widgets_advance_to_their_final_states(open_page, user, celery_worke
 
 @pytest.mark.parametrize("breakage", ["no-websocket", "dead-endpoint"])
 def test_without_websockets_or_event_streams_the_widgets_complete_by_polling(
-    open_page, user, celery_worker_proc, breakage
+    open_page, user, celery_worker_proc, breakage, gate
 ):
     # Long enough for several polls (one a second) to see the bars move. (Without WebSockets alone the widgets
     # use Server-Sent Events: tests/system/test_browser_transports.py.)
-    first, second = launch(user, steps=20), launch(user, steps=16)
+    first, second = launch(user, steps=20, wait_for=str(gate)), launch(user, steps=16, wait_for=str(gate))
     if breakage == "no-websocket":
         page = open_page(widgets_path(first, second), no_websocket=True, no_sse=True)
     else:
         dead = f"ws://127.0.0.1:{free_port()}/ws/realtime-async/"
         page = open_page(widgets_path(first, second, ws=dead), no_sse=True)
+    open_when_followed(gate, page, first, second, via="poll")
     wait_final(page, first)
     wait_final(page, second)
     assert_advanced_to_success(page, first, "poll", steps=20)
@@ -121,17 +132,18 @@ def test_without_websockets_or_event_streams_the_widgets_complete_by_polling(
     assert_clean(page, allow=("WebSocket connection to", "Failed to load resource: net::ERR_FAILED"))
 
 
-def test_forced_polling(open_page, user, celery_worker_proc):
-    task = launch(user, steps=20)
+def test_forced_polling(open_page, user, celery_worker_proc, gate):
+    task = launch(user, steps=20, wait_for=str(gate))
     page = open_page(widgets_path(task, transport="poll"))
+    open_when_followed(gate, page, task, via="poll")
     wait_final(page, task)
     assert_advanced_to_success(page, task, "poll", steps=20)
     assert page.sockets == []
     assert_clean(page)
 
 
-def test_reload_mid_task_shows_the_current_state_at_once(open_page, user, celery_worker_proc):
-    task = launch(user, steps=20)
+def test_reload_mid_task_shows_the_current_state_at_once(open_page, user, celery_worker_proc, gate):
+    task = launch(user, steps=20, hold=[4, str(gate)])  # it waits at 20 % until the reload is checked
     page = open_page(widgets_path(task))
     bar = widget(page, task).get_by_role("progressbar")
     page.wait_for_function(
@@ -149,18 +161,21 @@ def test_reload_mid_task_shows_the_current_state_at_once(open_page, user, celery
     assert now >= before > 0
     assert re.search(r'data-ra-field="message">Step \d+/20<', html)
 
+    gate.open()
     wait_final(page, task)
     assert widget(page, task).get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
     assert_clean(page)
 
 
 @pytest.mark.parametrize("auth", ["session", "token"])
-def test_custom_page_on_the_js_client(open_page, user, celery_worker_proc, auth):
-    task = launch(user, steps=10)
+def test_custom_page_on_the_js_client(open_page, user, celery_worker_proc, auth, gate):
+    task = launch(user, steps=10, wait_for=str(gate))
     query = {"task": task}
     if auth == "token":
         query["token"] = AsyncManager.resolve_manager().make_watch_token(task)
     page = open_page("/demo/client/?" + urlencode(query), login=auth == "session")
+    page.wait_for_function("() => window.received.length > 0")  # subscribed: its snapshot came
+    gate.open()
     page.wait_for_function("() => window.finalRecord !== null")
     received = page.evaluate("window.received")
     seqs = [record["seq"] for record in received]
@@ -184,8 +199,8 @@ def test_js_client_reports_unknown_tasks(open_page, user):
 HTMX_JS = Path(django_htmx.__file__).parent / "static" / "django_htmx" / "htmx-2.min.js"
 
 
-def test_htmx_alone_polls_the_fragment_until_286(base_url, browser, user, celery_worker_proc):
-    task = launch(user, steps=15)
+def test_htmx_alone_polls_the_fragment_until_286(base_url, browser, user, celery_worker_proc, gate):
+    task = launch(user, steps=15, wait_for=str(gate))
     context = browser.new_context(base_url=base_url)
     try:
         context.add_cookies([session_cookie(user, base_url)])
@@ -198,6 +213,7 @@ def test_htmx_alone_polls_the_fragment_until_286(base_url, browser, user, celery
         page.on("response", lambda response: "/progress/" in response.url and polls.append(response.status))
         page.goto(f"/demo/htmx/?task={task}")
         page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="running"]')
+        gate.open()
         wait_final(page, task)
         root = widget(page, task)
         assert root.get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
@@ -230,7 +246,7 @@ def test_failure_is_shown_with_its_public_error(open_page, user, celery_worker_p
     assert_clean(page)
 
 
-def test_client_resumes_after_the_server_restarts(browser, server, user, celery_worker_proc):
+def test_client_resumes_after_the_server_restarts(browser, server, user, celery_worker_proc, gate):
     port = free_port()
     proc, _ = start_server(server, port=port, name=f"{server}-restart")
     base = f"http://127.0.0.1:{port}"
@@ -241,10 +257,11 @@ def test_client_resumes_after_the_server_restarts(browser, server, user, celery_
         page = context.new_page()
         sockets = []
         page.on("websocket", lambda socket: sockets.append(socket))
-        task = launch(user, steps=30)
+        task = launch(user, steps=30, wait_for=str(gate))
         page.goto(f"/demo/client/?task={task}")
         page.wait_for_function("() => window.received.some((record) => record.state === 'running')")
         proc.stop()
+        gate.open()  # its steps come while the server is away and after: the client must resume to see them
         proc, _ = start_server(server, port=port, name=f"{server}-restart")
         page.wait_for_function("() => window.finalRecord !== null")
         received = page.evaluate("window.received")
@@ -484,12 +501,15 @@ def test_cancel_button_cancels_a_running_task(open_page, user, celery_worker_pro
     assert_clean(page, allow=("WebSocket connection to",))
 
 
-def test_cancel_button_only_for_those_who_may_cancel(open_page, user, django_user_model, celery_worker_proc):
+def test_cancel_button_only_for_those_who_may_cancel(open_page, user, django_user_model, celery_worker_proc, gate):
     manager = AsyncManager.resolve_manager()
-    task = manager.launch_async_task("tests.testapp.workers.sleep_then_finish", 2, user=user)
+    task = manager.launch_async_task(
+        "tests.testapp.workers.sleep_then_finish", 2, user=user, task_kwargs={"wait_for": str(gate)}
+    )
     token = manager.make_watch_token(task)
     page = open_page(widgets_path(task, token=token), login=False)
     page.wait_for_selector(f'[data-ra-task="{task}"][data-ra-state="running"]')
     assert widget(page, task).locator("button").count() == 0  # a watch token watches, never cancels
+    gate.open()
     wait_final(page, task)
     assert_clean(page)

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from tests.fault_helpers import driver, watch
+from tests.fault_helpers import Watch, driver, watch
 from tests.services import private_redis, start_daphne, start_server, start_worker, wait_for
+from tests.ws_helpers import until
 
 # The workers, servers and drivers these tests start record into the session's
 # database, so it must exist: pytest-django creates it only for a run that holds
@@ -26,24 +27,29 @@ from tests.services import private_redis, start_daphne, start_server, start_work
 pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
 
-def test_redis_restart_mid_task(tmp_path, server, reliability):
+def test_redis_restart_mid_task(tmp_path, server, reliability, gate):
     """The task keeps running, ends in its true final state, and every watcher reaches it."""
     with private_redis() as (url, redis_proc, port):
         env = {"RA_TEST_REDIS_URL": url, "RA_TEST_PREFIX": f"fault-{port}"}
         worker = start_worker(env=env, name="worker-redis-restart")
         daphne, web_port = start_server(server, env=env, name=f"{server}-redis-restart")
         try:
-            name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]")
+            # Its 6 s begin once every watcher follows it (the gate), however long they took to come.
+            kwargs = json.dumps({"wait_for": str(gate)})
+            name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]", kwargs)
             token = driver(env, "token", name)
             origin = f"http://127.0.0.1:{web_port}"
             ws_url = f"ws://127.0.0.1:{web_port}/ws/realtime-async/"
 
             async def scenario():
                 deadline = time.monotonic() + 45
+                views = [Watch() for _ in range(5)]
                 watchers = [
-                    asyncio.create_task(watch(ws_url, name, token=token, origin=origin, deadline=deadline))
-                    for _ in range(5)
+                    asyncio.create_task(watch(ws_url, name, token=token, origin=origin, deadline=deadline, seen=view))
+                    for view in views
                 ]
+                await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow the task")
+                gate.open()
                 await asyncio.sleep(2)  # watchers are following the running task
                 redis_proc.stop()
                 await asyncio.sleep(1)
@@ -223,26 +229,31 @@ def test_idle_task_restores_what_redis_lost(tmp_path, reliability):
             worker.stop()
 
 
-def test_server_restart_while_clients_watch(server, reliability):
+def test_server_restart_while_clients_watch(server, reliability, gate):
     """The server goes away mid-task: clients reconnect, resume with their last seq, reach the final state."""
     with private_redis() as (url, _redis, port):
         env = {"RA_TEST_REDIS_URL": url, "RA_TEST_PREFIX": f"fault-{port}"}
         worker = start_worker(env=env, name="worker-daphne-restart")
         daphne, web_port = start_server(server, env=env, name=f"{server}-restart-1")
         try:
-            name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]")
+            # Its 6 s begin once every watcher follows it (the gate), however long they took to come.
+            kwargs = json.dumps({"wait_for": str(gate)})
+            name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]", kwargs)
             token = driver(env, "token", name)
 
             async def scenario():
                 nonlocal daphne
                 deadline = time.monotonic() + 45
+                views = [Watch() for _ in range(5)]
                 watchers = [
                     asyncio.create_task(
                         watch(f"ws://127.0.0.1:{web_port}/ws/realtime-async/", name, token=token,
-                              origin=f"http://127.0.0.1:{web_port}", deadline=deadline)
+                              origin=f"http://127.0.0.1:{web_port}", deadline=deadline, seen=view)
                     )
-                    for _ in range(5)
+                    for view in views
                 ]  # fmt: skip
+                await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow the task")
+                gate.open()
                 await asyncio.sleep(2)
                 daphne.stop()
                 await asyncio.sleep(0.5)

@@ -46,10 +46,12 @@ def test_a_worker_attaches_a_file_that_its_owner_downloads(celery_worker_proc, m
 
 @pytest.mark.browser
 @pytest.mark.parametrize("auth", ["session", "token"])
-def test_the_widget_offers_the_link_and_the_download_on_success(browser, base_url, manager, django_user_model, auth):
+def test_the_widget_offers_the_link_and_the_download_on_success(
+    browser, base_url, manager, django_user_model, auth, gate
+):
     user = django_user_model.objects.create_user(f"viewer-{auth}")
-    # Four seconds of steps: the page is loaded and checked while the task still runs, even on a busy CI machine.
-    name = manager.launch_async_task(WORKER, 8, user=user, task_kwargs={"delay": 0.5})
+    # Its rows begin once the page is loaded and checked, however long that took on a busy CI machine.
+    name = manager.launch_async_task(WORKER, 8, user=user, task_kwargs={"delay": 0.2, "wait_for": str(gate)})
     query = {"task": name}
     if auth == "token":
         query["token"] = manager.make_watch_token(name)
@@ -59,6 +61,7 @@ def test_the_widget_offers_the_link_and_the_download_on_success(browser, base_ur
         element = widget(page, name)
         results = element.locator('[data-ra-field="results"]')
         assert results.is_hidden()  # nothing while it runs
+        gate.open()
         element.locator(".ra-progress__link").wait_for(timeout=30_000)
         link = element.locator(".ra-progress__link")
         assert link.text_content() == "Open the report"

@@ -14,11 +14,13 @@ import time
 
 import pytest
 
+from realtime_async._core.access import make_watch_token
 from realtime_async._core.naming import new_task_name
 from realtime_async._core.store.shards import placement
-from tests.fault_helpers import driver, watch
+from tests.fault_helpers import Watch, driver, watch
 from tests.sentinel_helpers import sentinel_cluster
 from tests.services import private_redis, start_server, start_worker
+from tests.ws_helpers import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
@@ -32,16 +34,25 @@ def _name_on(index: int, prefix: str) -> str:
             return name
 
 
-def _watchers(port: int, tasks: dict[str, str], each: int, deadline: float) -> list[asyncio.Task]:
+def _watchers(port: int, tasks: dict[str, str], each: int, deadline: float) -> tuple[list[asyncio.Task], list[Watch]]:
+    """``each`` watchers of each of ``tasks`` (name: token), and what each has seen so far."""
     origin, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/realtime-async/"
-    return [
-        asyncio.create_task(watch(url, name, token=token, origin=origin, deadline=deadline))
-        for name, token in tasks.items()
-        for _ in range(each)
-    ]
+    watchers, views = [], []
+    for name, token in tasks.items():
+        for _ in range(each):
+            views.append(Watch())
+            watchers.append(
+                asyncio.create_task(watch(url, name, token=token, origin=origin, deadline=deadline, seen=views[-1]))
+            )
+    return watchers, views
 
 
-def test_a_killed_shard_interrupts_only_its_tasks_watchers(server, reliability):
+async def _following(views: list[Watch]) -> None:
+    """Until every watcher has had a record of its task (its snapshot): they follow it."""
+    await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow its task")
+
+
+def test_a_killed_shard_interrupts_only_its_tasks_watchers(server, reliability, gate):
     """Shard 1 stops for 2 s mid-task: the task on shard 0 streams on untouched, the other recovers."""
     with private_redis() as (url_a, _proc_a, _), private_redis() as (url_b, proc_b, port_b):
         prefix = f"shards-{port_b}"
@@ -50,12 +61,16 @@ def test_a_killed_shard_interrupts_only_its_tasks_watchers(server, reliability):
         web, web_port = start_server(server, env=env, name=f"{server}-shards")
         try:
             kept, lost = _name_on(0, prefix), _name_on(1, prefix)
+            tokens = {name: make_watch_token(name) for name in (kept, lost)}  # signed here: no task needed
+            # Their 6 s begin once every watcher follows its task (the gate), however long they took to come.
             for name in (kept, lost):
-                assert driver(env, "launch", TASK, "[6]", json.dumps({"_task_name": name})) == name
-            tokens = {name: driver(env, "token", name) for name in (kept, lost)}
+                kwargs = json.dumps({"_task_name": name, "wait_for": str(gate)})
+                assert driver(env, "launch", TASK, "[6]", kwargs) == name
 
             async def scenario():
-                watchers = _watchers(web_port, tokens, 3, time.monotonic() + 45)
+                watchers, views = _watchers(web_port, tokens, 3, time.monotonic() + 45)
+                await _following(views)
+                gate.open()
                 await asyncio.sleep(2)
                 await asyncio.to_thread(proc_b.stop)
                 await asyncio.sleep(2)
@@ -85,7 +100,7 @@ def test_a_killed_shard_interrupts_only_its_tasks_watchers(server, reliability):
     )
 
 
-def test_a_sentinel_failover_mid_task_ends_every_watcher_on_the_true_final_state(server, reliability):
+def test_a_sentinel_failover_mid_task_ends_every_watcher_on_the_true_final_state(server, reliability, gate):
     """The primary is killed mid-task; Sentinel promotes its replica; store, hub and layer follow it."""
     with sentinel_cluster() as cluster:
         shard = {"sentinels": [list(address) for address in cluster.sentinels], "master_name": cluster.master_name}
@@ -93,11 +108,14 @@ def test_a_sentinel_failover_mid_task_ends_every_watcher_on_the_true_final_state
         worker = start_worker(env=env, name="worker-sentinel")
         web, web_port = start_server(server, env=env, name=f"{server}-sentinel")
         try:
-            name = driver(env, "launch", TASK, "[8]")
-            tokens = {name: driver(env, "token", name)}
+            # Its 8 s begin once every watcher follows it (the gate), however long they took to come.
+            name = driver(env, "launch", TASK, "[8]", json.dumps({"wait_for": str(gate)}))
+            tokens = {name: make_watch_token(name)}
 
             async def scenario():
-                watchers = _watchers(web_port, tokens, 5, time.monotonic() + 60)
+                watchers, views = _watchers(web_port, tokens, 5, time.monotonic() + 60)
+                await _following(views)
+                gate.open()
                 await asyncio.sleep(2)
                 cluster.kill_primary()
                 await asyncio.to_thread(cluster.wait_failover)

@@ -9,6 +9,7 @@ stops reading held to one record per task and cut off after ``STALLED_CLOSE_AFTE
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from tests.browser_helpers import session_key
 from tests.fault_helpers import driver
 from tests.services import private_redis, start_server, start_worker
 from tests.sse_helpers import Stream, events_path
-from tests.ws_helpers import acommit, new_task
+from tests.ws_helpers import acommit, new_task, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -276,10 +277,12 @@ async def test_an_unchanged_poll_is_answered_by_the_router_with_the_tag_it_was_g
     await changed.close()
 
 
-async def follow(port: int, name: str, token: str, deadline: float) -> dict:
-    """Watch ``name`` as ``EventSource`` would: on an ended stream reconnect with ``Last-Event-ID``, on 503 retry."""
+async def follow(port: int, name: str, token: str, deadline: float, seen: dict) -> dict:
+    """Watch ``name`` as ``EventSource`` would: on an ended stream reconnect with ``Last-Event-ID``, on 503 retry.
+
+    What it sees goes into ``seen`` (``new_seen()``), which the test may look at meanwhile; it returns it.
+    """
     last_id: str | None = None
-    seen: dict = {"seqs": [], "states": [], "ends": 0, "refused": 0}
     while time.monotonic() < deadline:
         try:
             stream = await Stream.open(port, events_path(name, tokens=(token,)), {"Last-Event-ID": last_id or ""})
@@ -307,20 +310,29 @@ async def follow(port: int, name: str, token: str, deadline: float) -> dict:
     return seen
 
 
+def new_seen() -> dict:
+    return {"seqs": [], "states": [], "ends": 0, "refused": 0}
+
+
 @pytest.mark.slow
 @pytest.mark.reliability
-def test_streams_end_when_redis_restarts_and_their_clients_resume_to_the_final_state(server, reliability):
+def test_streams_end_when_redis_restarts_and_their_clients_resume_to_the_final_state(server, reliability, gate):
     with private_redis() as (url, redis_proc, port):
         env = {"RA_TEST_REDIS_URL": url, "RA_TEST_PREFIX": f"sse-fault-{port}"}
         worker = start_worker(env=env, name="worker-sse-redis-restart")
         web, web_port = start_server(server, env=env, name=f"{server}-sse-redis-restart")
         try:
-            name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]")
+            # Its 6 s begin once every stream follows it (the gate), however long they took to come.
+            kwargs = json.dumps({"wait_for": str(gate)})
+            name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]", kwargs)
             token = driver(env, "token", name)
 
             async def scenario():
                 deadline = time.monotonic() + 45
-                watchers = [asyncio.create_task(follow(web_port, name, token, deadline)) for _ in range(3)]
+                views = [new_seen() for _ in range(3)]
+                watchers = [asyncio.create_task(follow(web_port, name, token, deadline, seen)) for seen in views]
+                await until(lambda: all(seen["seqs"] for seen in views), 30, "every stream to follow the task")
+                gate.open()
                 await asyncio.sleep(2)  # the streams are following the running task
                 redis_proc.stop()
                 await asyncio.sleep(1)

@@ -139,12 +139,19 @@ def test_unknown_task_name_reuse_is_refused_while_unfinished(celery_worker_proc,
     assert _final(manager, "rebuild-42")["result"]["steps"] == 1
 
 
-def test_running_task_renews_locks_past_their_ttl(celery_worker_proc, manager):
-    # LOCK_TTL is 3 s in the test settings and the heartbeat renews every second.
-    name = manager.launch_async_task("tests.testapp.workers.sleep_then_finish", 7, conflict_ids={"testapp.Thing": {50}})
+def test_running_task_renews_locks_past_their_ttl(celery_worker_proc, manager, gate):
+    # LOCK_TTL is 3 s in the test settings and the heartbeat renews every second. The task runs, its function
+    # waiting at the gate, until the test has checked its locks, however slowly on a loaded machine.
+    name = manager.launch_async_task(
+        "tests.testapp.workers.sleep_then_finish",
+        1,
+        conflict_ids={"testapp.Thing": {50}},
+        task_kwargs={"wait_for": str(gate)},
+    )
     wait_for(lambda: manager.get_progress(name)["state"] == "running", 30, what="running")
     time.sleep(5)  # past the 3 s TTL
     assert manager.check_conflict({"testapp.Thing": {50}}) == {"testapp.thing": {"50": name}}
     assert not manager.add_conflict_ids(f"lock-{uuid.uuid4().hex[:10]}", {"testapp.Thing": {50}})
+    gate.open()
     wait_for(lambda: manager.get_progress(name)["state"] == "success", 30, what="success")
     assert manager.check_conflict({"testapp.Thing": {50}}) == {}

@@ -85,8 +85,12 @@ async def close_code(conn: ClientConnection, within: float = 15) -> int | None:
     return conn.close_code
 
 
-async def progress_until_final(conn: ClientConnection, within: float = 20) -> list[dict]:
-    frames = []
+async def progress_until_final(
+    conn: ClientConnection, within: float = 20, frames: list[dict] | None = None
+) -> list[dict]:
+    """The progress frames up to the final state, after ``frames`` (those read already)."""
+    frames = list(frames or [])
+    assert all(frame["type"] == "progress" for frame in frames), frames
     async with asyncio.timeout(within):
         while not frames or frames[-1]["data"]["state"] not in FINAL:
             frame = await recv(conn, within)
@@ -118,17 +122,23 @@ def http_get(port: int, path: str, cookie: str | None) -> tuple[int, bytes]:
 
 # ----------------------------------------------------------------------------
 async def test_mid_task_subscriber_gets_snapshot_then_every_update(
-    daphne_port, celery_worker_proc, alice, alice_cookie
+    daphne_port, celery_worker_proc, alice, alice_cookie, gate
 ):
     manager = AsyncManager.resolve_manager()
+    # It waits after its sixth step until both subscribers have their snapshot, however slow they are to come.
+    kwargs = {"delay": 0.1, "hold": [6, str(gate)]}
     name = await asyncio.to_thread(
-        manager.launch_async_task, "tests.testapp.workers.steps", 20, user=alice, task_kwargs={"delay": 0.1}
+        manager.launch_async_task, "tests.testapp.workers.steps", 20, user=alice, task_kwargs=kwargs
     )
     await wait_state(name, lambda r: r["state"] == "running" and r["seq"] >= 4)
     async with ws(daphne_port, "/ws/realtime-async/", alice_cookie) as multi, \
                ws(daphne_port, task_url(name), alice_cookie) as per_task:  # fmt: skip
         await multi.send(json.dumps(subscribe(name)))
-        frames, task_frames = await asyncio.gather(progress_until_final(multi), progress_until_final(per_task))
+        snapshots = [await recv(multi, 20), await recv(per_task, 20)]
+        gate.open()
+        frames, task_frames = await asyncio.gather(
+            progress_until_final(multi, frames=snapshots[:1]), progress_until_final(per_task, frames=snapshots[1:])
+        )
         assert await close_code(per_task) == CLOSE_FINAL
         await multi.send(json.dumps({"v": 1, "type": "ping", "id": "after"}))
         assert await recv(multi) == {"v": 1, "type": "pong", "id": "after"}

@@ -8,12 +8,35 @@ import time
 from realtime_async.async_manager import AsyncManager
 from realtime_async.exceptions import PublicTaskError
 
+#: How long a worker function waits at a gate that the test never opens.
+GATE_TIMEOUT = 60.0
 
-def steps(n, *, delay=0.05, task_key=None, manager_class=None, **kwargs):
+
+def wait_for_gate(path):
+    """Waits until the file ``path`` exists: the test's gate (the ``gate`` fixture, tests/system/conftest.py).
+
+    A test that must watch a task run (a page, watchers, a reload or a fault mid-task) opens it once they
+    follow the task, rather than betting that a task of a few seconds is still running when they arrive on a
+    loaded machine. The task is ``running`` meanwhile, its heartbeat beating, its record unchanged.
+    """
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test did not open the gate {path} within {GATE_TIMEOUT:g} s")
+        time.sleep(0.02)
+
+
+def steps(n, *, delay=0.05, wait_for=None, hold=None, task_key=None, manager_class=None, **kwargs):
+    """``n`` steps of ``delay`` seconds; first waits for the gate ``wait_for``, and after step ``hold[0]`` for
+    the gate ``hold[1]`` (``wait_for_gate``)."""
     manager = AsyncManager.resolve_manager(manager_class)
+    if wait_for:
+        wait_for_gate(wait_for)
     for i in range(1, n + 1):
         time.sleep(delay)
         manager.update_progress(task_key, f"Step {i}/{n}", current=i, total=n)
+        if hold and i == hold[0]:
+            wait_for_gate(hold[1])
     return {"steps": n, "manager": type(manager).__name__, "pid": os.getpid(), "kwargs": sorted(kwargs)}
 
 
@@ -27,9 +50,11 @@ def fail_public(*, task_key=None, manager_class=None, **kwargs):
     raise PublicTaskError("The CSV file has no header row.")
 
 
-def sleep_then_finish(seconds, *, task_key=None, manager_class=None, **kwargs):
-    """Sleeps in small steps, reporting each, so tests can act mid-task."""
+def sleep_then_finish(seconds, *, wait_for=None, task_key=None, manager_class=None, **kwargs):
+    """Sleeps in small steps, reporting each, so tests can act mid-task; first waits for the gate ``wait_for``."""
     manager = AsyncManager.resolve_manager(manager_class)
+    if wait_for:
+        wait_for_gate(wait_for)
     deadline = time.monotonic() + seconds
     i = 0
     while time.monotonic() < deadline:
