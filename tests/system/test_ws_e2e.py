@@ -32,11 +32,16 @@ FINAL = ("success", "failure", "cancelled", "lost")
 
 
 @pytest.fixture(scope="module")
-def daphne_port(server, django_db_setup, django_db_blocker):
-    """The port of the module's server: daphne, then uvicorn (``server``)."""
+def served(server, django_db_setup, django_db_blocker):
+    """The module's server, ``(proc, port)``: daphne, then uvicorn (``server``)."""
     proc, port = start_server(server, name=f"{server}-e2e")
-    yield port
+    yield proc, port
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def daphne_port(served):
+    return served[1]
 
 
 @pytest.fixture
@@ -253,10 +258,8 @@ async def test_channel_layer_failure_closes_4503_then_service_resumes(server, al
             daphne.stop()
 
 
-async def test_the_servers_hub_follows_its_tasks_over_pubsub(daphne_port, alice, alice_cookie):
+async def test_the_servers_hub_follows_its_tasks_over_pubsub(served, daphne_port, alice, alice_cookie):
     # The server's hub subscribes to the channel the write script publishes to (either layer: see pubsub_subscribers).
-    import os
-
     from realtime_async._delivery.pubsub import CLIENT_NAME_PREFIX
 
     name = await new_task(alice.pk, state="running")
@@ -265,12 +268,10 @@ async def test_the_servers_hub_follows_its_tasks_over_pubsub(daphne_port, alice,
     async with ws(daphne_port, task_url(name), alice_cookie) as conn:
         assert (await recv(conn))["data"]["state"] == "running"
         await until(lambda: pubsub_subscribers(group) == 1, 10, what="the server's hub to subscribe")
-        hubs = [
-            client
-            for client in await asyncio.to_thread(store.client.client_list, _type="pubsub")
-            if client.get("name", "").startswith(CLIENT_NAME_PREFIX)
-            and client["name"] != f"{CLIENT_NAME_PREFIX}{os.getpid()}"
-        ]
+        # This server's hub only: other test sessions' servers may share this Redis (CI runs its passes side by side).
+        hub_name = f"{CLIENT_NAME_PREFIX}{served[0].popen.pid}"
+        clients = await asyncio.to_thread(store.client.client_list, _type="pubsub")
+        hubs = [client for client in clients if client.get("name") == hub_name]
         assert hubs and all(int(client["sub"]) >= 2 for client in hubs)  # its control channel and the task's
         seq = await acommit(name, "success", alice.pk)
         frame = await recv(conn)
