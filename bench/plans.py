@@ -74,6 +74,8 @@ class Plan:
     redis_cost_idle: float  # ... after this many seconds of the same setup, nothing published (the background) ...
     redis_cost_monitor: int  # ... and this many more under MONITOR (which commands ran inside a script or EXEC) ...
     redis_cost_busy_rate: float  # ... and once more with one server, at this many a second (a busier Redis)
+    hub_reader_messages: int  # the hub's reader (``--only hub_reader``): messages read per round ...
+    hub_reader_rounds: int  # ... in this many rounds of each way
 
 
 FULL = Plan(
@@ -95,6 +97,7 @@ FULL = Plan(
     group_rate_parts=1000, group_rate_seconds=5.0, group_writers=2, group_watchers=10,
     redis_cost_updates=2000, redis_cost_rate=400, redis_cost_servers=(0, 1, 2, 4), redis_cost_cp_servers=(0, 1, 2),
     redis_cost_idle=4.0, redis_cost_monitor=200, redis_cost_busy_rate=2000,
+    hub_reader_messages=10_000, hub_reader_rounds=5,
 )  # fmt: skip
 QUICK = Plan(
     name="quick", reps=1,
@@ -114,4 +117,5 @@ QUICK = Plan(
     group_rate_parts=200, group_rate_seconds=1.0, group_writers=2, group_watchers=2,
     redis_cost_updates=100, redis_cost_rate=500, redis_cost_servers=(0, 1, 2), redis_cost_cp_servers=(0, 1),
     redis_cost_idle=0.3, redis_cost_monitor=20, redis_cost_busy_rate=1000,
+    hub_reader_messages=200, hub_reader_rounds=1,
 )  # fmt: skip

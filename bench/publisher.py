@@ -31,6 +31,7 @@ from django.conf import settings  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
 from bench import celery as _celery  # noqa: E402,F401 - makes the bench's Celery app the current one
+from bench import hub_reader  # noqa: E402
 from bench.agent import serve  # noqa: E402
 from bench.naive import EVENT_TYPE, naive_group  # noqa: E402
 from realtime_async import Part  # noqa: E402
@@ -868,6 +869,7 @@ COMMANDS = {
         group_state,
     )
 }
+COMMANDS["hub_reader"] = hub_reader.measure
 
 
 def handle(cmd: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import polling, redis_cost, slow_readers, sse
+from bench import hub_reader, polling, redis_cost, slow_readers, sse
 from bench.charts import charts
 from bench.figures import largest_watchers
 from bench.tables import (
@@ -127,6 +127,8 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
         lines += groups_table(runs) + [""]
     if any(run.get("redis_cost") for run in runs):
         lines += redis_cost.section(results) + [""]
+    if any(run.get("hub_reader") for run in runs):
+        lines += hub_reader.section(results) + [""]
     lines += ["### 100 tasks × 10 watchers, and daphne RSS per idle watcher", ""] + multi_table(results) + [""]
     lines += slow_readers.section(results) + [""]
     lines += polling.section(results) + [""] + img("polling.png", "polling")
@@ -214,6 +216,11 @@ path before the router, kept so that one run measures both. WebSockets are the s
   and `INFO commandstats`, with realtime_async watched on 0, 1, 2 and 4 daphne processes and
   celery-progress's recorder on 0, 1 and 2, beside a redis-py `SET` + `PUBLISH` (the floor):
   commands, command µs and redis-server's main-thread CPU per update, and every command's share.
+- **The hub's pub/sub reader** (`--only hub_reader`, not part of a full run; without `--out` it writes
+  under `.artifacts/bench-hub-reader/`): 10,000 messages waiting for the `Subscriber` a hub reads
+  with, then its CPU and wall time per message until it handed on the last, read off the
+  connection's parser (RESP2, as the hub reads) and through redis-py's `get_message` (RESP3, as it
+  read before), in five turns each.
 - **100 tasks × 10 watchers** at 2 updates a second per task, and daphne's RSS per idle watcher:
   RSS after 1,000 connections subscribed and idle minus RSS with one, divided by 1,000.
 - **Clients that stop reading**: 20 clients subscribed to the same 50 tasks read nothing for 15 s

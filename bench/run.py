@@ -20,7 +20,8 @@ set) runs the 1,000-watcher fan-out at 10 updates/s with and without a log line 
 launch of a 1,000-part group beside 1,000 ``apply_async`` calls, and the parent's updates a
 second seen over daphne while all 1,000 parts are updated; ``--only redis_cost`` (nor this one, and
 written under ``.artifacts/bench-redis-cost/`` unless ``--out`` says otherwise) Redis' commands and CPU
-per update (``bench/redis_cost.py``).
+per update (``bench/redis_cost.py``); ``--only hub_reader`` (likewise, under ``.artifacts/bench-hub-reader/``)
+the server's CPU per pub/sub message its hub reads (``bench/hub_reader.py``).
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out
     elif args.quick or args.layer != "pubsub":  # docs/ holds the full run of the documented setup only
         out = ARTIFACTS / f"bench-{'quick' if args.quick else args.layer}" / "benchmarks.md"
-    elif args.only == "redis_cost":  # its figures go to docs/ by hand, beside the full run's
-        out = ARTIFACTS / "bench-redis-cost" / "benchmarks.md"
+    elif args.only in ("redis_cost", "hub_reader"):  # their figures go to docs/ by hand, beside the full run's
+        out = ARTIFACTS / f"bench-{args.only.replace('_', '-')}" / "benchmarks.md"
     else:
         out = ROOT / "docs" / "benchmarks.md"
     if args.report_only:

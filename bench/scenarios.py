@@ -22,6 +22,7 @@ from bench.harness import (
     subscribe,
     updates_for,
 )
+from bench.hub_reader import scenario_hub_reader
 from bench.polling import scenario_polling
 from bench.redis_cost import scenario_redis_cost
 from bench.slow_readers import scenario_slow_readers
@@ -30,7 +31,7 @@ from bench.stats import latency_summary, merge_steps
 
 SCENARIOS = ("worker", "e2e", "fanout", "sse", "multi", "polling", "slow_readers")
 #: Run only when named (``--only fanout_log``): not part of a full run nor of ``--quick``'s default.
-OPTIONAL_SCENARIOS = ("fanout_log", "groups", "redis_cost")
+OPTIONAL_SCENARIOS = ("fanout_log", "groups", "redis_cost", "hub_reader")
 
 
 def scenario_worker(b: Bench, rep: int) -> dict[str, Any]:
@@ -493,4 +494,5 @@ SCENARIO_FUNCS = {
     "fanout_log": scenario_fanout_log,
     "groups": scenario_groups,
     "redis_cost": scenario_redis_cost,
+    "hub_reader": scenario_hub_reader,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -14,7 +15,7 @@ from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_f
 from realtime_async._core.store import Outcome, WriteMode, get_store
 from realtime_async._delivery import hub as hub_module
 from realtime_async._delivery.hub import get_hub
-from realtime_async._delivery.pubsub import CLIENT_NAME_PREFIX
+from realtime_async._delivery.pubsub import CLIENT_NAME_PREFIX, Subscriber, _parser_of, async_pool_for
 from realtime_async._writing.writer import get_writer
 from tests.ws_helpers import (
     acommit,
@@ -212,3 +213,32 @@ async def test_a_published_record_is_checked_like_any_layer_message(hub_cleanup)
     assert (await recv(comm))["data"]["seq"] == seq  # the hub lived on
     assert await comm.receive_nothing(0.3)
     await comm.disconnect()
+
+
+async def test_a_subscriber_reads_messages_off_the_parser_and_keeps_redis_pys_bookkeeping_bounded():
+    """Messages bypass redis-py's get_message (its cost per message); confirmations still go through it."""
+    store = get_store()
+    prefix = f"{store.prefix}:sub-{new_task_name('x')}:"
+    received = []
+    subscriber = Subscriber(async_pool_for(store.client), lambda group: prefix + group, "control", received.append)
+    reader = asyncio.create_task(subscriber.run())
+    try:
+        groups = [f"g{i}" for i in range(50)]
+        for group in groups:
+            await subscriber.add(group, required=True)
+        assert _parser_of(subscriber._pubsub) is not None  # the fast read is the one that runs here
+        for i, group in enumerate(groups):
+            await asyncio.to_thread(store.client.publish, prefix + group, f"m{i}".encode())
+        await asyncio.to_thread(store.client.publish, prefix + "control", b"never handed on")
+        await until(lambda: len(received) == len(groups), what="every message")
+        assert received == [f"m{i}".encode() for i in range(len(groups))]
+        for group in groups:
+            await subscriber.discard(group)
+        pubsub = subscriber._pubsub
+        # redis-py forgets a channel once Redis confirms its unsubscription (handle_message): nothing piles up.
+        await until(lambda: not pubsub.pending_unsubscribe_channels, what="the unsubscriptions confirmed")
+        assert set(pubsub.channels) == {(prefix + "control").encode()}
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader

@@ -174,3 +174,19 @@ def test_profile_and_report(results, tmp_path):
     assert "### Targets" in text
     for image in ("fanout.png", "worker.png", "e2e.png", "profile.png"):
         assert (tmp_path / "bench" / image).stat().st_size > 0
+
+
+def test_hub_reader():
+    """``--only hub_reader`` (not in the default set): both ways read every message (else the wait times out), each
+    the way it says (the hub's own off the parser, the other through get_message), and the report has its section."""
+    from bench import hub_reader
+
+    only = bench.run(bench.QUICK, scenarios=("hub_reader",), skip_optional=False)
+    (run,) = only["runs"]
+    for way in hub_reader.WAYS:
+        rounds = run["hub_reader"][way]["rounds"]
+        assert len(rounds) == bench.QUICK.hub_reader_rounds, (way, rounds)
+        assert all(cpu > 0 and wall > 0 for cpu, wall in rounds), (way, rounds)
+    assert run["hub_reader"]["hub"]["off_the_parser"] is True
+    assert run["hub_reader"]["get_message"]["off_the_parser"] is False
+    assert any(line.startswith("| the hub's read off the parser") for line in hub_reader.section(only))
