@@ -98,3 +98,24 @@ async def watch(
         attempt += 1
         await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))
     return seen
+
+
+def watch_all(port: int, tasks: dict[str, str], each: int, deadline: float) -> tuple[list[asyncio.Task], list[Watch]]:
+    """``each`` reconnecting watchers (``watch``) of each of ``tasks`` (name: token) on the server at ``port``, and
+    what each has seen so far."""
+    origin, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/realtime-async/"
+    watchers, views = [], []
+    for name, token in tasks.items():
+        for _ in range(each):
+            views.append(Watch())
+            watchers.append(
+                asyncio.create_task(watch(url, name, token=token, origin=origin, deadline=deadline, seen=views[-1]))
+            )
+    return watchers, views
+
+
+async def following(views: list[Watch]) -> None:
+    """Until every watcher has had a record of its task (its snapshot): they follow it."""
+    from tests.ws_helpers import until
+
+    await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow its task")

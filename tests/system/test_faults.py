@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from tests.fault_helpers import Watch, driver, watch
+from tests.fault_helpers import driver, following, watch, watch_all
 from tests.services import private_redis, start_daphne, start_server, start_worker, wait_for
-from tests.ws_helpers import until
 
 # The workers, servers and drivers these tests start record into the session's
 # database, so it must exist: pytest-django creates it only for a run that holds
@@ -38,17 +37,10 @@ def test_redis_restart_mid_task(tmp_path, server, reliability, gate):
             kwargs = json.dumps({"wait_for": str(gate)})
             name = driver(env, "launch", "tests.testapp.workers.sleep_then_finish", "[6]", kwargs)
             token = driver(env, "token", name)
-            origin = f"http://127.0.0.1:{web_port}"
-            ws_url = f"ws://127.0.0.1:{web_port}/ws/realtime-async/"
 
             async def scenario():
-                deadline = time.monotonic() + 45
-                views = [Watch() for _ in range(5)]
-                watchers = [
-                    asyncio.create_task(watch(ws_url, name, token=token, origin=origin, deadline=deadline, seen=view))
-                    for view in views
-                ]
-                await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow the task")
+                watchers, views = watch_all(web_port, {name: token}, 5, time.monotonic() + 45)
+                await following(views)
                 gate.open()
                 await asyncio.sleep(2)  # watchers are following the running task
                 redis_proc.stop()
@@ -243,16 +235,8 @@ def test_server_restart_while_clients_watch(server, reliability, gate):
 
             async def scenario():
                 nonlocal daphne
-                deadline = time.monotonic() + 45
-                views = [Watch() for _ in range(5)]
-                watchers = [
-                    asyncio.create_task(
-                        watch(f"ws://127.0.0.1:{web_port}/ws/realtime-async/", name, token=token,
-                              origin=f"http://127.0.0.1:{web_port}", deadline=deadline, seen=view)
-                    )
-                    for view in views
-                ]  # fmt: skip
-                await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow the task")
+                watchers, views = watch_all(web_port, {name: token}, 5, time.monotonic() + 45)
+                await following(views)
                 gate.open()
                 await asyncio.sleep(2)
                 daphne.stop()

@@ -17,10 +17,9 @@ import pytest
 from realtime_async._core.access import make_watch_token
 from realtime_async._core.naming import new_task_name
 from realtime_async._core.store.shards import placement
-from tests.fault_helpers import Watch, driver, watch
+from tests.fault_helpers import driver, following, watch_all
 from tests.sentinel_helpers import sentinel_cluster
 from tests.services import private_redis, start_server, start_worker
-from tests.ws_helpers import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
@@ -32,24 +31,6 @@ def _name_on(index: int, prefix: str) -> str:
         name = new_task_name("sharded")
         if placement(name, 2, f"{prefix}:asgi") == index:
             return name
-
-
-def _watchers(port: int, tasks: dict[str, str], each: int, deadline: float) -> tuple[list[asyncio.Task], list[Watch]]:
-    """``each`` watchers of each of ``tasks`` (name: token), and what each has seen so far."""
-    origin, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/realtime-async/"
-    watchers, views = [], []
-    for name, token in tasks.items():
-        for _ in range(each):
-            views.append(Watch())
-            watchers.append(
-                asyncio.create_task(watch(url, name, token=token, origin=origin, deadline=deadline, seen=views[-1]))
-            )
-    return watchers, views
-
-
-async def _following(views: list[Watch]) -> None:
-    """Until every watcher has had a record of its task (its snapshot): they follow it."""
-    await until(lambda: all(view.seqs for view in views), 30, "every watcher to follow its task")
 
 
 def test_a_killed_shard_interrupts_only_its_tasks_watchers(server, reliability, gate):
@@ -68,8 +49,8 @@ def test_a_killed_shard_interrupts_only_its_tasks_watchers(server, reliability, 
                 assert driver(env, "launch", TASK, "[6]", kwargs) == name
 
             async def scenario():
-                watchers, views = _watchers(web_port, tokens, 3, time.monotonic() + 45)
-                await _following(views)
+                watchers, views = watch_all(web_port, tokens, 3, time.monotonic() + 45)
+                await following(views)
                 gate.open()
                 await asyncio.sleep(2)
                 await asyncio.to_thread(proc_b.stop)
@@ -113,8 +94,8 @@ def test_a_sentinel_failover_mid_task_ends_every_watcher_on_the_true_final_state
             tokens = {name: make_watch_token(name)}
 
             async def scenario():
-                watchers, views = _watchers(web_port, tokens, 5, time.monotonic() + 60)
-                await _following(views)
+                watchers, views = watch_all(web_port, tokens, 5, time.monotonic() + 60)
+                await following(views)
                 gate.open()
                 await asyncio.sleep(2)
                 cluster.kill_primary()
