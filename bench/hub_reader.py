@@ -35,7 +35,7 @@ WAYS = ("get_message", "hub")
 
 async def _once(way: str, messages: int) -> tuple[float, float, bool]:
     from realtime_async._core.store import get_store
-    from realtime_async._delivery.pubsub import Subscriber, _parser_of, async_pool_for
+    from realtime_async._delivery.pubsub import Subscriber, async_pool_for
 
     client = get_store().client
     pool = async_pool_for(client)
@@ -55,7 +55,7 @@ async def _once(way: str, messages: int) -> tuple[float, float, bool]:
     reader = asyncio.create_task(subscriber.run())
     try:
         await subscriber.add("task", required=True)
-        off_the_parser = _parser_of(subscriber._pubsub) is not None  # which way this round really read
+        off_the_parser = subscriber._parser is not None  # which way this round really read
         pipe = client.pipeline(transaction=False)
         payload = b"x" * 400
         for _ in range(messages):

@@ -185,6 +185,7 @@ class Subscriber:
         self._wanted: set[str] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pubsub: Any = None
+        self._parser: Any = None  # the connection's, once per connection (``_parser_of``); None: ``get_message``
         #: True from a lost connection until the next one is confirmed: ``add`` does not wait meanwhile.
         self._failing = False
         # A Redis outage must not flood the logs.
@@ -253,7 +254,7 @@ class Subscriber:
                             await self._connect()
                         heard = pinged = loop.time()
                         connecting = False
-                    received = await self._receive(self._pubsub)
+                    received = await self._receive()
                     if received:
                         heard = loop.time()
                     elif loop.time() - heard > self.ping_after + self.timeout:
@@ -283,16 +284,15 @@ class Subscriber:
             with contextlib.suppress(Exception):
                 await self._pool.disconnect()
 
-    async def _receive(self, pubsub: Any) -> bool:
+    async def _receive(self) -> bool:
         """Wait a second at most for the connection's next reply and handle it; whether one came.
 
-        A message is read off the connection's own parser and handed on: with
-        redis-py's ``get_message`` (its health check, retry and timeout wrappers,
-        its telemetry hooks) the reader took about 25 µs of CPU a message, now about
-        15 (``python -m bench --only hub_reader``). Other replies (confirmations, pongs) still go
-        through ``handle_message``, which keeps redis-py's bookkeeping of the channels.
+        A message is read off the connection's own parser and handed on: with redis-py's ``get_message`` (its
+        health check, retry and timeout wrappers, its telemetry hooks) the reader took about 25 µs of CPU a message,
+        now about 15 (``python -m bench --only hub_reader``). Other replies (confirmations, pongs) still go through
+        ``handle_message``, which keeps redis-py's bookkeeping of the channels.
         """
-        parser = _parser_of(pubsub)
+        pubsub, parser = self._pubsub, self._parser
         if parser is None:  # not a RESP2 connection with the parser this knows: redis-py's own way
             message = await pubsub.get_message(timeout=1.0)
             if message is not None:
@@ -348,7 +348,7 @@ class Subscriber:
             raise
         # No await between these two lines: a channel added meanwhile is either
         # in the list below or sent by ``add`` on this new connection.
-        self._pubsub = pubsub
+        self._pubsub, self._parser = pubsub, _parser_of(pubsub)
         wanted = sorted(self._wanted)
         if wanted:
             await pubsub.subscribe(*wanted)
@@ -356,7 +356,7 @@ class Subscriber:
         await pubsub.ping(_READY)
 
     async def _drop(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
+        pubsub, self._pubsub, self._parser = self._pubsub, None, None
         if pubsub is not None:
             await _close(pubsub)
 

@@ -15,7 +15,7 @@ from realtime_async._core.naming import PROGRESS_TYPE, STAFF_FEED_GROUP, group_f
 from realtime_async._core.store import Outcome, WriteMode, get_store
 from realtime_async._delivery import hub as hub_module
 from realtime_async._delivery.hub import get_hub
-from realtime_async._delivery.pubsub import CLIENT_NAME_PREFIX, Subscriber, _parser_of, async_pool_for
+from realtime_async._delivery.pubsub import CLIENT_NAME_PREFIX, Subscriber, async_pool_for
 from realtime_async._writing.writer import get_writer
 from tests.ws_helpers import (
     acommit,
@@ -226,7 +226,7 @@ async def test_a_subscriber_reads_messages_off_the_parser_and_keeps_redis_pys_bo
         groups = [f"g{i}" for i in range(50)]
         for group in groups:
             await subscriber.add(group, required=True)
-        assert _parser_of(subscriber._pubsub) is not None  # the fast read is the one that runs here
+        assert subscriber._parser is not None  # the fast read is the one that runs here
         for i, group in enumerate(groups):
             await asyncio.to_thread(store.client.publish, prefix + group, f"m{i}".encode())
         await asyncio.to_thread(store.client.publish, prefix + "control", b"never handed on")
