@@ -324,6 +324,9 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
         if self._closed:
             return
         self._closed = True
+        # Closed, it stops counting now, not at websocket.disconnect: that waits for
+        # the handler running (a Redis call may hang for seconds), and the client reconnects at once.
+        self._release_connection()
         async with self._send_lock:
             self._send_frame.flush()  # what waits for a slow client goes first
             # Through the sender, behind what it holds: a server whose send waits must not hold up the hub.
@@ -338,14 +341,15 @@ class ProgressConsumer(FeedMixin, LogMixin, AsyncWebsocketConsumer):  # type: ig
         await self._leave_feed()
 
     def _release_connection(self) -> None:
+        """Stop counting this connection against ``MAX_CONNECTIONS_PER_USER``; once, whichever way it ended."""
         key, self._counted = self._counted, None
         if key is not None:
             CONNECTIONS.release(key)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._closed = True
+        self._release_connection()  # before leaving the groups, which may wait for Redis
         await self._unwatch_all()
-        self._release_connection()
         await self.disconnect(message.get("code", 1000))
         raise StopConsumer()
 

@@ -81,8 +81,9 @@ class Opened:
         """Leave the tasks' groups and stop counting the connection; once, however often called."""
         if not self.released:
             self.released = True
-            await self.stream.close()
+            # First: leaving the groups may wait for Redis, or be cancelled, and the client may be back already.
             CONNECTIONS.release(self.key)
+            await self.stream.close()
 
 
 def parse_query(pairs: Sequence[tuple[str, str]], last_event_id: str | None) -> Query:
@@ -110,6 +111,8 @@ async def open_stream(user: Any, client: Any, query: Query) -> Opened | Refusal:
 
     The refusals come before anything is written: ``400`` without tasks, ``429``
     over ``MAX_CONNECTIONS_PER_USER``, ``503`` when the layer or the store fails.
+    Whatever ends it without a stream (a refusal, an error, a cancellation)
+    stops counting the connection first, before leaving any group.
     """
     if not query.tasks:
         return Refusal(400, error_frame("bad_request", "Name at least one task: ?task=<name>."))
@@ -125,28 +128,28 @@ async def open_stream(user: Any, client: Any, query: Query) -> Opened | Refusal:
         stream = EventStream(get_hub(), heartbeat=settings.sse_heartbeat, max_bytes=settings.sse_max_bytes)
         await stream.watch(served)
         snapshots = await database_sync_to_async(_read_all)(user, served, query.tokens)
+        for task in tasks:
+            if task in refused:
+                await stream.refuse(task, refused[task])
+                continue
+            snapshot = snapshots[task]
+            if snapshot is None:
+                await stream.refuse(task, error_frame("not_found", NOT_FOUND_MESSAGE, task))
+                continue
+            stored, seq, _ = snapshot
+            frame = None if query.resume == (task, seq) else progress_frame(task, stored)
+            await stream.start(task, snapshot, frame)
     except LayerUnavailable as exc:
         _log.warning("realtime_async: cannot open an event stream (%s); answering 503", exc)
+        CONNECTIONS.release(key)
         if stream is not None:
             await stream.close()
-        CONNECTIONS.release(key)
         return Refusal(503, "Service unavailable.", "text/plain; charset=utf-8", (("Retry-After", "2"),))
     except BaseException:
+        CONNECTIONS.release(key)
         if stream is not None:
             await stream.close()
-        CONNECTIONS.release(key)
         raise
-    for task in tasks:
-        if task in refused:
-            await stream.refuse(task, refused[task])
-            continue
-        snapshot = snapshots[task]
-        if snapshot is None:
-            await stream.refuse(task, error_frame("not_found", NOT_FOUND_MESSAGE, task))
-            continue
-        stored, seq, _ = snapshot
-        frame = None if query.resume == (task, seq) else progress_frame(task, stored)
-        await stream.start(task, snapshot, frame)
     return Opened(stream, key)
 
 

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 from channels.layers import get_channel_layer
 
+from realtime_async import consumers
 from realtime_async._core.naming import PROGRESS_TYPE, group_for_task, new_task_name
-from realtime_async._delivery import fanout, receiving
+from realtime_async._delivery import fanout, receiving, subscription
 from realtime_async._delivery import hub as hub_module
 from realtime_async._delivery.hub import Hub, get_hub
+from realtime_async._delivery.limits import CONNECTIONS
 from realtime_async._delivery.receiving import MEMBERSHIP_CALLS
 from realtime_async.protocol import CLOSE_UNAVAILABLE
 from tests.ws_helpers import (
@@ -250,6 +253,52 @@ async def test_group_memberships_are_renewed_before_the_layer_expires_them(monke
     await comm.disconnect()
     await stop_hub()
     await layer.close_pools()
+
+
+@pytest.mark.reliability
+async def test_a_connection_closed_4503_stops_counting_at_once(flaky, settings, monkeypatch, reliability):
+    """Its place is free as soon as it is closed, while the handler that was running still waits for Redis.
+
+    On 4503 the client reconnects at once. During a Sentinel failover such
+    handlers waited 5 s each; their connections, counted until then, filled
+    ``MAX_CONNECTIONS_PER_USER`` and the next reconnect got 4429.
+    """
+    settings.REALTIME_ASYNC = {**settings.REALTIME_ASYNC, "MAX_CONNECTIONS_PER_USER": 1}
+    alice = fake_user()
+    key = f"user:{alice.pk}"
+    name = await new_task(alice.pk)
+    reading, redis_back = threading.Event(), threading.Event()
+
+    def read_while_redis_is_away(user, task, token):
+        reading.set()
+        redis_back.wait(10)
+        return subscription.read_snapshot(user, task, token)
+
+    monkeypatch.setattr(consumers, "read_snapshot", read_while_redis_is_away)
+    cut_off = await connected(user=alice)
+    await cut_off.send_json_to(subscribe(name))
+    assert await asyncio.to_thread(reading.wait, 5)  # in the task's group; its state read waits
+    flaky.broken.set()
+    assert await recv_close(cut_off) == CLOSE_UNAVAILABLE
+    flaky.broken.clear()
+    try:
+        assert CONNECTIONS[key] == 0, "a connection closed by the server still counts"
+        again = await connected(user=alice)  # the client reconnects: served, not 4429
+        await again.send_json_to({"v": 1, "type": "ping"})
+        assert await recv(again) == {"v": 1, "type": "pong"}
+    finally:
+        redis_back.set()
+    await cut_off.disconnect()
+    assert CONNECTIONS[key] == 1, "released once: the reconnected one still counts"
+    await again.disconnect()
+    assert CONNECTIONS[key] == 0
+    reliability(
+        "A WebSocket closed with 4503 while its handler still waits for Redis",
+        "MAX_CONNECTIONS_PER_USER = 1; the hub's layer receive fails while a subscribe's state read is held back "
+        "(WebsocketCommunicator, in-process)",
+        "closed 4503 and no longer counted at once; the client's reconnection was served (pong), not closed 4429; "
+        "released once: the reconnection still counted after the first connection ended",
+    )
 
 
 async def test_no_channel_layer_closes_4503(monkeypatch):

@@ -242,3 +242,29 @@ def test_names_past_twice_the_limit_are_not_even_answered(monkeypatch):
     assert head.count(b'"code":"not_found"') == 3  # served, but unknown
     assert head.count(b'"code":"limit"') == 3
     assert b'"t6"' not in head
+
+
+def test_a_stream_stops_counting_before_it_leaves_its_groups(monkeypatch):
+    """Leaving may wait for Redis or be cancelled (the server gave up on the app): the client may be back already."""
+    from realtime_async._delivery import events
+    from realtime_async._delivery.limits import CONNECTIONS
+
+    class StuckHub(FakeHub):
+        async def unwatch(self, task, watcher) -> None:
+            await asyncio.Event().wait()  # Redis away
+
+    async def scenario():
+        monkeypatch.setattr(events, "get_hub", StuckHub)
+        monkeypatch.setattr(events, "_read_all", lambda user, tasks, tokens: {"t": ("{}", 1, False)})
+        opened = await events.open_stream(None, ("10.0.0.8", 1), parse_query([("task", "t")], None))
+        assert isinstance(opened, events.Opened)
+        assert CONNECTIONS["anon:10.0.0.8"] == 1
+        release = asyncio.ensure_future(opened.release())
+        await asyncio.sleep(0.05)
+        assert CONNECTIONS["anon:10.0.0.8"] == 0, "still counted while it leaves its groups"
+        release.cancel()
+        await asyncio.gather(release, return_exceptions=True)
+        await opened.release()  # once, however often called
+        assert CONNECTIONS["anon:10.0.0.8"] == 0
+
+    run(scenario())
