@@ -122,12 +122,13 @@ def start_worker(*, concurrency: int = 2, env: dict[str, str] | None = None, nam
 
 
 @contextlib.contextmanager
-def private_redis(port: int | None = None) -> Iterator[tuple[str, Proc, int]]:
-    """A redis-server of our own on a free port, for tests that stop or restart Redis."""
+def private_redis(port: int | None = None, *options: str) -> Iterator[tuple[str, Proc, int]]:
+    """A redis-server of our own on a free port, for tests that restart Redis; ``options`` go on its command line."""
     port = port or free_port()
     server = shutil.which("redis-server")
     assert server, "redis-server is not installed (.ci/run installs it)"
-    proc = Proc("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options]
+    proc = Proc("redis", args)
     proc.wait_output("Ready to accept connections", timeout=20)
     try:
         yield f"redis://127.0.0.1:{port}/0", proc, port

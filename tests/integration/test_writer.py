@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from realtime_async._core.naming import new_task_name
 from realtime_async._core.store import WriteMode, get_store
 from realtime_async._writing.writer import Writer, get_writer, log_line
 from realtime_async.exceptions import TaskCancelled
-from tests.services import free_port, wait_for
+from tests.services import free_port, private_redis, wait_for
 
 
 def _queued(name="p1", owner=None):
@@ -106,9 +108,23 @@ def test_failed_broadcast_never_raises(manager, caplog):
 
 
 def _scripts_run(monkeypatch, name):
-    """The write scripts the store runs for ``name``, in order: "update" (guessed right), "update?" (wrong), "write"."""
+    """How the store wrote ``name``, in order, each a round trip.
+
+    "set" is a transaction that wrote (the guess held, ``watched.py``), "set?" one that found the
+    hash touched; "update" is ``update.lua`` that wrote, "update?" one that found the guess wrong;
+    "write" is ``write.lua``; "update (not run)" a script the server did not have yet.
+    """
     store, ran = get_store().shard(name), []
-    update, write = store._update, store._write
+    update, write, send = store._update, store._write, store._watched._send
+
+    def spied_send(line, commands):
+        replies = send(line, commands)
+        if commands[0][0] == "MULTI":
+            ran.append("set" if replies[-3] is not None else "set?")
+        elif commands[0][0] == "EVALSHA":
+            ran.append("update" if not isinstance(replies[0], list) or int(replies[0][0]) != -3 else "update?")
+            ran[-1] += "" if isinstance(replies[0], list) else " (not run)"
+        return replies
 
     def spied_update(**kwargs):
         answer = update(**kwargs)
@@ -119,6 +135,8 @@ def _scripts_run(monkeypatch, name):
         ran.append("write")
         return write(**kwargs)
 
+    spied_update.sha = update.sha
+    monkeypatch.setattr(store._watched, "_send", spied_send)
     monkeypatch.setattr(store, "_update", spied_update)
     monkeypatch.setattr(store, "_write", spied_write)
     return ran
@@ -135,25 +153,129 @@ def test_a_logging_tasks_plain_updates_take_one_script_each(manager, monkeypatch
         manager.log(name, "second line")
         manager.update_progress(name, "after the second line")
     get_writer().finish(name)
-    assert ran == ["write", "update", "update", "update", "write", "update"]
+    # The first plain update after a script checks by script and starts watching; the next ones are transactions.
+    assert ran == ["write", "update", "set", "set", "write", "update"]
     record = manager.get_progress(name)
     assert (record["seq"], record["message"]) == (7, "after the second line")
     assert record["log"] == {"last": 2, "dropped": 0}
     assert [json.loads(line)["text"] for line in get_store().read_log(name).lines] == ["first line", "second line"]
 
 
-def test_a_write_by_another_process_meanwhile_is_numbered_after_it(manager, monkeypatch):
-    """The guess is wrong once another writer wrote (its own log line here): write.lua writes, above both."""
+def _in_another_process(work):
+    """Run ``work`` in a forked process (its own store, connections and writer), as another worker would."""
+    child = multiprocessing.get_context("fork").Process(target=work)
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+
+
+@pytest.mark.reliability
+def test_a_write_by_another_process_meanwhile_is_numbered_after_it(manager, monkeypatch, reliability):
+    """Another process's write (its own log line here) touches the watched hash: the transaction does
+    nothing, and what the connection reads then shows the guess wrong, so write.lua writes, above both."""
     name = _queued(new_task_name("guess"))
     with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
         ran = _scripts_run(monkeypatch, name)
         manager.update_progress(name, "ours", percent=10)
-        elsewhere = Writer()  # another process's writer: its own tracker, seeded from the store
-        elsewhere.change(name, None, line=log_line("from elsewhere", "info"))
+        _in_another_process(lambda: Writer().change(name, None, line=log_line("from elsewhere", "info")))
         manager.update_progress(name, "ours again", percent=20)
         manager.update_progress(name, "and again", percent=30)
+        manager.update_progress(name, "and once more", percent=40)
     get_writer().finish(name)
-    assert ran == ["update", "write", "update?", "write", "update"]
+    assert ran == ["update", "set?", "write", "update", "set"]
     record = manager.get_progress(name)
-    assert (record["seq"], record["message"], record["percent"]) == (5, "and again", 30.0)
+    assert (record["seq"], record["message"], record["percent"]) == (6, "and once more", 40.0)
     assert record["log"] == {"last": 1, "dropped": 0}  # the other writer's line, kept in the records after it
+    reliability(
+        "Another process writes a task between two of a worker's updates",
+        "a forked process's writer adds a log line (write.lua) while the worker's connection watches the task's hash",
+        f"the worker's transaction wrote nothing ({ran[1]}); write.lua numbered its update after the other's "
+        f"(seq {record['seq']} at the end, the other's line kept); then transactions again ({ran[-1]})",
+    )
+
+
+def test_a_touch_that_keeps_the_record_costs_one_more_transaction(manager, monkeypatch):
+    """A heartbeat's PEXPIRE by another connection touches the hash but not the record: the guess still
+    holds, and the second transaction writes."""
+    name = _queued(new_task_name("guess"))
+    with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
+        store = get_store().shard(name)
+        ran = _scripts_run(monkeypatch, name)
+        manager.update_progress(name, "one", percent=10)
+        manager.update_progress(name, "two", percent=20)
+        assert store.client.pexpire(store.state_key(name), 600_000)
+        manager.update_progress(name, "three", percent=30)
+    get_writer().finish(name)
+    assert ran == ["update", "set", "set?", "set"]
+    record = manager.get_progress(name)
+    assert (record["seq"], record["message"], record["percent"]) == (4, "three", 30.0)
+
+
+@pytest.mark.reliability
+def test_a_final_state_written_by_another_process_is_kept(manager, monkeypatch, reliability):
+    name = _queued(new_task_name("guess"))
+    with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
+        ran = _scripts_run(monkeypatch, name)
+        manager.update_progress(name, "running", percent=10)
+        manager.update_progress(name, "still running", percent=20)
+        _in_another_process(lambda: manager.finish(name, "failure", error="elsewhere"))
+        manager.update_progress(name, "too late", percent=30)
+    assert ran == ["update", "set", "set?", "update"]  # the script answers that a final state was kept
+    record = manager.get_progress(name)
+    assert (record["state"], record["seq"], record["percent"]) == ("failure", 4, 20.0)
+    reliability(
+        "A task ended by another process while its worker still reports progress",
+        "a forked process finishes the task (failure) between two of the worker's watched updates",
+        f"the worker's transaction wrote nothing; update.lua kept the final state: {record['state']}, "
+        f"seq {record['seq']}, percent {record['percent']}",
+    )
+
+
+@pytest.mark.reliability
+def test_a_server_without_watch_is_written_by_script_alone(manager, monkeypatch, reliability):
+    """A Redis (or a proxy) that refuses WATCH: the first script's write stands, and scripts write from then on."""
+    with private_redis(None, "--rename-command", "WATCH", '""') as (url, _proc, _port):
+        caches = {
+            **settings.CACHES,
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url},
+        }
+        with override_settings(CACHES=caches, REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
+            name = _queued(new_task_name("nowatch"))
+            ran = _scripts_run(monkeypatch, name)
+            for i in range(1, 4):
+                manager.update_progress(name, f"step {i}", percent=i * 10)
+            assert get_store().shard(name)._watched.usable is False
+            record = manager.get_progress(name)
+            get_writer().finish(name)
+    # The first round trip finds both the script unknown and WATCH refused; the store's call loads the script.
+    assert ran == ["update (not run)", "update", "update", "update"]
+    assert (record["seq"], record["message"]) == (4, "step 3")
+    reliability(
+        "A Redis (or a proxy) that refuses WATCH",
+        "private redis-server started with WATCH renamed away; three updates",
+        f"every update written once by script ({', '.join(ran)}), seq {record['seq']}; WATCH not asked again",
+    )
+
+
+@pytest.mark.reliability
+def test_a_killed_watching_connection_loses_no_update(manager, monkeypatch, reliability):
+    """CLIENT KILL of the connection that watches: that update goes by script through the pool, the next reconnect."""
+    name = _queued(new_task_name("guess"))
+    with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9}):
+        store = get_store().shard(name)  # made anew when the settings change
+        ran = _scripts_run(monkeypatch, name)
+        manager.update_progress(name, "one", percent=10)
+        port = store._watched._line.connection._sock.getsockname()[1]
+        assert store.client.client_kill(f"127.0.0.1:{port}")
+        for i in range(2, 5):
+            manager.update_progress(name, f"step {i}", percent=i * 10)
+    get_writer().finish(name)
+    assert ran == ["update", "update", "update", "set"]
+    record = manager.get_progress(name)
+    assert (record["seq"], record["message"], record["percent"]) == (5, "step 4", 40.0)
+    reliability(
+        "The worker's watching connection killed between two updates",
+        "CLIENT KILL of the connection that WATCHes the task's hash, then three updates",
+        f"every update written ({', '.join(ran)}): the first by script through the pool, the next on a new "
+        f"connection; seq {record['seq']}, the last update's message stored",
+    )

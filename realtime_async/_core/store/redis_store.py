@@ -1,4 +1,7 @@
-"""The store on Redis: every compound operation is one Lua script, atomic across processes, one round trip.
+"""The store on Redis: every compound operation is atomic across processes, in one round trip.
+
+Each is one Lua script, except the plain progress update, which is most writes: a ``WATCH``ed
+``MULTI``/``EXEC`` when the writer's guess of the stored record holds (``watched.py``).
 
 Records are stored as JSON so that the scripts and non-Python readers can use
 them. The scripts sit beside this file as ``.lua`` files, each with its
@@ -27,6 +30,7 @@ from realtime_async._core.store.base import (
     WriteResult,
 )
 from realtime_async._core.store.shards import server_identity
+from realtime_async._core.store.watched import CheckAndSet
 from realtime_async.conf import get_settings
 
 __all__ = ["RedisStore"]
@@ -111,6 +115,8 @@ class RedisStore(Store):
         self._read_log = client.register_script(_script("readlog"))
         self._group = client.register_script(_script("group"))
         self._part_write = client.register_script(_script("partwrite"))
+        #: Plain updates by ``WATCH``/``MULTI``/``EXEC`` when the writer's guess holds (``watched.py``).
+        self._watched = CheckAndSet(client.connection_pool)
         self._lock_prefix = f"{prefix}:l:"
         db = client.connection_pool.connection_kwargs.get("db") or 0
         self._broadcast_prefix = f"{prefix}:bc:{db}:"
@@ -151,6 +157,7 @@ class RedisStore(Store):
         return keys, args
 
     def write_many(self, writes: list[Write]) -> list[WriteResult]:
+        self._watched.forget()
         pipe = self.client.pipeline(transaction=False)
         for write in writes:
             keys, args = self._write_call(write)
@@ -162,16 +169,26 @@ class RedisStore(Store):
         return results
 
     def _update_call(self, write: Write) -> WriteResult | None:
-        """A plain write by ``update.lua``, with the record and message made here; None when the guess was wrong."""
+        """A plain write, made here, by a transaction or ``update.lua`` (``watched.py``); None: a wrong guess."""
         name, publish = write.task_name, write.publish
         log = write.log
         last, dropped = (log.get("last", 0), log.get("dropped", 0)) if log else ("", "")
         head = f'"log":{{"last":{last},"dropped":{dropped}}},' if log else ""
-        guess = f'{{"seq":{write.floor + 1},{head}{write.body}'
-        message = publish.message(write.floor + 1, write.state, guess) if publish else b""
+        seq = write.floor + 1
+        guess = f'{{"seq":{seq},{head}{write.body}'
+        message = publish.message(seq, write.state, guess) if publish else b""
         args = [write.state, _ms(write.ttl), int(write.refresh_ttl), write.floor, last, dropped, guess, message]
         channels = publish.channels if publish else ()
-        seq, rec, cancel = self._update(keys=[self._k("t", name), self._k("c", name)], args=[*args, *channels])
+        keys = [self._k("t", name), self._k("c", name)]
+        changes: list[tuple[Any, ...]] = [("HSET", keys[0], "state", write.state, "seq", seq, "rec", guess)]
+        if write.refresh_ttl:
+            changes.append(("PEXPIRE", keys[0], _ms(write.ttl)))
+        changes += [("PUBLISH", channel, message) for channel in channels]
+        script = ("EVALSHA", self._update.sha, 2, *keys, *args, *channels)
+        reply = self._watched.update(keys[0], keys[1], (keys[0], write.floor, str(last), str(dropped)), changes, script)
+        if isinstance(reply, bool):
+            return WriteResult(Outcome.WRITTEN, seq, guess, reply)
+        seq, rec, cancel = reply or self._update(keys=keys, args=[*args, *channels])
         seq = int(seq)
         if seq == _WRONG_GUESS:
             return None
@@ -182,6 +199,7 @@ class RedisStore(Store):
             guessed = self._update_call(write)
             if guessed is not None:
                 return guessed
+        self._watched.forget()
         keys, args = self._write_call(write)
         if write.group is None:
             seq, rec, cancel = self._write(keys=keys, args=args)

@@ -1,5 +1,7 @@
--- The hot path of write.lua: a plain progress update, which is most writes, when the writer's
--- guess of the stored record is right. FINAL is put before this script by redis_store.py.
+-- A plain progress update, which is most writes, when the writer's guess of the stored record is
+-- right; watched.py writes most of them by a WATCHed transaction instead, and calls this script
+-- when it cannot tell (a task's first update, another write by the same process in between).
+-- FINAL is put before this script by redis_store.py.
 -- KEYS: task hash, cancel flag.
 -- ARGV: state, ttl ms, "0" to leave the TTL alone (the writer set it itself not long ago; a hash
 -- that did not exist gets it anyway) or "1", the seq floor (the last seq the writer saw) and
