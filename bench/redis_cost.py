@@ -203,7 +203,7 @@ def figures(
 
 # -- the scenario ------------------------------------------------------------------------
 #: The channel layers measured in one run: RedisChannelLayer (the layered delivery, as before issue 14) and
-#: RedisPubSubChannelLayer (the direct delivery: the write script publishes the layer's messages).
+#: RedisPubSubChannelLayer (the direct delivery: the write publishes the layer's messages).
 LAYERS = ("core", "pubsub")
 
 
