@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
@@ -279,3 +280,21 @@ def test_a_killed_watching_connection_loses_no_update(manager, monkeypatch, reli
         f"every update written ({', '.join(ran)}): the first by script through the pool, the next on a new "
         f"connection; seq {record['seq']}, the last update's message stored",
     )
+
+
+def test_a_store_made_again_leaves_no_connection_behind(manager):
+    """The watching connection is not the pool's: stores made anew (a settings change, here five) neither use up
+    the pool's connections nor leave theirs open."""
+    name = _queued(new_task_name("guess"))
+    pool = get_store().shard(name).client.connection_pool
+    created, clients = pool._created_connections, len(get_store().shard(name).client.client_list())
+    for i in range(5):
+        with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9 + i}):
+            manager.update_progress(name, f"round {i}", percent=i)
+            manager.update_progress(name, f"round {i} again", percent=i + 0.5)
+            assert get_store().shard(name)._watched._line.connection.is_connected
+    gc.collect()
+    get_writer().finish(name)
+    assert pool._created_connections <= created + 1
+    assert len(get_store().shard(name).client.client_list()) <= clients + 1  # the last store's, at most
+    assert manager.get_progress(name)["message"] == "round 4 again"

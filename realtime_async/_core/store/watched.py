@@ -23,7 +23,8 @@ the script the usual way, which raises or recovers as it always did; a server th
 of the process: writes never wait for each other here, and the other thread's write is one more
 that ``EXEC`` notices.
 
-Cost: one more connection per writing process and Redis server, held for the process' life.
+Cost: one more connection per writing process and Redis server, held for the process' life, outside
+the connection pool (and its ``max_connections``).
 """
 
 from __future__ import annotations
@@ -132,18 +133,11 @@ class CheckAndSet:
             return None
         line = self._line
         if line is None or line.pid != os.getpid():  # a forked child makes its own (the parent's lock may be held)
-            try:
-                connection = self._get_connection()
-            except (RedisError, OSError):  # the script's call reports it
-                return None
-            line = self._line = _Line(connection)
+            # Made like the pool's, not taken from it: the pool neither counts it against its
+            # max_connections nor waits for it back. It connects on first use, and closes when this
+            # object goes (a store made again drops its CheckAndSet).
+            line = self._line = _Line(self._pool.connection_class(**self._pool.connection_kwargs))
         return line
-
-    def _get_connection(self) -> Any:
-        try:
-            return self._pool.get_connection()
-        except TypeError:  # redis-py 5 wants a command name; later versions warn about it
-            return self._pool.get_connection("WATCH")
 
     @staticmethod
     def _watched(line: _Line, key: str, replies: list[Any]) -> bool:
