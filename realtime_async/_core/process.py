@@ -26,8 +26,10 @@ class PerProcess(Generic[_T]):
     ``key`` names a variant (a cache alias, say): a new key replaces the object.
     """
 
-    def __init__(self, factory: Callable[[], _T]) -> None:
+    def __init__(self, factory: Callable[[], _T], close: Callable[[_T], None] | None = None) -> None:
         self._factory = factory
+        #: Called on an object this process made when a new key or ``reset`` replaces it.
+        self._close = close
         self._lock = threading.Lock()
         self._slot: tuple[int, object, _T] | None = None
 
@@ -38,13 +40,19 @@ class PerProcess(Generic[_T]):
         with self._lock:
             slot = self._slot
             if slot is None or slot[0] != pid or slot[1] != key:
+                self._retire(slot)
                 slot = self._slot = (pid, key, self._factory())
             return slot[2]
 
     def reset(self) -> None:
         """Forget the object; the next ``get()`` makes a new one."""
         with self._lock:
+            self._retire(self._slot)
             self._slot = None
+
+    def _retire(self, slot: tuple[int, object, _T] | None) -> None:
+        if slot is not None and slot[0] == os.getpid() and self._close is not None:  # not a parent's
+            self._close(slot[2])
 
 
 class Throttled:

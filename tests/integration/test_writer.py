@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -122,6 +122,8 @@ def _scripts_run(monkeypatch, name):
         replies = send(line, commands)
         if commands[0][0] == "MULTI":
             ran.append("set" if replies[-3] is not None else "set?")
+        elif commands[0][0] == "EVALSHA" and commands[0][1] == write.sha:
+            ran.append("write" if isinstance(replies[0], list) else "write (not run)")
         elif commands[0][0] == "EVALSHA":
             ran.append("update" if not isinstance(replies[0], list) or int(replies[0][0]) != -3 else "update?")
             ran[-1] += "" if isinstance(replies[0], list) else " (not run)"
@@ -136,7 +138,7 @@ def _scripts_run(monkeypatch, name):
         ran.append("write")
         return write(**kwargs)
 
-    spied_update.sha = update.sha
+    spied_update.sha, spied_write.sha = update.sha, write.sha
     monkeypatch.setattr(store._watched, "_send", spied_send)
     monkeypatch.setattr(store, "_update", spied_update)
     monkeypatch.setattr(store, "_write", spied_write)
@@ -154,7 +156,7 @@ def test_a_logging_tasks_plain_updates_take_one_script_each(manager, monkeypatch
         manager.log(name, "second line")
         manager.update_progress(name, "after the second line")
     get_writer().finish(name)
-    # The first plain update after a script checks by script and starts watching; the next ones are transactions.
+    # The first plain update after write.lua checks by script and starts watching; the next ones are transactions.
     assert ran == ["write", "update", "set", "set", "write", "update"]
     record = manager.get_progress(name)
     assert (record["seq"], record["message"]) == (7, "after the second line")
@@ -248,7 +250,8 @@ def test_a_server_without_watch_is_written_by_script_alone(manager, monkeypatch,
             assert get_store().shard(name)._watched.usable is False
             record = manager.get_progress(name)
             get_writer().finish(name)
-    # The first round trip finds both the script unknown and WATCH refused; the store's call loads the script.
+    # The launch's write (by the pool) and the first update, whose round trip finds both the script
+    # unknown and WATCH refused (the store's call loads it), then scripts alone.
     assert ran == ["update (not run)", "update", "update", "update"]
     assert (record["seq"], record["message"]) == (4, "step 3")
     reliability(
@@ -283,18 +286,25 @@ def test_a_killed_watching_connection_loses_no_update(manager, monkeypatch, reli
 
 
 def test_a_store_made_again_leaves_no_connection_behind(manager):
-    """The watching connection is not the pool's: stores made anew (a settings change, here five) neither use up
-    the pool's connections nor leave theirs open."""
+    """The watching connection is not the pool's, and a store replaced (a settings change, here five times)
+    closes its own: neither the pool's connections nor this process's watching clients add up."""
     name = _queued(new_task_name("guess"))
-    pool = get_store().shard(name).client.connection_pool
-    created, clients = pool._created_connections, len(get_store().shard(name).client.client_list())
+    client = get_store().shard(name).client
+    pool, ours = client.connection_pool, f"realtime_async:watch:{os.getpid()}"
+    created = pool._created_connections
+
+    def watching_clients():
+        return sum(1 for entry in client.client_list() if entry.get("name") == ours)
+
+    watching = []
     for i in range(5):
         with override_settings(REALTIME_ASYNC={"PROGRESS_RATE": 1e9 + i}):
             manager.update_progress(name, f"round {i}", percent=i)
             manager.update_progress(name, f"round {i} again", percent=i + 0.5)
-            assert get_store().shard(name)._watched._line.connection.is_connected
-    gc.collect()
+            watching.append(get_store().shard(name)._watched._line.connection)
+            assert watching[-1].is_connected and watching_clients() == 1
+    assert not any(connection.is_connected for connection in watching)  # each closed with its store
     get_writer().finish(name)
     assert pool._created_connections <= created + 1
-    assert len(get_store().shard(name).client.client_list()) <= clients + 1  # the last store's, at most
+    assert watching_clients() <= 1  # the current store's, at most
     assert manager.get_progress(name)["message"] == "round 4 again"

@@ -97,7 +97,7 @@ def redis_shards(store: Store) -> tuple[RedisStore, ...]:
     return store.shards if isinstance(store, (RedisStore, ShardedStore)) else ()
 
 
-_stores = PerProcess(_make_store)
+_stores = PerProcess(_make_store, lambda store: store.close())
 
 
 def get_store() -> Store:

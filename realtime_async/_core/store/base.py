@@ -365,3 +365,6 @@ class Store:
 
     def active(self) -> list[str]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of what this store holds apart from the cache's client (it is being replaced)."""

@@ -126,6 +126,9 @@ class RedisStore(Store):
         """The Redis servers of this store: this one."""
         return (self,)
 
+    def close(self) -> None:
+        self._watched.close()
+
     def shard_index(self, task_name: str) -> int:
         """The index in ``shards`` of the server that holds ``task_name``: this one's."""
         return 0

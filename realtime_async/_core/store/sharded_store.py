@@ -37,6 +37,10 @@ class ShardedStore(Store):
         #: The channel layer's prefix: a task is placed as the layer places its group's channel.
         self.channel_prefix = channel_prefix
 
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
     def shard_index(self, task_name: str) -> int:
         """The index in ``shards`` of the server that holds ``task_name``."""
         return placement(task_name, len(self.shards), self.channel_prefix)

@@ -8,20 +8,22 @@ lets it: the connection watches the task's hash, and ``EXEC`` does nothing if an
 process, a ``FLUSHALL``, the key's expiry, this thread's own scripts) touched it since.
 
 So each process that writes keeps one connection (``CheckAndSet``, per Redis server) that watches
-the hash of the task it last wrote through it, and each round trip ends by watching it again and reading what
-was stored (``WATCH`` then ``HMGET``: whatever the read says stays true until ``EXEC`` proves
-otherwise). When that read matches the writer's guess, the next update is::
+the hash of the task it last wrote through it, and each round trip ends by watching it again and
+reading what was stored (``WATCH`` then ``HMGET``: whatever the read says stays true until
+``EXEC`` proves otherwise). When that read matches the writer's guess, the next update is::
 
     MULTI, HSET rec/state/seq, [PEXPIRE], PUBLISH…, EXISTS cancel, EXEC, WATCH, HMGET
 
 in one round trip. Otherwise (first write of a task, another task in between, a guess that does
-not match, an ``EXEC`` that found the hash touched twice in a row) it is ``update.lua`` and the
-same ``WATCH``/``HMGET`` in one round trip, as before. Any error on this connection (a lost
-server, a script the server does not have, a proxy that refuses ``WATCH``) makes the caller call
-the script the usual way, which raises or recovers as it always did; a server that refuses
-``WATCH`` is not asked again. So does a thread that finds the connection in use by another thread
-of the process: writes never wait for each other here, and the other thread's write is one more
-that ``EXEC`` notices.
+not match, an ``EXEC`` that found the hash touched twice in a row) it is ``update.lua``, and the
+same ``WATCH``/``HMGET`` in the same round trip. A guess the read shows wrong goes to
+``write.lua`` at once, through the pool like every other script.
+Any error on this connection (a lost server, a script the server does not have, a proxy that
+refuses ``WATCH``) makes the caller call the script the usual way, which raises or recovers as
+it always did (a script that ran before the connection broke runs again, as with redis-py's own
+retry); a server that refuses ``WATCH`` is not asked again. So does a thread that finds the
+connection in use by another thread of the process: writes never wait for each other here, and
+the other thread's write is one more that ``EXEC`` notices.
 
 Cost: one more connection per writing process and Redis server, held for the process' life, outside
 the connection pool (and its ``max_connections``).
@@ -57,6 +59,11 @@ def _failed(reply: Any) -> bool:
     return isinstance(reply, ResponseError) or (isinstance(reply, list) and any(map(_failed, reply)))
 
 
+def _watch(key: str) -> list[Command]:
+    """What ends a round trip: watch ``key`` afresh and read what the next guess is checked against."""
+    return [("UNWATCH",), ("WATCH", key), ("HMGET", key, *_FIELDS)]
+
+
 def _text(value: bytes | None) -> str:
     return value.decode() if value is not None else ""
 
@@ -85,45 +92,62 @@ class CheckAndSet:
         if self._line is not None:
             self._line.watching = None
 
+    def close(self) -> None:
+        """Close the connection, and use none from now on (a store being replaced; a thread may still hold it)."""
+        self.usable = False
+        line, self._line = self._line, None
+        if line is not None and line.pid == os.getpid():
+            line.connection.disconnect()
+
+    def __del__(self) -> None:
+        # A store made and dropped without close(): its socket closed now, not left to the garbage
+        # collector, which may finalize it before the connection that would close it.
+        self.close()
+
     def update(self, key: str, cancel_key: str, guess: Guess, changes: list[Command], script: Command) -> Any:
-        """Write ``changes`` if ``guess`` (key, seq, log counts) holds, else run ``script`` (an ``EVALSHA``).
+        """Write ``changes`` if ``guess`` (key, seq, log counts) holds, else run ``script`` (``update.lua``).
 
         Returns True or False (written; whether a cancel is asked for), the script's reply, or None
         when this connection could not be used: the caller then runs the script itself.
         """
+        return self._locked(self._update, key, cancel_key, guess, changes, script)
+
+    def _locked(self, method: Any, *args: Any) -> Any:
         line = self._connect()
         if line is None or not line.lock.acquire(blocking=False):
             return None
         try:
-            return self._update(line, key, cancel_key, guess, changes, script)
+            return method(line, *args)
+        except (RedisError, OSError):  # the connection is lost: the caller's call reports it
+            line.watching = None
+            line.connection.disconnect()
+            return None
         finally:
             line.lock.release()
 
     def _update(
         self, line: _Line, key: str, cancel_key: str, guess: Guess, changes: list[Command], script: Command
     ) -> Any:
-        watch = [("UNWATCH",), ("WATCH", key), ("HMGET", key, *_FIELDS)]
-        try:
-            for _ in range(_TRIES):
-                watching = line.watching
-                if watching is None or watching[0] != key:
-                    break
-                if watching != guess:  # what the connection read since is the truth: no need to ask the script
-                    return WRONG_GUESS
-                replies = self._send(line, [("MULTI",), *changes, ("EXISTS", cancel_key), ("EXEC",), *watch[1:]])
-                done = replies[-3]
-                lost = self._watched(line, key, replies[-2:])
-                if _failed(done):
-                    return None  # the caller's script says what it is
-                if done is not None:
-                    return bool(done[-1])
-                if lost:
-                    return None
-            replies = self._send(line, [script, *watch])
-        except (RedisError, OSError):  # the connection is lost: the caller's call reports it
-            line.watching = None
-            line.connection.disconnect()
-            return None
+        for _ in range(_TRIES):
+            watching = line.watching
+            if watching is None or watching[0] != key:
+                break
+            if watching != guess:  # what the connection read since is the truth: no need to ask the script
+                return WRONG_GUESS
+            commands = [("MULTI",), *changes, ("EXISTS", cancel_key), ("EXEC",), *_watch(key)[1:]]
+            replies = self._send(line, commands)
+            done = replies[-3]
+            lost = self._watched(line, key, replies[-2:])
+            if _failed(done):
+                return None  # the caller's script says what it is
+            if done is not None:
+                return bool(done[-1])
+            if lost:
+                return None
+        return self._run(line, key, script)
+
+    def _run(self, line: _Line, key: str, script: Command) -> Any:
+        replies = self._send(line, [script, *_watch(key)])
         if self._watched(line, key, replies[-2:]) and "WATCH" in str(replies[-2]).upper():
             self.usable = False  # a server, or a proxy, without WATCH: scripts alone from now on
         return None if isinstance(replies[0], ResponseError) else replies[0]
@@ -135,8 +159,10 @@ class CheckAndSet:
         if line is None or line.pid != os.getpid():  # a forked child makes its own (the parent's lock may be held)
             # Made like the pool's, not taken from it: the pool neither counts it against its
             # max_connections nor waits for it back. It connects on first use, and closes when this
-            # object goes (a store made again drops its CheckAndSet).
-            line = self._line = _Line(self._pool.connection_class(**self._pool.connection_kwargs))
+            # object goes (a store made again drops its CheckAndSet). Named for CLIENT LIST, unless the
+            # cache names its connections itself.
+            kwargs = {"client_name": f"realtime_async:watch:{os.getpid()}", **self._pool.connection_kwargs}
+            line = self._line = _Line(self._pool.connection_class(**kwargs))
         return line
 
     @staticmethod
