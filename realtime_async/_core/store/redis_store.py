@@ -30,15 +30,13 @@ from realtime_async._core.store.base import (
     WriteResult,
 )
 from realtime_async._core.store.shards import server_identity
-from realtime_async._core.store.watched import CheckAndSet
+from realtime_async._core.store.watched import WRONG_GUESS, CheckAndSet
 from realtime_async.conf import get_settings
 
 __all__ = ["RedisStore"]
 
 #: What the write script returns instead of a seq when it wrote nothing.
 _NOT_WRITTEN = {-1: Outcome.FINAL_KEPT, -2: Outcome.UNFINISHED_EXISTS}
-#: What ``update.lua`` answers when the writer's guess of the stored record was wrong (``write.lua`` then writes).
-_WRONG_GUESS = -3
 
 
 def _source(name: str) -> str:
@@ -193,7 +191,7 @@ class RedisStore(Store):
             return WriteResult(Outcome.WRITTEN, seq, guess, reply)
         seq, rec, cancel = reply or self._update(keys=keys, args=[*args, *channels])
         seq = int(seq)
-        if seq == _WRONG_GUESS:
+        if seq == WRONG_GUESS:  # write.lua writes instead
             return None
         return WriteResult(_NOT_WRITTEN.get(seq, Outcome.WRITTEN), max(seq, 0), _text(rec) or guess, bool(cancel))
 

@@ -25,8 +25,8 @@ retry); a server that refuses ``WATCH`` is not asked again. So does a thread tha
 connection in use by another thread of the process: writes never wait for each other here, and
 the other thread's write is one more that ``EXEC`` notices.
 
-Cost: one more connection per writing process and Redis server, held for the process' life, outside
-the connection pool (and its ``max_connections``).
+Cost: one more connection per writing process and Redis server, outside the connection pool (and
+its ``max_connections``), held until the store is replaced (``close``).
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ __all__ = ["WRONG_GUESS", "CheckAndSet"]
 #: What a guess is made of, read after each ``WATCH``: the task's state, seq, and the log's counts.
 _FIELDS = ("state", "seq", "logn", "logd")
 _FINAL = frozenset(state.encode() for state in FINAL_STATES)
-#: What ``update`` returns when what the connection read shows the guess wrong: ``update.lua``'s answer.
-WRONG_GUESS = [-3, b"", 0]
+#: The seq ``update.lua`` answers when the writer's guess was wrong; ``update`` answers the same
+#: (``[WRONG_GUESS, b"", 0]``) when what the connection read shows it wrong.
+WRONG_GUESS = -3
 #: How many transactions one update tries: a second only when the first found the hash touched
 #: while it still held the writer's guess (a heartbeat's ``PEXPIRE``, say).
 _TRIES = 2
@@ -110,14 +111,11 @@ class CheckAndSet:
         Returns True or False (written; whether a cancel is asked for), the script's reply, or None
         when this connection could not be used: the caller then runs the script itself.
         """
-        return self._locked(self._update, key, cancel_key, guess, changes, script)
-
-    def _locked(self, method: Any, *args: Any) -> Any:
         line = self._connect()
         if line is None or not line.lock.acquire(blocking=False):
             return None
         try:
-            return method(line, *args)
+            return self._update(line, key, cancel_key, guess, changes, script)
         except (RedisError, OSError):  # the connection is lost: the caller's call reports it
             line.watching = None
             line.connection.disconnect()
@@ -133,7 +131,7 @@ class CheckAndSet:
             if watching is None or watching[0] != key:
                 break
             if watching != guess:  # what the connection read since is the truth: no need to ask the script
-                return WRONG_GUESS
+                return [WRONG_GUESS, b"", 0]
             commands = [("MULTI",), *changes, ("EXISTS", cancel_key), ("EXEC",), *_watch(key)[1:]]
             replies = self._send(line, commands)
             done = replies[-3]
