@@ -98,7 +98,7 @@ def async_pool_for(client: Any, shard: dict[str, Any] | None = None) -> Any:
         given = connection_kwargs(shard)
         options = {key: value for key, value in given.items() if key in _CONNECTION_KEYS}
         watchers = shard.get("sentinel_kwargs") or {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
-        sentinel = aio_sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=watchers)  # type: ignore[no-untyped-call]
+        sentinel = aio_sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=watchers)  # type: ignore[no-untyped-call,unused-ignore]
         return aio_sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
             shard["master_name"], sentinel, client_name=name, protocol=2, **options
         )

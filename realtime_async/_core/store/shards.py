@@ -159,8 +159,8 @@ def sync_client(shard: dict[str, Any]) -> Any:
 
     if "sentinels" in shard:
         options = {**CLIENT_DEFAULTS, **connection_kwargs(shard)}
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             shard["sentinels"], sentinel_kwargs=shard.get("sentinel_kwargs"), **options
         )  # fmt: skip
-        return sentinel.master_for(shard["master_name"])  # type: ignore[no-untyped-call]
+        return sentinel.master_for(shard["master_name"])  # type: ignore[no-untyped-call,unused-ignore]
     return redis.Redis(connection_pool=redis.ConnectionPool(**{**CLIENT_DEFAULTS, **connection_kwargs(shard)}))
