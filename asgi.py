@@ -20,7 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from realtime_async.routing import ProgressHttpRouter, websocket_urlpatterns  # noqa: E402
+from realtime_async.routing import ProgressHttpRouter, tune_gc, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -29,3 +29,4 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+tune_gc()  # last: a server holding many connections pauses far less for garbage collection

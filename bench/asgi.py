@@ -48,3 +48,12 @@ except ImportError:  # a package without it: the runner leaves out, and reports,
     application = plain_application
 else:
     application = ProtocolTypeRouter({"http": ProgressHttpRouter(django_asgi_app), "websocket": websocket_app})
+
+try:
+    from realtime_async.routing import tune_gc  # noqa: E402
+except ImportError:  # a package without it: CPython's defaults, as before
+    pass
+else:
+    # As the README's asgi.py does; RA_BENCH_GC=0 measures CPython's defaults (docs/benchmarks.md).
+    if os.environ.get("RA_BENCH_GC") != "0":
+        tune_gc()

@@ -167,7 +167,9 @@ RedisPubSubChannelLayer; writes under `.artifacts/bench-core/`).
 The servers run `bench/asgi.py`: `application` serves HTTP through `ProgressHttpRouter` (the SSE
 stream, and unchanged polls answered without Django's handler), as a project following
 `docs/protocol.md` does; `plain_application` sends every HTTP request to Django's ASGI handler, the
-path before the router, kept so that one run measures both. WebSockets are the same in both.
+path before the router, kept so that one run measures both. WebSockets are the same in both. It
+ends with `tune_gc()`, as the README's `asgi.py` does (`RA_BENCH_GC=0` leaves CPython's collector
+as it is, for comparison).
 
 ## What each scenario measures
 

@@ -1,4 +1,9 @@
-"""ASGI entry point of the test project, laid out as the README tells users to."""
+"""ASGI entry point of the test project, laid out as the README tells users to.
+
+But for ``tune_gc()``: tests import this module into the test process too,
+where freezing the heap and moving the collector's thresholds would change
+every later test (``tests/unit/test_tune_gc.py`` tests it in a fresh process).
+"""
 
 from __future__ import annotations
 
