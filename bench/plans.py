@@ -1,4 +1,4 @@
-"""The sizes of a run: ``FULL`` (about twelve minutes) and ``QUICK`` (seconds; the smoke test's)."""
+"""The sizes of a run: ``FULL`` (about fifteen minutes) and ``QUICK`` (seconds; the smoke test's)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ FULL = Plan(
     name="full", reps=2,
     cost_n=300, cost_gap=0.002, cost_budget=5, cost_n_group_send=150, hot_seconds=1.0, hot_max=200_000,
     launch_n=150, e2e_count=150, e2e_rate=50, e2e_servers=("uvicorn",),
-    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 15, 20, 100), fanout_servers=("daphne", "uvicorn"),
+    fanout_watchers=(1, 100, 1000), fanout_rates=(2, 5, 10, 15, 20, 30, 40, 50, 100), fanout_servers=("daphne", "uvicorn"),
     step_seconds=2.0, min_updates=6, drain=5.0,
     multi_tasks=100, multi_per_task=10, multi_rate=2, multi_count=6,
     poll_seconds=1.5, poll_concurrency=8, staleness_seconds=5.0, poll_servers=("daphne", "uvicorn"),
@@ -91,7 +91,7 @@ FULL = Plan(
     profile_seconds=6.0, profile_rate=10, rss_settle=1.0,
     profile_targets=("ours@daphne", "naive@daphne", "ours@uvicorn", "poll304@daphne"),
     split_at=500, fresh_daphne=True,
-    calibration_watchers=1000, calibration_rate=5, max_seconds=700,
+    calibration_watchers=1000, calibration_rate=5, max_seconds=1000,
     slow_stalled=20, slow_tasks=50, slow_bystanders=10, slow_rate=10, slow_seconds=15.0, slow_message_chars=600,
     group_sizes=(10, 1000), group_cost_n=300, group_cost_slices=5, group_launch_parts=1000, group_launch_reps=3,
     group_rate_parts=1000, group_rate_seconds=5.0, group_writers=2, group_watchers=10,

@@ -154,7 +154,7 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
 
 PREAMBLE = """# Benchmarks
 
-`./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (about twelve
+`./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (about fifteen
 minutes; `--quick` for a seconds-long smoke version, which `tests/system/test_bench_smoke.py` runs).
 It starts what it needs on loopback (a private `redis-server` on a free port, daphne and uvicorn, a
 publisher process standing in for a Celery worker, client processes), runs every scenario twice and
@@ -195,7 +195,7 @@ as it is, for comparison).
   stream of the task (`GET /realtime-async/events/?task=…`, read by `bench/sseclient.py`), on the
   run's daphne and again on a fresh uvicorn (`e2e_servers`).
 - **Fan-out**: one task, 1, 100 and 1,000 watchers on one daphne process (a fresh one per block),
-  at 2, 5, 10, 15, 20 and 100 updates a second: median and p99 latency, frames per second
+  at 2, 5, 10, 15, 20, 30, 40, 50 and 100 updates a second: median and p99 latency, frames per second
   delivered, the share of frames delivered, final states lost, and daphne's CPU per frame, for
   realtime_async (`ws/realtime-async/`, one subscription per connection) and the tutorial consumer;
   then realtime_async's 1,000-watcher block again on uvicorn (uvloop, `websockets-sansio`), so the
