@@ -39,6 +39,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from realtime_async._core.records import FINAL_STATES
 
+_pack_command: Any
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - a dependency (redis[hiredis]); without it, redis-py packs
+    _pack_command = None
+
 __all__ = ["WRONG_GUESS", "CheckAndSet"]
 
 #: What a guess is made of, read after each ``WATCH``: the task's state, seq, and the log's counts.
@@ -53,6 +59,9 @@ _TRIES = 2
 
 Guess = tuple[str, int, str, str]
 Command = tuple[Any, ...]
+#: The argument types hiredis packs as redis-py would (a float, a bool, a memoryview: redis-py packs).
+_PLAIN = frozenset((bytes, str, int))
+_UTF8 = frozenset(("utf-8", "utf8"))
 
 
 def _failed(reply: Any) -> bool:
@@ -179,7 +188,7 @@ class CheckAndSet:
     def _send(line: _Line, commands: list[Command]) -> list[Any]:
         """The replies of ``commands``, sent at once: error replies are returned, not raised."""
         connection = line.connection
-        connection.send_packed_command(connection.pack_commands(commands))
+        connection.send_packed_command(_packed(connection, commands))
         replies = []
         for _ in commands:
             try:
@@ -187,3 +196,19 @@ class CheckAndSet:
             except ResponseError as error:
                 replies.append(error)
         return replies
+
+
+def _packed(connection: Any, commands: list[Command]) -> Any:
+    """``commands`` in RESP, as ``connection.pack_commands`` would pack them, about ten times faster.
+
+    redis-py encodes each argument in Python before hiredis packs the command (about 20 µs for
+    an update's ten commands); hiredis alone packs bytes, str (UTF-8) and int the same way in 2.
+    Anything else, or a connection that encodes text otherwise, is left to redis-py.
+    """
+    if _pack_command is None or str(getattr(connection.encoder, "encoding", "")).lower() not in _UTF8:
+        return connection.pack_commands(commands)
+    for command in commands:
+        for argument in command:
+            if type(argument) not in _PLAIN:
+                return connection.pack_commands(commands)
+    return [b"".join(map(_pack_command, commands))]
