@@ -1,4 +1,4 @@
-"""The sizes of a run: ``FULL`` (about fifteen minutes) and ``QUICK`` (seconds; the smoke test's)."""
+"""The sizes of a run: ``FULL`` (about twelve minutes) and ``QUICK`` (seconds; the smoke test's)."""
 
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ def render(results: dict[str, Any], images: list[str], image_prefix: str) -> str
 
 PREAMBLE = """# Benchmarks
 
-`./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (about fifteen
+`./run.sh bench` (or, in a dev environment, `.venv/bin/python -m bench`) (about twelve
 minutes; `--quick` for a seconds-long smoke version, which `tests/system/test_bench_smoke.py` runs).
 It starts what it needs on loopback (a private `redis-server` on a free port, daphne and uvicorn, a
 publisher process standing in for a Celery worker, client processes), runs every scenario twice and
